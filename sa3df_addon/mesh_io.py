@@ -1,0 +1,41 @@
+"""Blender meshes to arrays and back, in bulk (foreach_get/foreach_set, no per-vertex Python loops)."""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+
+def mesh_arrays(obj, evaluated: bool = True, world: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(vertices (N, 3) float64, triangles (T, 3) int64) of a mesh object.
+
+    ``evaluated`` applies modifiers and armature deformation as the depsgraph sees them now;
+    ``world`` applies the object's world matrix. Vertex order is the object's own, so results map
+    back onto its vertices one to one. Raises ``ValueError`` when modifiers change the vertex count
+    (e.g. Subdivision), since results could then not be written back to the user's vertices.
+    """
+    if obj.type != "MESH":
+        raise ValueError(f"Object '{obj.name}' is a {obj.type.lower()}, not a mesh")
+    source = obj
+    if evaluated:
+        source = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    mesh = source.to_mesh()
+    try:
+        n = len(mesh.vertices)
+        if evaluated and n != len(obj.data.vertices):
+            raise ValueError(
+                f"Mesh '{obj.name}': modifiers change its vertex count ({len(obj.data.vertices)} -> {n}); "
+                "turn off 'Use Modifiers' or apply the topology-changing modifiers"
+            )
+        vertices = np.empty(n * 3, dtype=np.float64)
+        mesh.vertices.foreach_get("co", vertices)
+        vertices = vertices.reshape(n, 3)
+        mesh.calc_loop_triangles()
+        tris = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
+        mesh.loop_triangles.foreach_get("vertices", tris)
+    finally:
+        source.to_mesh_clear()
+    if world:
+        matrix = np.array(obj.matrix_world, dtype=np.float64)
+        vertices = vertices @ matrix[:3, :3].T + matrix[:3, 3]
+    return vertices, tris.reshape(-1, 3)

@@ -1,0 +1,44 @@
+"""Shared test set-up: data discovery, Blender sandboxing, and the heavy-test switch."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The add-on's scene I/O modules are imported directly (with the bpy module) by tests.
+sys.path.insert(0, str(REPO))
+# `import bpy` writes to ~/.config/blender unless told otherwise: keep tests out of the user's config.
+os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-blender-user-"))
+
+
+def find_data_dir() -> Path | None:
+    """$SA3DF_DATA, else ../shared/data next to the repository."""
+    candidates = [os.environ.get("SA3DF_DATA"), REPO.parent / "shared" / "data"]
+    for c in candidates:
+        if c and Path(c, "README.md").exists():
+            return Path(c)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = find_data_dir()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("shared data not found ($SA3DF_DATA or ../shared/data): CI must run data tests")
+        pytest.skip("shared data not found: set SA3DF_DATA or place it at ../shared/data")
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("SA3DF_HEAVY") == "1":
+        return
+    skip = pytest.mark.skip(reason="heavy test: set SA3DF_HEAVY=1 to run")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
