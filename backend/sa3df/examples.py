@@ -67,9 +67,18 @@ def _segment_distance(points: np.ndarray, head, tail) -> np.ndarray:
 
 
 def humanoid_sdf(points: np.ndarray, blend: float = 0.04) -> np.ndarray:
-    """Signed distance (approximately) to the rest-pose character: a smooth union of capsules."""
+    """Signed distance (approximately) to the rest-pose character: a smooth union of capsules.
+
+    Evaluated on |x| with the centre and left bones only, so the field is exactly left/right symmetric
+    (a smooth union depends on the order it is folded in).
+    """
+    points = np.concatenate(
+        [np.abs(points[..., :1]), points[..., 1:]], axis=-1
+    )
     field = None
-    for _, head, tail, radius in SKELETON.values():
+    for name, (_, head, tail, radius) in SKELETON.items():
+        if name.endswith(".R"):
+            continue
         d = _segment_distance(points, head, tail) - radius
         if field is None:
             field = d
@@ -160,7 +169,12 @@ def humanoid(pose: str = "rest", resolution: int = 64) -> ExampleCharacter:
         raise ValueError(f"Unknown pose '{pose}' (known: {', '.join(POSES)})")
     lo, hi = np.array([-0.9, -0.35, -0.05]), np.array([0.9, 0.35, 1.95])
     spacing = (hi[2] - lo[2]) / resolution
-    axes = [np.arange(lo[d], hi[d] + spacing, spacing) for d in range(3)]
+    # x = 0 on a cell centre, the grid symmetric about it: an exactly mirrored mesh, and no sample column
+    # sitting in the narrow gap between the legs (which makes non-manifold cells).
+    half_cells = int(np.ceil(hi[0] / spacing))
+    lo[0] = -(half_cells - 0.5) * spacing
+    axes = [lo[d] + spacing * np.arange(int(round((hi[d] - lo[d]) / spacing)) + 1) for d in range(3)]
+    axes[0] = lo[0] + spacing * np.arange(2 * half_cells)
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
     vertices, quads = surface_nets(humanoid_sdf(grid), lo, spacing)
     weights = _skin_weights(vertices)
