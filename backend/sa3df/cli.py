@@ -76,10 +76,10 @@ def cmd_train(args) -> None:
 
 
 def cmd_match(args) -> None:
+    (source, target), _ = _features_for(args, [args.source, args.target])
     from .colors import correspondence_colors
     from .match import correspondence
 
-    (source, target), _ = _features_for(args, [args.source, args.target])
     features = "base" if args.base else "embedding"
     corr = correspondence(getattr(source, features), getattr(target, features))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -92,10 +92,10 @@ def cmd_match(args) -> None:
 
 
 def cmd_segment(args) -> None:
+    items, _ = _features_for(args, args.meshes)
     from .colors import label_colors
     from .segment import joint_kmeans
 
-    items, _ = _features_for(args, args.meshes)
     labels, _ = joint_kmeans([i.embedding for i in items], args.parts, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     for item, lab in zip(items, labels):
