@@ -280,6 +280,23 @@ def blender_validator(zip_path: Path) -> list[str]:
     return []
 
 
+def default_zip_path(platforms: list[str] | None = None) -> Path:
+    platforms = platforms or [this_platform()]
+    manifest = tomllib.loads((ADDON_DIR / "blender_manifest.toml").read_text())
+    suffix = platforms[0] if len(platforms) == 1 else "multi"
+    return DIST_DIR / f"{manifest['id']}-{manifest['version']}-{suffix}.zip"
+
+
+def ensure_built() -> Path:
+    """This platform's zip, rebuilt when any add-on or backend source is newer than it."""
+    zip_path = default_zip_path()
+    sources = [p for d in (ADDON_DIR, BACKEND_DIR) for p in d.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    if not zip_path.exists() or max(p.stat().st_mtime for p in sources) > zip_path.stat().st_mtime:
+        if main([]) != 0:
+            raise RuntimeError(f"building {zip_path.name} failed (see the output above)")
+    return zip_path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--platform", action="append", choices=sorted(PLATFORM_TAGS),
@@ -302,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = [folder / name for name, folder in wheels.items()]
     problems = check_numpy_compatibility(paths)
     staged = stage(paths, platforms, args.semantic)
-    manifest = tomllib.loads((staged / "blender_manifest.toml").read_text())
-    suffix = platforms[0] if len(platforms) == 1 else "multi"
-    zip_path = make_zip(staged, args.out / f"{manifest['id']}-{manifest['version']}-{suffix}.zip")
+    zip_path = make_zip(staged, args.out / default_zip_path(platforms).name)
     return report(zip_path, problems + check_zip(zip_path))
 
 

@@ -23,8 +23,8 @@ DEVICES = [
 EFFORTS = [
     ("off", "Off", "No test-time training: use the checkpoint's embedding (or the base features without one)"),
     ("fast", "Fast", "300 training steps on the selection"),
-    ("normal", "Normal", "1500 training steps"),
-    ("thorough", "Thorough", "4000 training steps"),
+    ("normal", "Normal", "600 training steps"),
+    ("thorough", "Thorough", "2000 training steps"),
 ]
 
 

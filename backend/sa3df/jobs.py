@@ -26,7 +26,7 @@ from .mesh import Mesh, from_arrays
 from .progress import ProgressFn, report, sub_progress
 
 # Test-time training steps per effort level (see sa3df.train.TrainConfig for the other settings).
-EFFORT_STEPS = {"off": 0, "fast": 300, "normal": 1500, "thorough": 4000}
+EFFORT_STEPS = {"off": 0, "fast": 300, "normal": 600, "thorough": 2000}
 # Modules holding more jobs (registered with @job on import); missing ones are skipped.
 EXTRA_JOB_MODULES = ("sa3df.motion_jobs",)
 
@@ -165,27 +165,35 @@ def surface_features(meshes: list[Mesh], settings: dict, state: WorkerState,
 
 
 def _compute_features(meshes: list[Mesh], settings: dict, progress: ProgressFn | None) -> FeatureSet:
-    from .pipeline import compute_surface_features
+    """Effort "off" without a checkpoint: the (unit-row) base features stand in for the embedding."""
+    from .pipeline import FeatureCache, compute_surface_features
 
     effort = settings.get("effort", "fast")
     if effort not in EFFORT_STEPS:
         raise ValueError(f"Unknown training effort '{effort}' (use one of {', '.join(EFFORT_STEPS)})")
     checkpoint = settings.get("checkpoint") or None
+    cache_dir = settings.get("cache_dir") or None
+    extractor = _extractor(settings)
+    if EFFORT_STEPS[effort] == 0 and checkpoint is None:
+        cache = FeatureCache(Path(cache_dir, "features") if cache_dir else None)
+        base = [cache.get(m, extractor, progress=sub_progress(progress, i / len(meshes), (i + 1) / len(meshes)))
+                for i, m in enumerate(meshes)]
+        base = [np.asarray(b, dtype=np.float32) for b in base]
+        units = [b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in base]
+        return FeatureSet(base, units)
     train_config = None
     if EFFORT_STEPS[effort] > 0:
         from .train import TrainConfig
 
-        train_config = TrainConfig(
-            steps=EFFORT_STEPS[effort], seed=int(settings.get("seed", 0)), device=settings.get("device", "auto")
-        )
+        options = dict(steps=EFFORT_STEPS[effort], seed=int(settings.get("seed", 0)), device=settings.get("device", "auto"))
+        train_config = TrainConfig.test_time(**options) if hasattr(TrainConfig, "test_time") else TrainConfig(**options)
     result = compute_surface_features(
-        meshes, extractor=_extractor(settings), checkpoint=checkpoint, train_config=train_config,
-        cache_dir=settings.get("cache_dir") or None, progress=progress,
+        meshes, extractor=extractor, checkpoint=checkpoint, train_config=train_config, cache_dir=cache_dir,
+        progress=progress,
     )
-    features = result.features if hasattr(result, "features") else result
     return FeatureSet(
-        [np.asarray(f.base, dtype=np.float32) for f in features],
-        [np.asarray(f.embedding, dtype=np.float32) for f in features],
+        [np.asarray(f.base, dtype=np.float32) for f in result.features],
+        [np.asarray(f.embedding, dtype=np.float32) for f in result.features],
     )
 
 
