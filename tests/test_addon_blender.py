@@ -179,16 +179,23 @@ def test_parts_are_consistent_across_two_characters_of_one_rig(addon, data_dir):
         assert attribute(obj, "sa3df_part_color").shape == (len(obj.data.vertices), 4)
         groups = [g for g in obj.vertex_groups if g.name.startswith("sa3df_part_")]
         assert len(groups) == len(np.unique(labels[obj]))
-    # The same bone should carry the same part label on both bodies.
+    # The same bone should carry the same part label on both bodies. Labels unrelated across the
+    # bodies would agree for 1/k of the vertices (any relabelling of one body averages to that).
+    joint = bone_agreement(man, woman, labels[man], labels[woman])
+    print(f"part agreement across the rig's bones: {joint:.1%} (unrelated labels: {1 / 6:.1%})")
+    assert joint > 0.45
+
+
+def bone_agreement(man, woman, man_labels, woman_labels) -> float:
+    """Share of the woman's vertices whose part is the man's majority part for the same bone."""
     man_bones, woman_bones = dominant_bones(man), dominant_bones(woman)
     agree, total = 0, 0
     for bone in set(man_bones) & set(woman_bones) - {""}:
-        man_label = np.bincount(labels[man][man_bones == bone]).argmax()
-        woman_labels = labels[woman][woman_bones == bone]
-        agree += int((woman_labels == man_label).sum())
-        total += len(woman_labels)
-    print(f"part agreement across the rig's bones: {agree / total:.1%} of {total} vertices")
-    assert total > 0.8 * len(woman.data.vertices) and agree / total > 0.7
+        man_label = np.bincount(man_labels[man_bones == bone]).argmax()
+        agree += int((woman_labels[woman_bones == bone] == man_label).sum())
+        total += int((woman_bones == bone).sum())
+    assert total > 0.8 * len(woman.data.vertices)
+    return agree / total
 
 
 def test_vertex_groups_transfer_to_a_character_of_the_same_rig(addon, data_dir):
@@ -353,3 +360,60 @@ def test_topology_changing_modifiers_are_refused_by_name(man):
         assert bpy.ops.sa3df.compute_features() == {"FINISHED"}
     finally:
         bpy.context.scene.sa3df.use_modifiers = True
+
+
+class RecordingLayout:
+    """Stands in for ``UILayout`` to record what the panel draws."""
+
+    def __init__(self, log: list):
+        self.log, self.enabled, self.use_property_split = log, True, False
+
+    def _child(self, *args, **kwargs):
+        return RecordingLayout(self.log)
+
+    box = column = row = _child
+
+    def label(self, text="", icon="NONE"):
+        self.log.append(("label", text))
+
+    def progress(self, factor=0.0, type="BAR", text=""):
+        self.log.append(("progress", text))
+
+    def operator(self, idname, icon="NONE", text=""):
+        self.log.append(("operator", idname))
+
+    def prop(self, data, name, **kwargs):
+        self.log.append(("prop", name))
+
+    def separator(self):
+        pass
+
+
+def _drawn(context) -> list:
+    from types import SimpleNamespace
+
+    panel = bpy.types.SA3DF_PT_main
+    log = []
+    fake = SimpleNamespace(layout=RecordingLayout(log), _draw_selection=panel._draw_selection,
+                           _draw_motion=panel._draw_motion)
+    panel.draw(fake, context)
+    return log
+
+
+def test_panel_draws_every_button_and_the_motion_ones_once_they_exist(man):
+    armature, body = man
+    select([body], body)
+    drawn = _drawn(bpy.context)
+    operators = [entry[1] for entry in drawn if entry[0] == "operator"]
+    assert operators == ["sa3df.compute_features", "sa3df.show_correspondence", "sa3df.segment_parts",
+                         "sa3df.transfer_skin_weights", "sa3df.clear"]
+    assert ("label", f"Source: {body.name}") in drawn and not any(e[0] == "progress" for e in drawn)
+
+    class SA3DF_OT_transfer_motion(bpy.types.Operator):  # what the motion module will register
+        bl_idname, bl_label = "sa3df.transfer_motion", "Transfer Motion"
+
+    bpy.utils.register_class(SA3DF_OT_transfer_motion)
+    try:
+        assert ("operator", "sa3df.transfer_motion") in _drawn(bpy.context)
+    finally:
+        bpy.utils.unregister_class(SA3DF_OT_transfer_motion)
