@@ -1,0 +1,215 @@
+"""Scoring a correspondence: geodesic error, accuracy curves, and the left/right flip rate.
+
+Conventions (shared by the CLI's ``eval`` command and the tests):
+
+- **Error** of a prediction = geodesic distance on the *target* mesh between the predicted and the
+  true target vertex, divided by √(surface area) of the target (scale-free; the usual convention of
+  shape-correspondence benchmarks).
+- **Across components** the geodesic distance is infinite. Such an error is reported as the target's
+  normalised geodesic *diameter* (the largest finite distance found by a double sweep from the first
+  true vertex and by all solves of the evaluation): as wrong as a prediction on the mesh can be, and
+  still finite, so means and AUCs stay defined.
+- **Accuracy curve**: share of predictions with error ≤ threshold, thresholds 0…0.25 by default.
+  **AUC** is the area under it divided by the threshold range, so it lies in [0, 1].
+- **Flip rate**: among points whose true match and mirrored match lie at least ``min_separation``
+  (normalised geodesic, default 0.1) apart, the share of predictions strictly closer to the mirrored
+  match than to the true one. Points near the symmetry plane are left out: there a "flip" is not
+  distinguishable from a small error.
+- **Mirrored ground truth** (for a shape's left/right symmetry): reflect the vertices across the plane
+  through the bounding-box centre normal to the sagittal axis and take the nearest vertex.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .geodesics import GeodesicSolver
+from .mesh import Mesh
+from .progress import ProgressFn, steps
+
+DEFAULT_THRESHOLDS = np.linspace(0.0, 0.25, 101)
+
+
+def _reflect(vertices: np.ndarray, axis: int) -> np.ndarray:
+    centre = (vertices[:, axis].min() + vertices[:, axis].max()) / 2
+    mirrored = vertices.copy()
+    mirrored[:, axis] = 2 * centre - vertices[:, axis]
+    return mirrored
+
+
+def symmetry_axis(vertices: np.ndarray, candidates=None) -> tuple[int, np.ndarray]:
+    """The coordinate axis the shape is most mirror-symmetric about, and the mean nearest-vertex
+    distance (divided by the bounding-box diagonal) after reflecting about each candidate axis."""
+    from scipy.spatial import cKDTree
+
+    v = np.asarray(vertices, dtype=np.float64)
+    candidates = list(range(3)) if candidates is None else list(candidates)
+    tree = cKDTree(v)
+    diagonal = float(np.linalg.norm(np.ptp(v, axis=0))) or 1.0
+    scores = np.array([tree.query(_reflect(v, a))[0].mean() / diagonal for a in candidates])
+    return candidates[int(np.argmin(scores))], scores
+
+
+def mirrored_ground_truth(vertices, faces=None, axis: int | None = None) -> np.ndarray:
+    """(N,) int64: for each vertex, the vertex nearest to its mirror image across the symmetry plane.
+
+    ``vertices`` (N, 3) rest pose; the plane passes through the bounding-box centre, normal to
+    ``axis`` (0/1/2; auto-detected with :func:`symmetry_axis` when None). With ``faces`` only
+    vertices used by some face can be chosen (loose vertices are not surface points).
+    """
+    from scipy.spatial import cKDTree
+
+    v = np.asarray(vertices, dtype=np.float64)
+    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0:
+        raise ValueError(f"vertices must be a non-empty (N, 3) array, got shape {v.shape}")
+    if axis is None:
+        axis = symmetry_axis(v)[0]
+    if axis not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2 (x, y, z), got {axis}")
+    candidates = np.arange(len(v)) if faces is None else np.unique(np.asarray(faces))
+    tree = cKDTree(v[candidates])
+    return candidates[tree.query(_reflect(v, axis))[1]].astype(np.int64)
+
+
+class _GeodesicTable:
+    """Geodesic distances from chosen source vertices, one heat solve per unique source."""
+
+    def __init__(self, mesh: Mesh, solver: GeodesicSolver | None):
+        self.mesh = mesh
+        self.solver = solver or GeodesicSolver(mesh)
+        self.scale = float(np.sqrt(mesh.surface_area()))
+        self.largest_finite = 0.0
+
+    def between(self, sources: np.ndarray, queries: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
+        """(M,) geodesic distance from ``sources[m]`` to ``queries[m]`` (``inf`` across components)."""
+        out = np.empty(len(sources))
+        unique, inverse = np.unique(sources, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
+        for u in steps(range(len(unique)), len(unique), progress, "geodesic errors"):
+            column = self.solver.distances_from(int(unique[u]))
+            finite = column[np.isfinite(column)]
+            self.largest_finite = max(self.largest_finite, float(finite.max()))
+            rows = order[bounds[u]:bounds[u + 1]]
+            out[rows] = column[queries[rows]]
+        return out
+
+    def diameter(self, start: int) -> float:
+        """Largest finite geodesic distance known: a double sweep from ``start`` and all solves so far."""
+        first = self.solver.distances_from(int(start))
+        far = int(np.argmax(np.where(np.isfinite(first), first, -1.0)))
+        second = self.solver.distances_from(far)
+        sweep = float(second[np.isfinite(second)].max())
+        return max(self.largest_finite, sweep, float(first[np.isfinite(first)].max()))
+
+    def normalised(self, distances: np.ndarray, start: int) -> np.ndarray:
+        distances = np.asarray(distances, dtype=np.float64)
+        if np.isinf(distances).any():
+            distances = np.where(np.isinf(distances), self.diameter(start), distances)
+        return distances / self.scale
+
+
+def _check_ids(mesh: Mesh, name: str, ids) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-D integer array of vertex ids, got {ids.dtype} {ids.shape}")
+    if len(ids) and (ids.min() < 0 or ids.max() >= mesh.n_vertices):
+        raise ValueError(f"{name} must lie in [0, {mesh.n_vertices - 1}] for mesh '{mesh.name}', "
+                         f"found {ids.min()}..{ids.max()}")
+    return ids.astype(np.int64)
+
+
+def geodesic_errors(target_mesh: Mesh, predicted_ids, true_ids, solver: GeodesicSolver | None = None,
+                    progress: ProgressFn | None = None) -> np.ndarray:
+    """(M,) float64 normalised geodesic errors between ``predicted_ids`` (M,) and ``true_ids`` (M,)
+    target vertices: distance / √(target surface area); across components, the normalised diameter.
+
+    One heat solve per unique true id; pass a prepared ``solver`` to reuse its factorisation.
+    """
+    predicted = _check_ids(target_mesh, "predicted_ids", predicted_ids)
+    true = _check_ids(target_mesh, "true_ids", true_ids)
+    if len(predicted) != len(true):
+        raise ValueError(f"predicted_ids ({len(predicted)}) and true_ids ({len(true)}) differ in length")
+    if len(true) == 0:
+        return np.zeros(0)
+    table = _GeodesicTable(target_mesh, solver)
+    return table.normalised(table.between(true, predicted, progress), int(true[0]))
+
+
+def accuracy_curve(errors, thresholds=None) -> tuple[np.ndarray, np.ndarray]:
+    """Share of ``errors`` ≤ each threshold. Returns (thresholds (T,), accuracy (T,) in [0, 1])."""
+    errors = np.asarray(errors, dtype=np.float64).ravel()
+    thresholds = DEFAULT_THRESHOLDS if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    if len(errors) == 0:
+        raise ValueError("accuracy_curve needs at least one error")
+    sorted_errors = np.sort(errors)
+    accuracy = np.searchsorted(sorted_errors, thresholds, side="right") / len(errors)
+    return thresholds, accuracy
+
+
+def auc(thresholds, accuracy) -> float:
+    """Area under the accuracy curve divided by the threshold range (1 = every error is 0)."""
+    t, a = np.asarray(thresholds, dtype=np.float64), np.asarray(accuracy, dtype=np.float64)
+    if len(t) < 2 or t[-1] <= t[0]:
+        raise ValueError("auc needs at least two increasing thresholds")
+    return float(np.sum((a[1:] + a[:-1]) * np.diff(t)) / 2 / (t[-1] - t[0]))
+
+
+def flip_rate(target_mesh: Mesh, predicted_ids, true_ids, mirrored_true_ids, min_separation: float = 0.1,
+              solver: GeodesicSolver | None = None, progress: ProgressFn | None = None) -> float:
+    """Share of predictions geodesically closer to the mirrored match than to the true match.
+
+    Only points whose true and mirrored matches are at least ``min_separation`` (distance / √area)
+    apart count; returns ``nan`` when none does (e.g. a shape with no left/right parts).
+    """
+    return _flip_stats(_GeodesicTable(target_mesh, solver), target_mesh, predicted_ids, true_ids,
+                       mirrored_true_ids, min_separation, progress)[0]
+
+
+def _flip_stats(table: _GeodesicTable, mesh: Mesh, predicted_ids, true_ids, mirrored_ids,
+                min_separation: float, progress=None, to_true: np.ndarray | None = None):
+    predicted = _check_ids(mesh, "predicted_ids", predicted_ids)
+    true = _check_ids(mesh, "true_ids", true_ids)
+    mirrored = _check_ids(mesh, "mirrored_true_ids", mirrored_ids)
+    if not len(predicted) == len(true) == len(mirrored):
+        raise ValueError("predicted_ids, true_ids and mirrored_true_ids must have the same length")
+    if to_true is None:
+        to_true = table.between(true, predicted, progress)
+    to_mirror = table.between(mirrored, predicted, progress)
+    separation = table.between(mirrored, true)
+    counted = (separation / table.scale) >= min_separation
+    if not counted.any():
+        return float("nan"), 0
+    flipped = to_mirror[counted] < to_true[counted]
+    return float(flipped.mean()), int(counted.sum())
+
+
+def evaluate_correspondence(target_mesh: Mesh, predicted_ids, true_ids, mirrored_true_ids=None,
+                            thresholds=None, min_separation: float = 0.1, solver: GeodesicSolver | None = None,
+                            progress: ProgressFn | None = None) -> dict:
+    """All correspondence scores in one dict (plain floats, ready for JSON).
+
+    Keys: ``count``, ``mean_error``, ``median_error``, ``auc``, ``acc@0.01``, ``acc@0.05``,
+    ``acc@0.1``, ``acc@0.25``; with ``mirrored_true_ids`` also ``flip_rate`` and ``flip_count`` (the
+    points that counted). ``predicted_ids``/``true_ids`` (M,) are target vertex ids (evaluate a
+    random subset of the target vertices for large meshes: one heat solve per unique true id).
+    """
+    table = _GeodesicTable(target_mesh, solver)
+    predicted = _check_ids(target_mesh, "predicted_ids", predicted_ids)
+    true = _check_ids(target_mesh, "true_ids", true_ids)
+    if len(predicted) != len(true) or len(true) == 0:
+        raise ValueError(f"need equally many predicted ({len(predicted)}) and true ({len(true)}) ids, at least 1")
+    raw = table.between(true, predicted, progress)
+    errors = table.normalised(raw, int(true[0]))
+    t, acc = accuracy_curve(errors, thresholds)
+    scores = {
+        "count": int(len(errors)), "mean_error": float(errors.mean()),
+        "median_error": float(np.median(errors)), "auc": auc(t, acc),
+    }
+    for level in (0.01, 0.05, 0.1, 0.25):
+        scores[f"acc@{level}"] = float((errors <= level).mean())
+    if mirrored_true_ids is not None:
+        rate, counted = _flip_stats(table, target_mesh, predicted, true, mirrored_true_ids, min_separation,
+                                    progress, to_true=raw)
+        scores["flip_rate"], scores["flip_count"] = rate, counted
+    return scores
