@@ -175,8 +175,12 @@ def correspondence(
 
     ``target_faces`` (Ft, 3) lets ``mutual`` accept a cycle that returns within ``mutual_rings``
     edge rings of the start (without faces, only an exact return counts). ``smooth_iterations`` > 0
-    first averages each mesh's features over its 1-ring that many times (needs both faces arrays);
-    it is off by default, as the method matches raw features.
+    first averages each mesh's features over its 1-ring that many times (needs both faces arrays).
+    Measured (quaternius rest pose → Walk frames, geometric features, mean geodesic error / √area):
+    one iteration cut the error on one-piece meshes (horse 0.020 → 0.001, cow 0.003 → 0.001, man
+    0.117 → 0.105) but raised it on the woman, whose 20 identical 24-vertex parts become
+    indistinguishable (0.33 → 0.42). So it is off by default, as in the method; a similarity-weighted
+    k-NN medoid vote was also tried and did not help (not offered).
     """
     if smooth_iterations > 0:
         if source_faces is None or target_faces is None:

@@ -59,7 +59,7 @@ def limit_influences(weights: np.ndarray, max_influences: int | None = 4, min_we
 
 
 def transfer_vertex_weights(
-    source_weights, source_features, target_features, k: int = 8, temperature: float = 0.02,
+    source_weights, source_features, target_features, k: int = 4, temperature: float = 0.01,
     target_faces: np.ndarray | None = None, smooth_iterations: int = 2, normalize: bool = True,
     max_influences: int | None = 4, min_weight: float = 1e-3, device: str | None = None,
     progress: ProgressFn | None = None,
