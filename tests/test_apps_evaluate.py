@@ -99,6 +99,11 @@ def test_flip_rate_counts_mirror_swaps_away_from_the_plane():
     half[::2] = g[true][::2]
     scores = evaluate.evaluate_correspondence(m, half, true, g[true])
     assert 0.35 < scores["flip_rate"] < 0.65 and scores["flip_count"] < len(true)  # plane points left out
+    sampled = evaluate.evaluate_correspondence(m, half, true, g[true], max_points=20, seed=1)
+    assert sampled["count"] == 20 and 0.0 <= sampled["flip_rate"] <= 1.0
+    calls = []
+    evaluate.evaluate_correspondence(m, half, true, g[true], progress=lambda f, msg: calls.append(f))
+    assert calls[-1] == 1.0 and calls == sorted(calls)
     perfect = evaluate.evaluate_correspondence(m, true, true)
     assert perfect["mean_error"] == 0 and perfect["auc"] == 1.0 and perfect["acc@0.01"] == 1.0
     assert "flip_rate" not in perfect and perfect["count"] == len(true)
