@@ -15,6 +15,8 @@ Conventions (shared by the CLI's ``eval`` command and the tests):
   (normalised geodesic, default 0.1) apart, the share of predictions strictly closer to the mirrored
   match than to the true one. Points near the symmetry plane are left out: there a "flip" is not
   distinguishable from a small error.
+- **Seams**: vertices at the same position (files split them at UV seams and sharp edges) are welded
+  before geodesics are computed, so the surface is measured as one piece.
 - **Mirrored ground truth** (for a shape's left/right symmetry): reflect the vertices across the plane
   through the bounding-box centre normal to the sagittal axis and take the nearest vertex.
 """
@@ -71,13 +73,48 @@ def mirrored_ground_truth(vertices, faces=None, axis: int | None = None) -> np.n
     return candidates[tree.query(_reflect(v, axis))[1]].astype(np.int64)
 
 
+def weld_coincident(mesh: Mesh, tolerance: float = 1e-7) -> tuple[Mesh, np.ndarray]:
+    """Merge vertices closer than ``tolerance`` × bounding-box diagonal (files split vertices at UV
+    seams and sharp edges, which cuts the surface into pieces). Returns (welded mesh, (N,) int64
+    welded id of each vertex)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    from .mesh import from_arrays
+
+    v = mesh.vertices
+    radius = tolerance * float(np.linalg.norm(np.ptp(v, axis=0)))
+    pairs = cKDTree(v).query_pairs(radius, output_type="ndarray") if radius > 0 else np.zeros((0, 2), int)
+    if len(pairs) == 0:
+        return mesh, np.arange(mesh.n_vertices)
+    n = mesh.n_vertices
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    first = np.full(group.max() + 1, n)
+    np.minimum.at(first, group, np.arange(n))  # each group is represented by its first vertex
+    welded = from_arrays(v[first], group[mesh.faces], name=f"{mesh.name} (welded)")
+    return welded, group.astype(np.int64)
+
+
 class _GeodesicTable:
-    """Geodesic distances from chosen source vertices, one heat solve per unique source."""
+    """Geodesic distances from chosen source vertices, one heat solve per unique (welded) source.
+
+    Without a caller's ``solver``, coincident vertices are welded first, so a prediction on the
+    other copy of a seam vertex has error 0 and the surface is not cut at seams.
+    """
 
     def __init__(self, mesh: Mesh, solver: GeodesicSolver | None):
-        self.mesh = mesh
-        self.solver = solver or GeodesicSolver(mesh)
-        self.scale = float(np.sqrt(mesh.surface_area()))
+        if solver is None:
+            surface, self.key = weld_coincident(mesh)
+            solver = GeodesicSolver(surface)
+        else:
+            surface, self.key = solver.mesh, np.arange(mesh.n_vertices)
+            if surface.n_vertices != mesh.n_vertices:
+                raise ValueError(f"the solver was built for a mesh with {surface.n_vertices} vertices, "
+                                 f"mesh '{mesh.name}' has {mesh.n_vertices}")
+        self.solver = solver
+        self.scale = float(np.sqrt(surface.surface_area()))
         self.largest_finite = 0.0
 
     def between(self, sources: np.ndarray, *queries: np.ndarray, progress: ProgressFn | None = None):
@@ -85,7 +122,7 @@ class _GeodesicTable:
         solve per unique source shared by all of them. Returns one (M,) array per query array
         (a single array when one was given); ``inf`` across components."""
         outs = [np.empty(len(sources)) for _ in queries]
-        unique, inverse = np.unique(sources, return_inverse=True)
+        unique, inverse = np.unique(self.key[sources], return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
         for u in steps(range(len(unique)), len(unique), progress, "geodesic errors"):
@@ -93,12 +130,12 @@ class _GeodesicTable:
             self.largest_finite = max(self.largest_finite, float(column[np.isfinite(column)].max()))
             rows = order[bounds[u]:bounds[u + 1]]
             for out, q in zip(outs, queries):
-                out[rows] = column[q[rows]]
+                out[rows] = column[self.key[q[rows]]]
         return outs[0] if len(outs) == 1 else outs
 
     def diameter(self, start: int) -> float:
         """Largest finite geodesic distance known: a double sweep from ``start`` and all solves so far."""
-        first = self.solver.distances_from(int(start))
+        first = self.solver.distances_from(int(self.key[start]))
         far = int(np.argmax(np.where(np.isfinite(first), first, -1.0)))
         second = self.solver.distances_from(far)
         sweep = float(second[np.isfinite(second)].max())
@@ -126,7 +163,9 @@ def geodesic_errors(target_mesh: Mesh, predicted_ids, true_ids, solver: Geodesic
     """(M,) float64 normalised geodesic errors between ``predicted_ids`` (M,) and ``true_ids`` (M,)
     target vertices: distance / √(target surface area); across components, the normalised diameter.
 
-    One heat solve per unique true id; pass a prepared ``solver`` to reuse its factorisation.
+    One heat solve per unique true id. Coincident vertices (split at UV seams by many files) are
+    welded for the geodesics; a prepared ``solver`` (built on ``target_mesh`` itself, no welding)
+    reuses its factorisation.
     """
     predicted = _check_ids(target_mesh, "predicted_ids", predicted_ids)
     true = _check_ids(target_mesh, "true_ids", true_ids)
