@@ -266,7 +266,7 @@ def features_for_job(ctx: JobContext, share: float = 0.8) -> tuple[list[Mesh], F
 
 
 def clean_notes(meshes: list[Mesh]) -> dict:
-    """What cleaning changed per mesh, for the user (only meshes that needed cleaning)."""
+    """What cleaning changed per mesh (only meshes that needed cleaning), for the user."""
     return {m.name: m.report.summary() for m in meshes if m.report.summary() != "clean"}
 
 
