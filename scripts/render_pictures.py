@@ -6,8 +6,9 @@ Builds and installs the extension zip exactly as a user would, imports the Quate
 woman (CC0), presses each button and renders the scene before and after it:
 
 - ``features_before.png`` / ``features_after.png``: Compute Features on the man (PCA colours);
-- ``correspondence.png``: two walk-cycle frames, colours of frame A carried to frame B;
-- ``parts.png``: Segment Parts jointly on the man and the woman (same colour = same part);
+- ``correspondence.png``: two walk-cycle frames side by side, frame A's position colours carried
+  to frame B by the matching;
+- ``parts.png``: Segment Parts jointly on the man and the woman, side by side (same colour = same part);
 - ``skin_weights_before.png`` / ``skin_weights_after.png``: the woman's mesh without weights, then
   posed by the man's armature through the transferred weights.
 """
@@ -48,8 +49,8 @@ def clear_scene() -> None:
             collection.remove(item)
 
 
-def import_character(path: Path, right_of=None):
-    """Import a character in its rest pose; ``right_of`` (an object) places it beside that one."""
+def import_character(path: Path):
+    """Import a character in its rest pose; returns (armature, body mesh)."""
     before = set(bpy.data.objects)
     bpy.ops.import_scene.fbx(filepath=str(path))
     new = [o for o in bpy.data.objects if o not in before]
@@ -59,12 +60,6 @@ def import_character(path: Path, right_of=None):
     for obj in new:  # only the body is rendered (no eyes/helpers)
         obj.hide_render = obj is not body and obj.type == "MESH"
     bpy.context.view_layer.update()
-    if right_of is not None:
-        shift = world_points(right_of)[:, 0].max() - world_points(body)[:, 0].min() + 0.1 * np.ptp(world_points(body)[:, 0])
-        for obj in new:
-            if obj.parent is None:
-                obj.location.x += shift
-        bpy.context.view_layer.update()
     return rig, body
 
 
@@ -87,8 +82,9 @@ def select(objects, active) -> None:
     bpy.context.view_layer.objects.active = active
 
 
-def frame_camera(objects, size: int) -> None:
-    """An orthographic camera looking at the objects' front (-Y side) and filling the frame."""
+def frame_camera(objects, size: int, scale: float | None = None) -> None:
+    """An orthographic camera looking at the objects' front (-Y side) and filling the frame
+    (or showing ``scale`` world units across)."""
     points = np.concatenate([world_points(obj) for obj in objects])
     low, high = points.min(axis=0), points.max(axis=0)
     centre, extent = (low + high) / 2, high - low
@@ -96,13 +92,39 @@ def frame_camera(objects, size: int) -> None:
     if camera.name not in bpy.context.scene.collection.objects:
         bpy.context.scene.collection.objects.link(camera)
     camera.data.type = "ORTHO"
-    camera.data.ortho_scale = float(max(extent[0], extent[2]) * 1.1)
+    camera.data.ortho_scale = float(scale or max(extent[0], extent[2]) * 1.1)
     camera.location = (centre[0], low[1] - 10 * max(extent), centre[2])
     camera.rotation_euler = (math.pi / 2, 0.0, 0.0)
     camera.data.clip_end = 100 * max(extent)
     scene = bpy.context.scene
     scene.camera = camera
     scene.render.resolution_x = scene.render.resolution_y = size
+
+
+def render_side_by_side(objects, path: Path, color_type: str, size: int) -> float:
+    """Render each object alone at one common scale and put the pictures side by side."""
+    scale = max(float(np.ptp(world_points(o)[:, [0, 2]], axis=0).max()) for o in objects) * 1.1
+    hidden = {o: o.hide_render for o in objects}
+    tiles, seconds = [], 0.0
+    for i, obj in enumerate(objects):
+        for other in objects:
+            other.hide_render = other is not obj
+        frame_camera([obj], size, scale)
+        tile = path.with_name(f"{path.stem}.part{i}.png")
+        seconds += render(tile, color_type)
+        image = bpy.data.images.load(str(tile))
+        tiles.append(np.array(image.pixels[:], dtype=np.float32).reshape(size, size, 4))
+        bpy.data.images.remove(image)
+        tile.unlink()
+    for obj, flag in hidden.items():
+        obj.hide_render = flag
+    row = np.concatenate(tiles, axis=1)
+    picture = bpy.data.images.new(path.stem, row.shape[1], row.shape[0])
+    picture.pixels[:] = row.ravel()
+    picture.filepath_raw, picture.file_format = str(path), "PNG"
+    picture.save()
+    bpy.data.images.remove(picture)
+    return seconds
 
 
 def render(path: Path, color_type: str) -> float:
@@ -139,12 +161,11 @@ def pictures(data: Path, out: Path, size: int) -> list[tuple[str, float]]:
 
     clear_scene()
     _, man = import_character(humans / "quaternius_male_casual.fbx")
-    _, woman = import_character(humans / "quaternius_female_casual.fbx", right_of=man)
+    _, woman = import_character(humans / "quaternius_female_casual.fbx")
     bpy.context.scene.sa3df.part_source, bpy.context.scene.sa3df.part_count = "KMEANS", 8
     select([man, woman], man)
     bpy.ops.sa3df.segment_parts()
-    frame_camera([man, woman], size)
-    made.append(("parts.png", render(out / "parts.png", "VERTEX")))
+    made.append(("parts.png", render_side_by_side([man, woman], out / "parts.png", "VERTEX", size)))
 
     made += skin_weight_pictures(humans, out, size)
     return made
@@ -165,15 +186,11 @@ def correspondence_picture(rig, man, out: Path, size: int) -> float:
         copy = bpy.data.objects.new(f"Frame{'AB'[i]}", data)
         copy.matrix_world = man.matrix_world.copy()
         bpy.context.scene.collection.objects.link(copy)
-        bpy.context.view_layer.update()
-        if copies:  # frame B stands to the right of frame A
-            copy.location.x += 1.1 * np.ptp(world_points(copies[0])[:, 0])
         copies.append(copy)
     man.hide_render = True
     select(copies, copies[0])
     bpy.ops.sa3df.show_correspondence()
-    frame_camera(copies, size)
-    return render(out / "correspondence.png", "VERTEX")
+    return render_side_by_side(copies, out / "correspondence.png", "VERTEX", size)
 
 
 def skin_weight_pictures(humans: Path, out: Path, size: int) -> list[tuple[str, float]]:
