@@ -53,8 +53,9 @@ class SA3DF_OT_compute_features(BackendOperator):
             for i, obj in enumerate(objects):
                 results.write_color_attribute(obj, FEATURES_COLOR, job.arrays[f"pca{i}"])
             show_colors(context)
-            return (f"Features of {len(objects)} mesh(es): {job.info.get('embedding_dim', '?')}-d embedding "
-                    f"shown as colour attribute '{FEATURES_COLOR}'")
+            cached = " (from the cache)" if job.info.get("features_from") in ("memory", "disk") else ""
+            return (f"Features of {len(objects)} mesh(es){cached}: {job.info.get('embedding_dim', '?')}-d "
+                    f"embedding shown as colour attribute '{FEATURES_COLOR}'")
 
         return _request(context, "compute_features", selected_meshes(context), apply)
 

@@ -128,6 +128,11 @@ def test_compute_features_colours_every_vertex_of_the_character(man):
     rgb = attribute(body, "sa3df_features")[:, :3]
     assert rgb.min() >= 0 and rgb.max() <= 1 and rgb.std(axis=0).min() > 0.05  # a real PCA view, not flat
     assert body.data.color_attributes.active_color.name == "sa3df_features"
+    client = sys.modules[f"{MODULE}.client"].shared_client()
+    assert client.active.info["features_from"] in ("computed", "disk")
+    assert bpy.ops.sa3df.compute_features() == {"FINISHED"}  # same mesh content: the worker's memory
+    assert client.active.info["features_from"] == "memory"
+    np.testing.assert_allclose(attribute(body, "sa3df_features")[:, :3], rgb)
 
 
 def test_correspondence_between_two_animation_frames_follows_vertex_identity(man):
@@ -161,6 +166,16 @@ def test_correspondence_between_two_animation_frames_follows_vertex_identity(man
     print(f"frame correspondence: {close:.1%} of vertices within 5% of the diagonal, "
           f"median error {np.median(error):.3f}")
     assert close > 0.7
+
+
+@pytest.mark.heavy
+def test_trained_features_match_two_animation_frames(man, addon):
+    """The same story with test-time training on the two frames (minutes on a CPU)."""
+    addon.effort = "fast"
+    try:
+        test_correspondence_between_two_animation_frames_follows_vertex_identity(man)
+    finally:
+        addon.effort = "off"
 
 
 def test_parts_are_consistent_across_two_characters_of_one_rig(addon, data_dir):

@@ -85,3 +85,10 @@ def test_job_registry_takes_new_jobs_with_one_decorator():
     out = jobs.run_job("test_double", {"x": np.arange(3)}, {})
     np.testing.assert_array_equal(out.arrays["twice"], [0, 2, 4])
     assert out.info == {"n": 3} and "test_double" in jobs.job_names()
+
+
+def test_a_worker_whose_front_end_goes_away_stops_its_job_and_exits(client):
+    job = client.submit("compute_features", _square_pair(), {"features": {"effort": "off"}})
+    process = client.process
+    process.stdin.close()  # what Blender quitting (or crashing) looks like to the worker
+    assert process.wait(timeout=120) == 0

@@ -46,6 +46,7 @@ class FeatureSet:
 
     base: list[np.ndarray]
     embedding: list[np.ndarray]
+    source: str = "computed"  # or "memory" / "disk" when a cache served it
 
 
 class WorkerState:
@@ -156,13 +157,15 @@ def surface_features(meshes: list[Mesh], settings: dict, state: WorkerState,
     """
     key = _settings_key(meshes, settings)
     order = sorted(range(len(meshes)), key=lambda i: meshes[i].content_hash())
-    cached = state.features.get(key) or _read_feature_cache(settings.get("cache_dir"), key, len(meshes))
+    cached, source = state.features.get(key), "memory"
     if cached is None:
-        cached = _compute_features([meshes[i] for i in order], settings, progress)
+        cached, source = _read_feature_cache(settings.get("cache_dir"), key, len(meshes)), "disk"
+    if cached is None:
+        cached, source = _compute_features([meshes[i] for i in order], settings, progress), "computed"
         _write_feature_cache(settings.get("cache_dir"), key, cached)
     state.remember(key, cached)
     back = np.argsort(order)
-    return FeatureSet([cached.base[j] for j in back], [cached.embedding[j] for j in back])
+    return FeatureSet([cached.base[j] for j in back], [cached.embedding[j] for j in back], source)
 
 
 def _compute_features(meshes: list[Mesh], settings: dict, progress: ProgressFn | None) -> FeatureSet:
@@ -300,7 +303,7 @@ def compute_features_job(ctx: JobContext) -> JobOutput:
     colors = pca_colors(features.embedding)
     arrays = {f"pca{i}": m.to_input(np.asarray(c, np.float32), fill=0.5) for i, (m, c) in enumerate(zip(meshes, colors))}
     dims = {"base_dim": int(features.base[0].shape[1]), "embedding_dim": int(features.embedding[0].shape[1])}
-    return JobOutput(arrays, {**dims, "cleaned": clean_notes(meshes)})
+    return JobOutput(arrays, {**dims, "features_from": features.source, "cleaned": clean_notes(meshes)})
 
 
 @job("correspondence")
