@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bpy
 
+from .preferences import preferences
 from .runner import running_job, selected_meshes
 
 
@@ -28,6 +29,13 @@ class SA3DF_PT_main(bpy.types.Panel):
         column = layout.column(align=True)
         column.prop(settings, "use_modifiers")
         column.prop(settings, "train_on_selection")
+        prefs = preferences(context)
+        if prefs is not None:  # the main preferences, at hand (all of them: Preferences > Add-ons)
+            column = layout.column(align=True)
+            column.enabled = not busy
+            column.prop(prefs, "extractor")
+            column.prop(prefs, "effort")
+            column.prop(prefs, "device")
         column = layout.column(align=True)
         column.enabled = not busy
         column.operator("sa3df.compute_features", icon="SHADING_RENDERED")
