@@ -183,8 +183,8 @@ class WorkerClient:
         job = self.active
         if job is not None and not job.finished and job.cancel_requested_at is not None:
             if time.monotonic() - job.cancel_requested_at > CANCEL_GRACE_SECONDS:
+                self._finish(job, CANCELLED, None)  # first, so the kill's own poll sees it finished
                 self.kill()  # a long step that never returns to a progress call: stop it hard
-                self._finish(job, CANCELLED, None)
         return job
 
     def wait(self, job: Job, on_progress=None, poll_seconds: float = 0.05) -> Job:

@@ -423,6 +423,7 @@ def test_panel_draws_every_button_and_the_motion_ones_once_they_exist(man):
     assert operators == ["sa3df.compute_features", "sa3df.show_correspondence", "sa3df.segment_parts",
                          "sa3df.transfer_skin_weights", "sa3df.clear"]
     assert ("label", f"Source: {body.name}") in drawn and not any(e[0] == "progress" for e in drawn)
+    assert {("prop", "extractor"), ("prop", "effort"), ("prop", "part_count")} <= set(drawn)
 
     class SA3DF_OT_transfer_motion(bpy.types.Operator):  # what the motion module will register
         bl_idname, bl_label = "sa3df.transfer_motion", "Transfer Motion"

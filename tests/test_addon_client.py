@@ -92,3 +92,14 @@ def test_a_worker_whose_front_end_goes_away_stops_its_job_and_exits(client):
     process = client.process
     process.stdin.close()  # what Blender quitting (or crashing) looks like to the worker
     assert process.wait(timeout=120) == 0
+
+
+def test_a_cancel_the_worker_does_not_answer_in_time_kills_it(client, monkeypatch):
+    job = client.submit("environment", {}, {})
+    client.wait(job)
+    stuck = worker_client.Job(job_id="stuck", name="stuck", folder=job.folder)  # a job the worker never heard of
+    client.active = stuck
+    monkeypatch.setattr(worker_client, "CANCEL_GRACE_SECONDS", 0.0)
+    client.cancel(stuck)
+    client.wait(stuck)
+    assert stuck.state == worker_client.CANCELLED and not client.alive
