@@ -141,8 +141,15 @@ def meshes_to_inputs(meshes: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, n
     return arrays
 
 
-def _settings_key(meshes: list[Mesh], settings: dict) -> str:
-    relevant = {k: settings.get(k) for k in ("extractor", "checkpoint", "effort", "seed", "up_axis", "weights_dir")}
+def _settings_key(meshes: list[Mesh], settings: dict, extractor) -> str:
+    """Cache key: the meshes' contents, the extractor actually chosen (with its settings), the
+    training settings, and the checkpoint's weights file (its path and modification time)."""
+    relevant = {k: settings.get(k) for k in ("effort", "seed")}
+    relevant["extractor"] = extractor.cache_key()
+    checkpoint = settings.get("checkpoint")
+    if checkpoint:
+        weights = Path(checkpoint, "model.safetensors")
+        relevant["checkpoint"] = [str(checkpoint), weights.stat().st_mtime if weights.exists() else None]
     text = json.dumps([sorted(m.content_hash() for m in meshes), relevant], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -155,20 +162,21 @@ def surface_features(meshes: list[Mesh], settings: dict, state: WorkerState,
     (disk). The meshes are processed in content-hash order, so the result does not depend on the
     order the caller lists them in. Returned lists follow the caller's order, per cleaned vertex.
     """
-    key = _settings_key(meshes, settings)
+    extractor = _extractor(settings)
+    key = _settings_key(meshes, settings, extractor)
     order = sorted(range(len(meshes)), key=lambda i: meshes[i].content_hash())
     cached, source = state.features.get(key), "memory"
     if cached is None:
         cached, source = _read_feature_cache(settings.get("cache_dir"), key, len(meshes)), "disk"
     if cached is None:
-        cached, source = _compute_features([meshes[i] for i in order], settings, progress), "computed"
+        cached, source = _compute_features([meshes[i] for i in order], settings, extractor, progress), "computed"
         _write_feature_cache(settings.get("cache_dir"), key, cached)
     state.remember(key, cached)
     back = np.argsort(order)
     return FeatureSet([cached.base[j] for j in back], [cached.embedding[j] for j in back], source)
 
 
-def _compute_features(meshes: list[Mesh], settings: dict, progress: ProgressFn | None) -> FeatureSet:
+def _compute_features(meshes: list[Mesh], settings: dict, extractor, progress: ProgressFn | None) -> FeatureSet:
     """Effort "off" without a checkpoint: the (unit-row) base features stand in for the embedding."""
     from .pipeline import FeatureCache, compute_surface_features
 
@@ -177,7 +185,6 @@ def _compute_features(meshes: list[Mesh], settings: dict, progress: ProgressFn |
         raise ValueError(f"Unknown training effort '{effort}' (use one of {', '.join(EFFORT_STEPS)})")
     checkpoint = settings.get("checkpoint") or None
     cache_dir = settings.get("cache_dir") or None
-    extractor = _extractor(settings)
     if EFFORT_STEPS[effort] == 0 and checkpoint is None:
         cache = FeatureCache(Path(cache_dir, "features") if cache_dir else None)
         base = [cache.get(m, extractor, progress=sub_progress(progress, i / len(meshes), (i + 1) / len(meshes)))
