@@ -101,10 +101,13 @@ def build_backend_wheel(out: Path) -> Path:
     return max(out.glob("sa3df-*.whl"), key=lambda p: p.stat().st_mtime)
 
 
+PIP_ARGS: list[str] = []  # extra pip options from --pip-arg (e.g. --find-links=DIR holding CPU torch wheels)
+
+
 def _pip_download(platform_name: str, requirements: list[str], out: Path, extra: list[str]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "-qq", "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-               "--implementation", "cp", "-d", str(out), *extra]
+               "--implementation", "cp", "-d", str(out), *extra, *PIP_ARGS]
     for tag in PLATFORM_TAGS[platform_name]:
         command += ["--platform", tag]
     run(command + requirements)
@@ -223,6 +226,9 @@ def check_wheel(name: str, platforms: list[str]) -> list[str]:
     problems = []
     if canonicalize_name(dist) in EXCLUDED:
         problems.append(f"{name}: {dist} is provided by Blender and must not be bundled")
+    cuda_torch = canonicalize_name(dist) == "torch" and "linux" in name and "+cpu" not in name
+    if canonicalize_name(dist).startswith("nvidia-") or cuda_torch:
+        problems.append(f"{name}: a CUDA build (GBs); give pip the CPU torch wheels, e.g. --pip-arg=--find-links=DIR")
     pythons_ok = any(
         t.interpreter in ("py3", "cp311") or (t.abi == "abi3" and t.interpreter.startswith("cp3")
                                               and int(t.interpreter[3:]) <= 11)
@@ -331,7 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--semantic", action="store_true", help="bundle transformers/diffusers/accelerate")
     parser.add_argument("--out", type=Path, default=DIST_DIR, help="folder for the zip (default: dist/)")
     parser.add_argument("--check", type=Path, metavar="ZIP", help="only validate this zip")
+    parser.add_argument("--pip-arg", action="append", default=[], metavar="ARG",
+                        help="extra option for pip download, e.g. --pip-arg=--find-links=/opt/wheels (CPU torch)")
     args = parser.parse_args(argv)
+    PIP_ARGS[:] = args.pip_arg
     if args.check:
         return report(args.check, check_zip(args.check))
     platforms = args.platform or [this_platform()]

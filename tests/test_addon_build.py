@@ -42,6 +42,8 @@ def test_manifest_check_accepts_a_good_manifest_and_names_each_problem():
     ("scipy-1.17.1-cp312-cp312-manylinux_2_28_x86_64.whl", ["linux-x64"], "CPython 3.11"),
     ("numpy-1.26.4-cp311-cp311-manylinux_2_17_x86_64.whl", ["linux-x64"], "provided by Blender"),
     ("foo-1.0-cp311-cp311-manylinux_2_34_x86_64.whl", ["linux-x64"], "glibc 2.34"),
+    ("torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl", ["linux-x64"], "CUDA build"),
+    ("nvidia_cublas_cu12-12.8.4.1-py3-none-manylinux_2_27_x86_64.whl", ["linux-x64"], "CUDA build"),
 ])
 def test_wheel_tags_are_checked_against_python_and_platforms(wheel, platforms, problem):
     problems = build_addon.check_wheel(wheel, platforms)
