@@ -7,8 +7,8 @@ the summed weights, each vertex gets the barycentric-weighted mean of the pixels
     F_v = Σ_p b_v(p) f_p / Σ_p b_v(p)
 
 This replaces Diff3F's ball query (which needed pytorch3d, an O(N²) diameter and lost repeated
-indices in a non-accumulating ``+=``). Sums accumulate in float32, weights in float64, with
-``index_add_`` (which does accumulate repeats), so nothing saturates at fp16 precision.
+indices in a non-accumulating ``+=``). Sums accumulate in float32 through a sparse matmul, weights
+in float64 with ``index_add_`` (both accumulate repeats), so nothing saturates at fp16 precision.
 
 Vertices no pixel saw (hidden inside, or in creases no view reached) take the feature of the
 **Euclidean-nearest seen vertex**, found with a KD-tree (O(N log N) time, O(N) memory). Euclidean
@@ -39,13 +39,20 @@ class VertexAccumulator:
     def add(self, corner_vertices: torch.Tensor, barycentric: torch.Tensor, features: torch.Tensor) -> None:
         """Add P pixels: ``corner_vertices`` (P, 3) vertex ids of the hit triangle, ``barycentric``
         (P, 3), ``features`` (P, D)."""
-        corner_vertices = corner_vertices.to(self.device)
-        barycentric = barycentric.to(self.device, torch.float32)
+        vertex = corner_vertices.to(self.device, torch.int64).T.reshape(-1)  # (3P,) corner k of pixel p at k·P + p
+        weight = barycentric.to(self.device, torch.float32).T.reshape(-1)
         features = features.to(self.device, torch.float32)
-        for k in range(3):
-            weight = barycentric[:, k]
-            self.sums.index_add_(0, corner_vertices[:, k], features * weight[:, None])
-            self.weights.index_add_(0, corner_vertices[:, k], weight.double())
+        self.weights.index_add_(0, vertex, weight.double())
+        if self.device.type == "mps":  # no sparse matmul there
+            for k, pixels in enumerate(weight.view(3, -1)):
+                self.sums.index_add_(0, vertex.view(3, -1)[k], features * pixels[:, None])
+            return
+        # The scatter as one sparse (N × P) matmul: reads the (P, D) features once instead of three
+        # times, ~5× faster on CPU than three index_add_ calls. Coalescing sums repeated entries.
+        pixel = torch.arange(len(features), device=self.device).repeat(3)
+        scatter = torch.sparse_coo_tensor(torch.stack([vertex, pixel]), weight, (len(self.weights), len(features)),
+                                          check_invariants=False)  # valid by construction
+        self.sums += torch.sparse.mm(scatter.coalesce(), features)
 
     @property
     def seen(self) -> np.ndarray:

@@ -62,7 +62,7 @@ class Renderer:
 
     ``vertices`` (N, 3) and ``faces`` (F, 3) in any frame (the extractors pass the normalised one);
     ``resolution`` is the square image side in pixels; ``engine`` picks the ray caster
-    (:func:`.raycast.make_ray_caster`: "auto", "embree", "trimesh", "torch"); ``crease_deg`` is the
+    (:func:`.raycast.make_ray_caster`: "auto", "embree", "trimesh", "numpy"); ``crease_deg`` is the
     angle above which an edge shades hard (:func:`corner_normals`).
     """
 
