@@ -39,10 +39,8 @@ class VertexAccumulator:
     def add(self, corner_vertices: torch.Tensor, barycentric: torch.Tensor, features: torch.Tensor) -> None:
         """Add P pixels: ``corner_vertices`` (P, 3) vertex ids of the hit triangle, ``barycentric``
         (P, 3), ``features`` (P, D)."""
-        vertex = corner_vertices.to(self.device, torch.int64).T.reshape(-1)  # (3P,) corner k of pixel p at k·P + p
-        weight = barycentric.to(self.device, torch.float32).T.reshape(-1)
+        vertex, weight = self.add_weights(corner_vertices, barycentric)
         features = features.to(self.device, torch.float32)
-        self.weights.index_add_(0, vertex, weight.double())
         if self.device.type == "mps":  # no sparse matmul there
             for k, pixels in enumerate(weight.view(3, -1)):
                 self.sums.index_add_(0, vertex.view(3, -1)[k], features * pixels[:, None])
@@ -50,9 +48,40 @@ class VertexAccumulator:
         # The scatter as one sparse (N × P) matmul: reads the (P, D) features once instead of three
         # times, ~5× faster on CPU than three index_add_ calls. Coalescing sums repeated entries.
         pixel = torch.arange(len(features), device=self.device).repeat(3)
-        scatter = torch.sparse_coo_tensor(torch.stack([vertex, pixel]), weight, (len(self.weights), len(features)),
-                                          check_invariants=False)  # valid by construction
-        self.sums += torch.sparse.mm(scatter.coalesce(), features)
+        self.sums += torch.sparse.mm(self._sparse(vertex, pixel, weight, len(features)), features)
+
+    def add_weights(self, corner_vertices: torch.Tensor, barycentric: torch.Tensor):
+        """Count P pixels' barycentric weights; returns (vertex (3P,), weight (3P,)), corner-major."""
+        vertex = corner_vertices.to(self.device, torch.int64).T.reshape(-1)
+        weight = barycentric.to(self.device, torch.float32).T.reshape(-1)
+        self.weights.index_add_(0, vertex, weight.double())
+        return vertex, weight
+
+    def add_grid(self, vertex: torch.Tensor, weight: torch.Tensor, cells: torch.Tensor, coefficients: torch.Tensor,
+                 grid_rows: torch.Tensor, column: int) -> None:
+        """Add Σ_p b_vp Σ_j c_pj G[cell_pj] into columns ``column:column + D`` of the sums, without
+        forming per-pixel features: one sparse (N × cells) matrix times the (cells, D) grid.
+
+        ``vertex``/``weight`` (3P,) from :meth:`add_weights`; ``cells``/``coefficients`` (P, 4) from
+        :func:`bilinear_unit_coefficients`; ``grid_rows`` (cells, D).
+        """
+        count = len(cells)
+        rows = vertex.view(3, 1, count).expand(3, 4, count).reshape(-1)
+        cols = cells.to(self.device).T.reshape(1, 4, count).expand(3, 4, count).reshape(-1)
+        values = (weight.view(3, 1, count) * coefficients.to(self.device, torch.float32).T.reshape(1, 4, count))
+        target = self.sums[:, column:column + grid_rows.shape[1]]
+        grid_rows = grid_rows.to(self.device, torch.float32)
+        if self.device.type == "mps":
+            features = (coefficients.to(self.device, torch.float32)[..., None] * grid_rows[cells]).sum(1)
+            for k, pixels in enumerate(weight.view(3, -1)):
+                target.index_add_(0, vertex.view(3, -1)[k], features * pixels[:, None])
+            return
+        target += torch.sparse.mm(self._sparse(rows, cols, values.reshape(-1), len(grid_rows)), grid_rows)
+
+    def _sparse(self, rows, cols, values, width: int) -> torch.Tensor:
+        size = (len(self.weights), width)
+        # Indices are valid by construction (vertex ids from faces, pixel or cell ids in range).
+        return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, size, check_invariants=False).coalesce()
 
     @property
     def seen(self) -> np.ndarray:
@@ -104,23 +133,60 @@ def sample_grid(grid: torch.Tensor, rows: np.ndarray, cols: np.ndarray, resoluti
     return F.normalize(sampled[0, :, 0].T, dim=1)
 
 
+def bilinear_unit_coefficients(grid: torch.Tensor, rows: np.ndarray, cols: np.ndarray, resolution: int):
+    """The exact linear form of :func:`sample_grid`: for P pixels, the 4 grid cells each reads
+    ((P, 4) int64 flat cell ids) and coefficients ((P, 4) float32: bilinear weight / feature norm),
+    so that sample_grid(...)[p] = Σ_j coefficients[p, j] · G[:, cells[p, j]].
+
+    The per-pixel norm comes from each 2×2 cell block's Gram matrix (cells × 16 dot products), so no
+    (P, D) tensor is ever formed.
+    """
+    depth, h, w = grid.shape
+    gy, y0, y1 = _axis_cells(rows, h, resolution)
+    gx, x0, x1 = _axis_cells(cols, w, resolution)
+    fy, fx = gy - y0, gx - x0
+    cells = np.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], axis=1)
+    bilinear = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1)
+
+    flat = grid.reshape(depth, h * w).T.double()  # (cells, D)
+    by, bx = np.divmod(np.arange(h * w), w)
+    block = np.stack([by * w + bx, by * w + np.minimum(bx + 1, w - 1), np.minimum(by + 1, h - 1) * w + bx,
+                      np.minimum(by + 1, h - 1) * w + np.minimum(bx + 1, w - 1)], axis=1)  # 2×2 block per base cell
+    corners = flat[torch.as_tensor(block, device=flat.device)]  # (cells, 4, D)
+    gram = torch.einsum("cid,cjd->cij", corners, corners).cpu().numpy()
+    norm2 = np.einsum("pi,pij,pj->p", bilinear, gram[y0 * w + x0], bilinear)
+    coefficients = bilinear / np.maximum(np.sqrt(np.maximum(norm2, 0.0)), 1e-12)[:, None]  # F.normalize's eps
+    return torch.as_tensor(cells), torch.as_tensor(coefficients, dtype=torch.float32)
+
+
+def _axis_cells(index: np.ndarray, cells: int, resolution: int):
+    """Grid coordinate of pixel centres along one axis (align_corners=False, border clamp), and the
+    two cells it lies between."""
+    g = np.clip((index + 0.5) * cells / resolution - 0.5, 0.0, cells - 1)
+    low = np.minimum(np.floor(g).astype(np.int64), cells - 1)
+    return g, low, np.minimum(low + 1, cells - 1)
+
+
 def lift_grids(accumulator: VertexAccumulator, views: RenderedViews, faces: np.ndarray,
-               grids: list[torch.Tensor], weights: list[float] | None = None, chunk: int = 65536) -> None:
+               grids: list, weights: list[float] | None = None) -> None:
     """Add each view's features to ``accumulator``. ``grids[b]`` holds view b's feature blocks as a
-    list of (D_i, h_i, w_i) tensors (e.g. [SD, DINO]); each block is sampled at the foreground
-    pixels, L2-normalised per pixel, scaled by ``weights[i]`` and concatenated. Pixels go in chunks
-    of ``chunk`` so memory stays O(chunk · D) whatever the resolution."""
+    list of (D_i, h_i, w_i) tensors (e.g. [SD, DINO]) covering the image; per pixel each block is
+    sampled bilinearly (:func:`sample_grid`), L2-normalised, scaled by ``weights[i]``, and the blocks
+    are concatenated. Computed in the exact linear form (:func:`bilinear_unit_coefficients`), so the
+    cost is O(P + cells · D + N · D) per view rather than O(P · D)."""
     res = views.face_id.shape[-1]
     for b in range(len(views)):
         rows, cols, corners, bary = view_pixels(views, faces, b)
+        if len(rows) == 0:
+            continue
+        vertex, weight = accumulator.add_weights(torch.as_tensor(corners), torch.as_tensor(bary))
         blocks = grids[b] if isinstance(grids[b], (list, tuple)) else [grids[b]]
-        scales = weights or [1.0] * len(blocks)
-        for start in range(0, len(rows), chunk):
-            part = slice(start, start + chunk)
-            features = torch.cat(
-                [s * sample_grid(g, rows[part], cols[part], res) for g, s in zip(blocks, scales)], dim=1
-            )
-            accumulator.add(torch.as_tensor(corners[part]), torch.as_tensor(bary[part]), features)
+        column = 0
+        for grid, scale in zip(blocks, weights or [1.0] * len(blocks)):
+            cells, coefficients = bilinear_unit_coefficients(grid, rows, cols, res)
+            grid_rows = grid.reshape(grid.shape[0], -1).T.float()
+            accumulator.add_grid(vertex, weight, cells, scale * coefficients, grid_rows, column)
+            column += grid.shape[0]
 
 
 def lift_pixel_features(views: RenderedViews, faces: np.ndarray, vertices: np.ndarray,
