@@ -196,3 +196,9 @@ def test_prompt_from_mesh_name():
     assert prompt_from_name("GreenChair_01_1k") == "green chair"
     assert prompt_from_name("horse_statue_01_1k") == "horse statue"
     assert prompt_from_name("0001") == "object"
+
+
+def test_a_folder_with_config_but_no_weights_is_missing(tmp_path, chair):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "dinov2", "hidden_size": 8}))
+    with pytest.raises(MissingWeightsError, match=str(tmp_path)):
+        create_extractor("dino", model=str(tmp_path), **FAST).extract(chair)

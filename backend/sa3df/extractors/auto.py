@@ -28,7 +28,8 @@ def choose_extractor(preference: str = "auto", **settings) -> BaseExtractor:
         return create_extractor(preference, **_accepted(preference, settings))
     device = choose_device(settings.get("device", "auto"))
     diff3f = _REGISTRY["diff3f"]
-    if device.type == "cuda" and _gpu_memory_gb(device) >= min_gb and diff3f.is_available(**_accepted("diff3f", settings)):
+    big_gpu = device.type == "cuda" and _gpu_memory_gb(device) >= min_gb
+    if big_gpu and diff3f.is_available(**_accepted("diff3f", settings)):
         return create_extractor("diff3f", **_accepted("diff3f", settings))
     if _REGISTRY["dino"].is_available(**_accepted("dino", settings)):
         return create_extractor("dino", **_accepted("dino", settings))

@@ -35,7 +35,7 @@ from .base import register
 from .dino import DEFAULT_DINO, DinoFeaturizer
 from .render import RenderedViews, depth_image, normal_image, shade
 from .rendered import RenderedExtractor, images_to_tensor
-from .weights import require, weights_present
+from .weights import incomplete_weights_are_missing, require, weights_present
 
 # The runwayml repository is gone from the hub; this is the maintained mirror of the same weights.
 DEFAULT_SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -75,7 +75,8 @@ class UNetFeatureCollector:
             raise RuntimeError(f"UNet stage output has batch {hidden.shape[0]}, expected {expected}")
         if self.guided:
             negative, positive = hidden[: self.batch], hidden[self.batch:]
-            hidden = {"negative": negative, "positive": positive, "mean": (negative + positive) / 2}[self.branch]
+            branches = {"negative": negative, "positive": positive, "mean": (negative + positive) / 2}
+            hidden = branches[self.branch]
         term = weight * F.normalize(hidden, dim=1)
         self.total = term if self.total is None else self.total + term
 
@@ -115,7 +116,8 @@ class Diff3FExtractor(RenderedExtractor):
         if len(controlnets) != 2:
             raise ValueError(f"controlnets must be (depth, normal), got {len(controlnets)} entries")
         self.sd_model, self.controlnets = sd_model, tuple(controlnets)
-        self.prompt, self.steps, self.strength, self.guidance = prompt, int(steps), float(strength), float(guidance)
+        self.prompt, self.steps, self.strength = prompt, int(steps), float(strength)
+        self.guidance = float(guidance)
         self.control_scale, self.eta, self.seed = float(control_scale), float(eta), int(seed)
         self.unet_branch, self.normal_map = unet_branch, normal_map
         self.dino = DinoFeaturizer(dino_model, self.device, dino_input_size, self.allow_downloads)
@@ -137,7 +139,8 @@ class Diff3FExtractor(RenderedExtractor):
 
     @staticmethod
     def _sources(sd_model, controlnets, dino_model) -> list[tuple[str, str]]:
-        return [(sd_model, "model_index.json")] + [(c, "config.json") for c in controlnets] + [(dino_model, "config.json")]
+        controlnet_sources = [(c, "config.json") for c in controlnets]
+        return [(sd_model, "model_index.json"), *controlnet_sources, (dino_model, "config.json")]
 
     def _unet_channels(self) -> int:
         """Output channels of ``unet.up_blocks[1]`` from the UNet config (no weights loaded)."""
@@ -152,11 +155,12 @@ class Diff3FExtractor(RenderedExtractor):
             return
         from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetImg2ImgPipeline
 
-        local_only = require("Diff3F (Stable Diffusion, ControlNets, DINOv2)",
-                             self._sources(self.sd_model, self.controlnets, self.dino.source), self.allow_downloads)
+        sources = self._sources(self.sd_model, self.controlnets, self.dino.source)
+        local_only = require("Diff3F (Stable Diffusion, ControlNets, DINOv2)", sources, self.allow_downloads)
         dtype = default_dtype(self.device) if self.device.type == "cuda" else torch.float32
-        with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones only know it
-            warnings.simplefilter("ignore", FutureWarning)
+        sources = [self.sd_model, *self.controlnets]
+        with warnings.catch_warnings(), incomplete_weights_are_missing("Diff3F", sources, local_only):
+            warnings.simplefilter("ignore", FutureWarning)  # newer diffusers renamed torch_dtype
             controlnets = [ControlNetModel.from_pretrained(c, torch_dtype=dtype, local_files_only=local_only)
                            for c in self.controlnets]
             pipe = StableDiffusionControlNetImg2ImgPipeline.from_pretrained(

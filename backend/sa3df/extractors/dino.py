@@ -17,7 +17,7 @@ from ..mesh import Mesh
 from .base import register
 from .render import RenderedViews, shade
 from .rendered import RenderedExtractor, images_to_tensor
-from .weights import require
+from .weights import incomplete_weights_are_missing, require
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -54,7 +54,8 @@ class DinoFeaturizer:
         from transformers import AutoModel
 
         local_only = require("DINOv2", [(self.source, "config.json")], self.allow_downloads)
-        model = AutoModel.from_pretrained(self.source, local_files_only=local_only, dtype=self.dtype)
+        with incomplete_weights_are_missing("DINOv2", [self.source], local_only):
+            model = AutoModel.from_pretrained(self.source, local_files_only=local_only, dtype=self.dtype)
         self.model = model.to(self.device).eval()
 
     def release(self) -> None:
@@ -67,7 +68,8 @@ class DinoFeaturizer:
         self.load()
         patch = int(self.model.config.patch_size)
         side = max(patch, self.input_size // patch * patch)
-        x = F.interpolate(images.float(), size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(images.float(), size=(side, side), mode="bilinear", align_corners=False,
+                          antialias=True)
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         x = ((x - mean) / std).to(self.device, self.dtype)

@@ -57,8 +57,8 @@ class VertexAccumulator:
         self.weights.index_add_(0, vertex, weight.double())
         return vertex, weight
 
-    def add_grid(self, vertex: torch.Tensor, weight: torch.Tensor, cells: torch.Tensor, coefficients: torch.Tensor,
-                 grid_rows: torch.Tensor, column: int) -> None:
+    def add_grid(self, vertex: torch.Tensor, weight: torch.Tensor, cells: torch.Tensor,
+                 coefficients: torch.Tensor, grid_rows: torch.Tensor, column: int) -> None:
         """Add Σ_p b_vp Σ_j c_pj G[cell_pj] into columns ``column:column + D`` of the sums, without
         forming per-pixel features: one sparse (N × cells) matrix times the (cells, D) grid.
 
@@ -81,7 +81,8 @@ class VertexAccumulator:
     def _sparse(self, rows, cols, values, width: int) -> torch.Tensor:
         size = (len(self.weights), width)
         # Indices are valid by construction (vertex ids from faces, pixel or cell ids in range).
-        return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, size, check_invariants=False).coalesce()
+        matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, size, check_invariants=False)
+        return matrix.coalesce()
 
     @property
     def seen(self) -> np.ndarray:
@@ -129,7 +130,8 @@ def sample_grid(grid: torch.Tensor, rows: np.ndarray, cols: np.ndarray, resoluti
     y = torch.as_tensor((2 * rows + 1) / resolution - 1, dtype=torch.float32, device=grid.device)
     x = torch.as_tensor((2 * cols + 1) / resolution - 1, dtype=torch.float32, device=grid.device)
     coords = torch.stack([x, y], dim=1)[None, None]  # (1, 1, P, 2), grid_sample wants (x, y)
-    sampled = F.grid_sample(grid[None].float(), coords, mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = F.grid_sample(grid[None].float(), coords, mode="bilinear", padding_mode="border",
+                            align_corners=False)
     return F.normalize(sampled[0, :, 0].T, dim=1)
 
 
@@ -150,8 +152,9 @@ def bilinear_unit_coefficients(grid: torch.Tensor, rows: np.ndarray, cols: np.nd
 
     flat = grid.reshape(depth, h * w).T.double()  # (cells, D)
     by, bx = np.divmod(np.arange(h * w), w)
-    block = np.stack([by * w + bx, by * w + np.minimum(bx + 1, w - 1), np.minimum(by + 1, h - 1) * w + bx,
-                      np.minimum(by + 1, h - 1) * w + np.minimum(bx + 1, w - 1)], axis=1)  # 2×2 block per base cell
+    right, below = np.minimum(bx + 1, w - 1), np.minimum(by + 1, h - 1)
+    # The 2×2 block of cells a pixel with base cell (by, bx) reads, clamped at the border.
+    block = np.stack([by * w + bx, by * w + right, below * w + bx, below * w + right], axis=1)
     corners = flat[torch.as_tensor(block, device=flat.device)]  # (cells, 4, D)
     gram = torch.einsum("cid,cjd->cij", corners, corners).cpu().numpy()
     norm2 = np.einsum("pi,pij,pj->p", bilinear, gram[y0 * w + x0], bilinear)

@@ -179,7 +179,8 @@ class _NumpyCaster:
         everywhere = np.flatnonzero(~in_front & ~behind)
         bins = max(1, int(np.sqrt(len(directions) / self.rays_per_tile)))
         edges_lo, edges_hi = ray_xy.min(axis=0), ray_xy.max(axis=0)
-        cell = np.minimum(((ray_xy - edges_lo) / np.maximum(edges_hi - edges_lo, 1e-12) * bins).astype(int), bins - 1)
+        scaled = (ray_xy - edges_lo) / np.maximum(edges_hi - edges_lo, 1e-12) * bins
+        cell = np.minimum(scaled.astype(int), bins - 1)
         tile = cell[:, 0] * bins + cell[:, 1]
         order = np.argsort(tile, kind="stable")
         starts = np.searchsorted(tile[order], np.arange(bins * bins + 1))

@@ -8,6 +8,7 @@ Nothing downloads unless the caller allows it (``allow_downloads=True``, or the 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from .base import MissingWeightsError
@@ -68,3 +69,15 @@ def require(what: str, sources: list[tuple[str, str]], allow_downloads: bool | N
     if missing:
         raise missing_weights_error(what, missing)
     return True
+
+
+@contextmanager
+def incomplete_weights_are_missing(what: str, sources: list[str], local_only: bool):
+    """Turn from_pretrained's OSError for a partial local copy (config present, weights not) into
+    the same MissingWeightsError, when loading offline."""
+    try:
+        yield
+    except OSError as error:
+        if not local_only:
+            raise
+        raise missing_weights_error(what, sources) from error
