@@ -202,3 +202,19 @@ def test_a_folder_with_config_but_no_weights_is_missing(tmp_path, chair):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "dinov2", "hidden_size": 8}))
     with pytest.raises(MissingWeightsError, match=str(tmp_path)):
         create_extractor("dino", model=str(tmp_path), **FAST).extract(chair)
+
+
+def test_cancel_during_denoising_removes_the_unet_hook(tiny_models, chair):
+    extractor = diff3f(tiny_models)
+    messages = []
+
+    def cancel_at_second_step(fraction, message):
+        messages.append(message)
+        if "denoising step 2" in message:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        extractor.extract(chair, progress=cancel_at_second_step)
+    assert "diff3f: denoising step 1 of 3" in messages
+    assert not extractor.pipe.unet.up_blocks[1]._forward_hooks
+    assert extractor.extract(chair).shape == (chair.n_vertices, UNET_STAGE_DIM + DINO_DIM)

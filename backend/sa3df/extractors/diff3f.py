@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..device import default_dtype
 from ..mesh import Mesh
+from ..progress import ProgressFn, report
 from .base import register
 from .dino import DEFAULT_DINO, DinoFeaturizer
 from .render import RenderedViews, depth_image, normal_image, shade
@@ -178,12 +179,14 @@ class Diff3FExtractor(RenderedExtractor):
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh) -> list[list[torch.Tensor]]:
-        sd_grids, generated = self._diffuse(views, mesh)
+    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh,
+                  progress: ProgressFn | None = None) -> list[list[torch.Tensor]]:
+        sd_grids, generated = self._diffuse(views, mesh, progress)
         dino_grids = self.dino(generated)
         return [[sd, dino] for sd, dino in zip(sd_grids, dino_grids)]
 
-    def _diffuse(self, views: RenderedViews, mesh: Mesh) -> tuple[torch.Tensor, torch.Tensor]:
+    def _diffuse(self, views: RenderedViews, mesh: Mesh,
+                 progress: ProgressFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run img2img on a batch of views: (UNet feature grids (B, C, h, w), generated images (B, 3, H, W))."""
         batch = len(views)
         dtype = self.pipe.unet.dtype
@@ -205,6 +208,7 @@ class Diff3FExtractor(RenderedExtractor):
                 controlnet_conditioning_scale=[self.control_scale] * 2, output_type="pt",
                 generator=[torch.Generator("cpu").manual_seed(self.seed) for _ in range(batch)],
                 height=self.resolution, width=self.resolution,
+                callback_on_step_end=_step_reporter(progress, executed),
             )
         finally:
             handle.remove()
@@ -212,6 +216,17 @@ class Diff3FExtractor(RenderedExtractor):
         if collector.total is None:
             raise RuntimeError(f"Diff3F: the UNet hook saw no denoising step ({executed} executed steps)")
         return collector.total, result.images.float()
+
+
+def _step_reporter(progress: ProgressFn | None, executed: int):
+    """A diffusers ``callback_on_step_end`` reporting denoising progress (a Cancelled raised by the
+    callback stops the pipeline between steps)."""
+
+    def on_step_end(pipe, step, timestep, tensors):
+        report(progress, (step + 1) / max(executed, 1), f"diff3f: denoising step {step + 1} of {executed}")
+        return tensors
+
+    return on_step_end
 
 
 class _Quiet:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ..device import default_dtype
 from ..mesh import Mesh
+from ..progress import ProgressFn
 from .base import register
 from .render import RenderedViews, shade
 from .rendered import RenderedExtractor, images_to_tensor
@@ -113,7 +114,8 @@ class DinoExtractor(RenderedExtractor):
     def release(self) -> None:
         self.featurizer.release()
 
-    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh) -> list[list[torch.Tensor]]:
+    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh,
+                  progress: ProgressFn | None = None) -> list[list[torch.Tensor]]:
         images = images_to_tensor(shade(views), self.device, torch.float32)
         grids = self.featurizer(images)
         return [[g] for g in grids]

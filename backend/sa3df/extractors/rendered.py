@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..mesh import Mesh
-from ..progress import ProgressFn, report
+from ..progress import ProgressFn, report, sub_progress
 from .base import BaseExtractor
 from .cameras import make_rig
 from .lift import VertexAccumulator, lift_grids
@@ -45,8 +45,10 @@ class RenderedExtractor(BaseExtractor):
     def cache_key(self) -> str:
         return f"{self.name}-{self.rig}{self.views}-r{self.resolution}-up{self.up_axis}"
 
-    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh) -> list[list[torch.Tensor]]:
-        """Per view of the batch, its feature blocks [(D_i, h_i, w_i), ...] covering the image."""
+    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh,
+                  progress: ProgressFn | None = None) -> list[list[torch.Tensor]]:
+        """Per view of the batch, its feature blocks [(D_i, h_i, w_i), ...] covering the image.
+        ``progress`` spans this batch; long featurisers report (and may be cancelled) through it."""
         raise NotImplementedError
 
     def load(self) -> None:
@@ -61,11 +63,12 @@ class RenderedExtractor(BaseExtractor):
         cameras = make_rig(self.rig, frame.vertices, self.views, up_axis=self.up_axis)
         accumulator = VertexAccumulator(frame.n_vertices, self.dim, self.device)
         for start in range(0, len(cameras), self.batch_size):
-            report(progress, start / len(cameras), f"{self.name}: views {start + 1}-"
-                   f"{min(start + self.batch_size, len(cameras))} of {len(cameras)}")
-            views = renderer.render(cameras[start:start + self.batch_size])
+            end = min(start + self.batch_size, len(cameras))
+            report(progress, start / len(cameras), f"{self.name}: views {start + 1}-{end} of {len(cameras)}")
+            views = renderer.render(cameras[start:end])
             with torch.inference_mode():
-                grids = self.featurize(views, start, mesh)
+                batch_progress = sub_progress(progress, start / len(cameras), end / len(cameras))
+                grids = self.featurize(views, start, mesh, batch_progress)
                 lift_grids(accumulator, views, frame.faces, grids, self.lift_weights)
         features = accumulator.result(frame.vertices)
         report(progress, 1.0, f"{self.name}: done")
