@@ -159,8 +159,8 @@ class Diff3FExtractor(RenderedExtractor):
         sources = self._sources(self.sd_model, self.controlnets, self.dino.source)
         local_only = require("Diff3F (Stable Diffusion, ControlNets, DINOv2)", sources, self.allow_downloads)
         dtype = default_dtype(self.device) if self.device.type == "cuda" else torch.float32
-        sources = [self.sd_model, *self.controlnets]
-        with warnings.catch_warnings(), incomplete_weights_are_missing("Diff3F", sources, local_only):
+        diffusers_sources = [self.sd_model, *self.controlnets]
+        with warnings.catch_warnings(), incomplete_weights_are_missing("Diff3F", diffusers_sources, local_only):
             warnings.simplefilter("ignore", FutureWarning)  # newer diffusers renamed torch_dtype
             controlnets = [ControlNetModel.from_pretrained(c, torch_dtype=dtype, local_files_only=local_only)
                            for c in self.controlnets]
@@ -179,7 +179,7 @@ class Diff3FExtractor(RenderedExtractor):
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh,
+    def featurize(self, views: RenderedViews, mesh: Mesh,
                   progress: ProgressFn | None = None) -> list[list[torch.Tensor]]:
         sd_grids, generated = self._diffuse(views, mesh, progress)
         dino_grids = self.dino(generated)

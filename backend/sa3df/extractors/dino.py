@@ -114,7 +114,7 @@ class DinoExtractor(RenderedExtractor):
     def release(self) -> None:
         self.featurizer.release()
 
-    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh,
+    def featurize(self, views: RenderedViews, mesh: Mesh,
                   progress: ProgressFn | None = None) -> list[list[torch.Tensor]]:
         images = images_to_tensor(shade(views), self.device, torch.float32)
         grids = self.featurizer(images)

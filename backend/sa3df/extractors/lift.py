@@ -28,13 +28,15 @@ from .render import RenderedViews
 class VertexAccumulator:
     """Running barycentric-weighted sums of pixel features per vertex.
 
-    ``n_vertices`` N, feature width ``dim`` D; sums live on ``device`` (float32), weights in float64.
+    ``n_vertices`` N, feature width ``dim`` D; sums live on ``device`` (float32), weights in float64
+    (float32 on MPS, which has no float64; exact for counts up to 2²⁴ pixels per vertex).
     """
 
     def __init__(self, n_vertices: int, dim: int, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
+        weight_dtype = torch.float32 if self.device.type == "mps" else torch.float64
         self.sums = torch.zeros((n_vertices, dim), dtype=torch.float32, device=self.device)
-        self.weights = torch.zeros(n_vertices, dtype=torch.float64, device=self.device)
+        self.weights = torch.zeros(n_vertices, dtype=weight_dtype, device=self.device)
 
     def add(self, corner_vertices: torch.Tensor, barycentric: torch.Tensor, features: torch.Tensor) -> None:
         """Add P pixels: ``corner_vertices`` (P, 3) vertex ids of the hit triangle, ``barycentric``
@@ -54,7 +56,7 @@ class VertexAccumulator:
         """Count P pixels' barycentric weights; returns (vertex (3P,), weight (3P,)), corner-major."""
         vertex = corner_vertices.to(self.device, torch.int64).T.reshape(-1)
         weight = barycentric.to(self.device, torch.float32).T.reshape(-1)
-        self.weights.index_add_(0, vertex, weight.double())
+        self.weights.index_add_(0, vertex, weight.to(self.weights.dtype))
         return vertex, weight
 
     def add_grid(self, vertex: torch.Tensor, weight: torch.Tensor, cells: torch.Tensor,
@@ -72,6 +74,7 @@ class VertexAccumulator:
         target = self.sums[:, column:column + grid_rows.shape[1]]
         grid_rows = grid_rows.to(self.device, torch.float32)
         if self.device.type == "mps":
+            cells = cells.to(self.device)
             features = (coefficients.to(self.device, torch.float32)[..., None] * grid_rows[cells]).sum(1)
             for k, pixels in enumerate(weight.view(3, -1)):
                 target.index_add_(0, vertex.view(3, -1)[k], features * pixels[:, None])
@@ -98,7 +101,8 @@ class VertexAccumulator:
         seen = self.seen
         if not seen.any():
             raise ValueError("no view saw the mesh: every pixel is background (check the cameras)")
-        means = (self.sums.double() / self.weights.clamp_min(1e-30)[:, None]).float().cpu().numpy()
+        sums, weights = self.sums.cpu().double(), self.weights.cpu().double()
+        means = (sums / weights.clamp_min(1e-30)[:, None]).float().numpy()
         if not seen.all():
             means[~seen] = means[seen][nearest_seen(vertices, seen)]
         return means

@@ -45,7 +45,7 @@ class RenderedExtractor(BaseExtractor):
     def cache_key(self) -> str:
         return f"{self.name}-{self.rig}{self.views}-r{self.resolution}-up{self.up_axis}"
 
-    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh,
+    def featurize(self, views: RenderedViews, mesh: Mesh,
                   progress: ProgressFn | None = None) -> list[list[torch.Tensor]]:
         """Per view of the batch, its feature blocks [(D_i, h_i, w_i), ...] covering the image.
         ``progress`` spans this batch; long featurisers report (and may be cancelled) through it."""
@@ -68,7 +68,7 @@ class RenderedExtractor(BaseExtractor):
             views = renderer.render(cameras[start:end])
             with torch.inference_mode():
                 batch_progress = sub_progress(progress, start / len(cameras), end / len(cameras))
-                grids = self.featurize(views, start, mesh, batch_progress)
+                grids = self.featurize(views, mesh, batch_progress)
                 lift_grids(accumulator, views, frame.faces, grids, self.lift_weights)
         features = accumulator.result(frame.vertices)
         report(progress, 1.0, f"{self.name}: done")
