@@ -244,3 +244,15 @@ def test_real_dinov2_sees_left_and_right_alike(data_dir):
     mirror_similarity = (unit * unit[best[1]]).sum(1).mean()
     shuffled = unit[np.random.default_rng(0).permutation(len(unit))]
     assert mirror_similarity > (unit * shuffled).sum(1).mean() + 0.2
+
+
+def test_weights_dir_holds_model_folders_by_hub_id(tiny_models, tmp_path, chair):
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_models["dino_model"], weights / "facebook" / "dinov2-base")
+    options = dict(FAST, input_size=56, weights_dir=str(weights))
+    assert choose_extractor("auto", allow_download=False, **options).name == "dino"  # the default id, found there
+    features = create_extractor("dino", **options).extract(chair)
+    reference = create_extractor("dino", model=tiny_models["dino_model"], **dict(FAST, input_size=56)).extract(chair)
+    np.testing.assert_array_equal(features, reference)

@@ -36,7 +36,7 @@ from .base import register
 from .dino import DEFAULT_DINO, DinoFeaturizer
 from .render import RenderedViews, depth_image, normal_image, shade
 from .rendered import RenderedExtractor, images_to_tensor
-from .weights import incomplete_weights_are_missing, require, weights_present
+from .weights import incomplete_weights_are_missing, require, resolve, weights_present
 
 # The runwayml repository is gone from the hub; this is the maintained mirror of the same weights.
 DEFAULT_SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -121,7 +121,7 @@ class Diff3FExtractor(RenderedExtractor):
         self.guidance = float(guidance)
         self.control_scale, self.eta, self.seed = float(control_scale), float(eta), int(seed)
         self.unet_branch, self.normal_map = unet_branch, normal_map
-        self.dino = DinoFeaturizer(dino_model, self.device, dino_input_size, self.allow_downloads)
+        self.dino = DinoFeaturizer(dino_model, self.device, dino_input_size, self.allow_downloads, self.weights_dir)
         self.pipe = None
 
     @property
@@ -135,8 +135,9 @@ class Diff3FExtractor(RenderedExtractor):
 
     @classmethod
     def is_available(cls, sd_model: str = DEFAULT_SD, controlnets=DEFAULT_CONTROLNETS,
-                     dino_model: str = DEFAULT_DINO, **settings) -> bool:
-        return all(weights_present(s, m) for s, m in cls._sources(sd_model, controlnets, dino_model))
+                     dino_model: str = DEFAULT_DINO, weights_dir: str | None = None, **settings) -> bool:
+        sources = cls._sources(sd_model, controlnets, dino_model)
+        return all(weights_present(s, m, weights_dir) for s, m in sources)
 
     @staticmethod
     def _sources(sd_model, controlnets, dino_model) -> list[tuple[str, str]]:
@@ -147,8 +148,11 @@ class Diff3FExtractor(RenderedExtractor):
         """Output channels of ``unet.up_blocks[1]`` from the UNet config (no weights loaded)."""
         from diffusers import UNet2DConditionModel
 
-        local_only = require("Stable Diffusion", [(self.sd_model, "model_index.json")], self.allow_downloads)
-        config = UNet2DConditionModel.load_config(self.sd_model, subfolder="unet", local_files_only=local_only)
+        local_only = require("Stable Diffusion", [(self.sd_model, "model_index.json")], self.allow_downloads,
+                             self.weights_dir)
+        source, cache_dir = resolve(self.sd_model, self.weights_dir)
+        config = UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=local_only,
+                                                  cache_dir=cache_dir)
         return int(list(reversed(config["block_out_channels"]))[1])
 
     def load(self) -> None:
@@ -157,15 +161,20 @@ class Diff3FExtractor(RenderedExtractor):
         from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetImg2ImgPipeline
 
         sources = self._sources(self.sd_model, self.controlnets, self.dino.source)
-        local_only = require("Diff3F (Stable Diffusion, ControlNets, DINOv2)", sources, self.allow_downloads)
+        local_only = require("Diff3F (Stable Diffusion, ControlNets, DINOv2)", sources, self.allow_downloads,
+                             self.weights_dir)
         dtype = default_dtype(self.device) if self.device.type == "cuda" else torch.float32
         diffusers_sources = [self.sd_model, *self.controlnets]
         with warnings.catch_warnings(), incomplete_weights_are_missing("Diff3F", diffusers_sources, local_only):
             warnings.simplefilter("ignore", FutureWarning)  # newer diffusers renamed torch_dtype
-            controlnets = [ControlNetModel.from_pretrained(c, torch_dtype=dtype, local_files_only=local_only)
-                           for c in self.controlnets]
+            controlnets = []
+            for controlnet in self.controlnets:
+                source, cache_dir = resolve(controlnet, self.weights_dir)
+                controlnets.append(ControlNetModel.from_pretrained(
+                    source, torch_dtype=dtype, local_files_only=local_only, cache_dir=cache_dir))
+            source, cache_dir = resolve(self.sd_model, self.weights_dir)
             pipe = StableDiffusionControlNetImg2ImgPipeline.from_pretrained(
-                self.sd_model, controlnet=controlnets, torch_dtype=dtype, local_files_only=local_only,
+                source, controlnet=controlnets, torch_dtype=dtype, local_files_only=local_only, cache_dir=cache_dir,
                 safety_checker=None, feature_extractor=None, requires_safety_checker=False,
             )
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)

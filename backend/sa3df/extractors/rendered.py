@@ -26,7 +26,8 @@ class RenderedExtractor(BaseExtractor):
     ("fibonacci" or Diff3F's "grid"), ``resolution`` (render side, px), ``up_axis`` ("y" for most
     files, "z" for Blender scenes; cameras keep it pointing up in the images), ``batch_size``
     (views per model call; None: 4 on a GPU, 1 on CPU), ``engine`` (ray caster), ``device``,
-    ``allow_downloads`` (None: from ``SA3DF_ALLOW_DOWNLOADS``).
+    ``allow_downloads`` (None: from ``SA3DF_ALLOW_DOWNLOADS``), ``weights_dir`` (a folder of model
+    folders or a hub cache, see :func:`.weights.resolve`).
     """
 
     cpu_views = 24
@@ -34,13 +35,13 @@ class RenderedExtractor(BaseExtractor):
 
     def __init__(self, device: str = "auto", views: int | None = None, rig: str = "fibonacci",
                  resolution: int = 512, up_axis: str = "y", batch_size: int | None = None,
-                 engine: str = "auto", allow_downloads: bool | None = None):
+                 engine: str = "auto", allow_downloads: bool | None = None, weights_dir: str | None = None):
         super().__init__(device)
         on_gpu = self.device.type in ("cuda", "mps")
         self.views = int(views) if views else (100 if on_gpu else self.cpu_views)
         self.rig, self.resolution, self.up_axis, self.engine = rig, int(resolution), up_axis, engine
         self.batch_size = int(batch_size) if batch_size else (4 if on_gpu else 1)
-        self.allow_downloads = allow_downloads
+        self.allow_downloads, self.weights_dir = allow_downloads, weights_dir
 
     def cache_key(self) -> str:
         return f"{self.name}-{self.rig}{self.views}-r{self.resolution}-up{self.up_axis}"
