@@ -121,7 +121,8 @@ class Diff3FExtractor(RenderedExtractor):
         self.guidance = float(guidance)
         self.control_scale, self.eta, self.seed = float(control_scale), float(eta), int(seed)
         self.unet_branch, self.normal_map = unet_branch, normal_map
-        self.dino = DinoFeaturizer(dino_model, self.device, dino_input_size, self.allow_downloads, self.weights_dir)
+        self.dino = DinoFeaturizer(dino_model, self.device, dino_input_size, self.allow_downloads,
+                                   self.weights_dir)
         self.pipe = None
 
     @property
@@ -174,8 +175,8 @@ class Diff3FExtractor(RenderedExtractor):
                     source, torch_dtype=dtype, local_files_only=local_only, cache_dir=cache_dir))
             source, cache_dir = resolve(self.sd_model, self.weights_dir)
             pipe = StableDiffusionControlNetImg2ImgPipeline.from_pretrained(
-                source, controlnet=controlnets, torch_dtype=dtype, local_files_only=local_only, cache_dir=cache_dir,
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                source, controlnet=controlnets, torch_dtype=dtype, local_files_only=local_only,
+                cache_dir=cache_dir, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
             )
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
