@@ -10,6 +10,7 @@ Run: python bench/bench_render.py   (a couple of minutes; uses $SA3DF_DATA or ..
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,8 @@ def bench_render_and_lift(mesh, views: int = 100, resolution: int = 512, batch: 
     seen = accumulator.seen.mean()
     total = build + t_render + t_shade + t_lift + t_fill
     print(f"mesh '{mesh.name}': {mesh.n_vertices} vertices, {len(mesh.faces)} faces; engine {renderer.engine}; "
-          f"{views} views at {resolution}², {batch} per batch, torch threads {torch.get_num_threads()}")
+          f"{views} views at {resolution}², {batch} per batch; torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"  per view: render {1e3 * t_render / views:.1f} ms | shade+depth+normal maps "
           f"{1e3 * t_shade / views:.1f} ms | lift 768-d grid {1e3 * t_lift / views:.1f} ms")
     print(f"  {views} views: render only {t_render:.2f} s; render + maps + lift {total:.2f} s "

@@ -156,9 +156,9 @@ def depth_image(views: RenderedViews, near_level: float = 1.0, far_level: float 
 def normal_image(views: RenderedViews, convention: str = "bae") -> np.ndarray:
     """(B, H, W, 3) float32 in [0, 1]: the normal map a normal ControlNet reads. Background is 0.
 
-    ``"bae"``: camera-space normals in the convention ControlNet 1.1's NormalBAE annotator produces
-    (and ``control_v11p_sd15_normalbae`` was trained on): red = left, green = up, blue = towards the
-    viewer, each mapped by (n + 1) / 2. ``"diff3f"``: Diff3F's map, world-space normals min–max
+    ``"bae"``: camera-space normals in the protocol ``control_v11p_sd15_normalbae`` was trained on
+    (ScanNet's, as its NormalBAE annotator outputs; the ControlNet 1.1 README: "blue is front, red is
+    left, green is top"), each component mapped by (n + 1) / 2. ``"diff3f"``: Diff3F's map, world-space normals min–max
     scaled over the whole image.
     """
     if convention == "diff3f":
