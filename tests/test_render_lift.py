@@ -113,13 +113,13 @@ def test_grid_sampling_matches_align_corners_false_upsampling():
 
 
 def test_large_meshes_lift_without_quadratic_memory():
-    ball = trimesh.creation.icosphere(subdivisions=7)  # 163,842 vertices: an N² matrix would be 200 GB
+    ball = trimesh.creation.icosphere(subdivisions=6)  # 40,962 vertices: past Diff3F's 35k cdist limit
     renderer = render.Renderer(ball.vertices, ball.faces, 32)
     views = renderer.render(cameras.fibonacci_rig(ball.vertices, 2))
     grids = [[torch.randn(6, 4, 4)] for _ in range(len(views))]
     accumulator = lift.VertexAccumulator(len(ball.vertices), 6)
     lift.lift_grids(accumulator, views, ball.faces, grids)
-    assert accumulator.seen.sum() < 5000  # 2 small views see few vertices; the rest are filled
+    assert accumulator.seen.mean() < 0.2  # 2 small views see few vertices; the rest are filled
     lifted = accumulator.result(ball.vertices)
     assert lifted.shape == (len(ball.vertices), 6) and np.isfinite(lifted).all()
     assert (np.linalg.norm(lifted, axis=1) > 0.5).all()
