@@ -87,7 +87,8 @@ def transfer_vertex_weights(
     if target_faces is not None:
         faces = np.asarray(target_faces)
         if faces.size and faces.max() >= len(blended):
-            raise ValueError(f"target_faces index vertex {faces.max()}, but the target has {len(blended)} vertices")
+            raise ValueError(f"target_faces index vertex {faces.max()}, "
+                             f"but the target has {len(blended)} vertices")
         blended = smooth_on_surface(blended, faces, smooth_iterations)
     cleaned = limit_influences(blended, max_influences, min_weight, normalize)
     if progress is not None:
