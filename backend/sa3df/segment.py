@@ -42,18 +42,28 @@ def _cluster_sums(points: torch.Tensor, labels: torch.Tensor, k: int) -> torch.T
 
 
 def _kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding: each next centre drawn with probability ∝ squared distance to the chosen ones."""
-    first = torch.randint(len(points), (1,), generator=generator).item()
-    centres = [points[first]]
-    closest = ((points - points[first]) ** 2).sum(1)
+    """Greedy k-means++ seeding: draw 2 + ln k candidates ∝ squared distance to the chosen centres and
+    keep the one that lowers the total most (as scikit-learn does; plain k-means++ merges clusters more often)."""
+    norms = (points * points).sum(1)
+
+    def squared_distances(ids: torch.Tensor) -> torch.Tensor:  # (len(ids), N), via one matrix product
+        return (norms[ids, None] + norms[None] - 2 * points[ids] @ points.T).clamp_min(0)
+
+    first = torch.randint(len(points), (1,), generator=generator)
+    centres = [points[first[0]]]
+    closest = squared_distances(first)[0]
+    trials = 2 + int(np.log(k))
     for _ in range(1, k):
         total = closest.sum()
         if total <= 0:  # fewer distinct points than clusters: repeat one
-            pick = torch.randint(len(points), (1,), generator=generator).item()
+            candidates = torch.randint(len(points), (trials,), generator=generator)
         else:
-            pick = torch.multinomial((closest / total).cpu(), 1, generator=generator).item()
-        centres.append(points[pick])
-        closest = torch.minimum(closest, ((points - points[pick]) ** 2).sum(1))
+            candidates = torch.multinomial((closest / total).cpu(), trials, replacement=True, generator=generator)
+        distances = squared_distances(candidates.to(points.device))
+        potentials = torch.minimum(closest[None], distances).sum(1)
+        best = int(potentials.argmin())
+        centres.append(points[candidates[best]])
+        closest = torch.minimum(closest, distances[best])
     return torch.stack(centres)
 
 
@@ -80,13 +90,14 @@ def _lloyd(points: torch.Tensor, centroids: torch.Tensor, iterations: int, toler
 
 def joint_kmeans(
     features: list, k: int, seed: int = 0, max_points: int = 100_000, iterations: int = 100,
-    restarts: int = 1, tolerance: float = 1e-7, device: str | None = None,
+    restarts: int = 3, tolerance: float = 1e-7, device: str | None = None,
     progress: ProgressFn | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """One k-means over the (L2-normalised) features of all meshes.
 
     ``features`` list of (Ni, E). Fits on at most ``max_points`` rows sampled uniformly from all
-    meshes (seeded), keeps the best of ``restarts`` k-means++ runs (1, like scikit-learn's default),
+    meshes (seeded), keeps the best of ``restarts`` greedy k-means++ runs (one run lands in a
+    local minimum that merges two clusters about one time in four on separated data),
     then labels every row by its nearest centroid. Clusters are numbered by decreasing size.
     Returns (labels list of (Ni,) int64, centroids (k, E) float32 unit-length cluster directions).
     """
