@@ -61,6 +61,9 @@ def pca_colors(features: list, percentiles: tuple[float, float] = (1.0, 99.0), m
     if len(widths) != 1 or -1 in widths:
         shapes = [b.shape for b in blocks]
         raise ValueError(f"every feature array must be (N, E) with one common E, got shapes {shapes}")
+    for i, b in enumerate(blocks):
+        if not np.isfinite(b).all():
+            raise ValueError(f"features[{i}] has {int((~np.isfinite(b).all(axis=1)).sum())} non-finite rows")
     blocks = [b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in blocks]
     stacked = np.concatenate(blocks)
     fit = stacked
