@@ -37,12 +37,12 @@ def characters(data_dir):
         armature, objects = import_character(data_dir / path)
         obj = max(objects, key=lambda o: len(o.data.vertices))
         v, faces = mesh_arrays(obj, evaluated=False)
-        rest = mesh.from_arrays(v, faces, name=name)
-        assert rest.n_vertices == len(v)  # no vertex dropped: ids are ground truth between frames
+        rest = mesh.from_arrays(v, faces, name=name, weld=False)
+        assert rest.n_vertices == len(v)  # no vertex dropped or merged: ids are ground truth between frames
         weights, groups = _weights(obj, len(v))
         action = set_action(armature, "Walk")
         frame = int(sum(action.frame_range) / 2)
-        walk = mesh.from_arrays(posed_vertices(obj, frame), faces, name=f"{name} walking")
+        walk = mesh.from_arrays(posed_vertices(obj, frame), faces, name=f"{name} walking", weld=False)
         out[name] = dict(rest=rest, features=extractor.extract(rest), weights=weights, groups=groups,
                          walk=walk, walk_features=extractor.extract(walk))
     return out
