@@ -7,7 +7,7 @@ import trimesh
 
 from sa3df import examples
 from sa3df.demo import run_demo
-from tests.test_cli import run_cli
+from test_cli import run_cli
 
 
 def test_demo_writes_results_and_beats_base_features(tmp_path):
