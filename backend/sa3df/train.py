@@ -17,6 +17,7 @@ import contextlib
 import copy
 import math
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,10 +38,10 @@ ANCHOR_SHARE = 0.1  # fraction of the progress bar given to building anchor pool
 @dataclass
 class TrainConfig:
     """Settings of one training run. The defaults suit training on the meshes at hand (minutes on a
-    CPU): AdamW lr 1e-3 with a 50-step warm-up and cosine decay. On two walk-cycle frames of a
-    941-vertex character they reach a 2-6x lower geodesic matching error than the paper's constant
-    lr 1e-4 after the same number of steps (figures in bench/bench_train.py); :meth:`paper` gives the
-    reference's settings.
+    CPU): AdamW lr 1e-3 with a 50-step warm-up and cosine decay. Measured on the two walk-cycle
+    frames of tests/test_train_correspondence.py, 600 steps: mean geodesic matching error 0.022·√area
+    with these defaults vs 0.080 with the paper's constant lr 1e-4 (base features: 0.214).
+    :meth:`paper` gives the reference's settings.
 
     ``steps`` is the total step count (a resumed run continues up to it). ``lr_warmup_steps`` and
     ``lr_schedule`` ("constant" as in the paper, or "cosine" decay to ``lr_min_ratio``·lr) shape the
@@ -53,6 +54,8 @@ class TrainConfig:
     ``cpu_threads`` caps torch's CPU threads during training (restored afterwards): the network's
     matrices are small, and on a busy CPU (Blender's UI, other jobs) one thread can run several
     times faster than threads that wait on each other; None keeps torch's setting.
+    ``max_seconds`` stops training (like an early stop) once that much wall time has passed since
+    the first step; runs cut by time are not reproducible step for step.
     """
 
     steps: int = 1000
@@ -79,6 +82,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     embedding_dim: int | None = None
     cpu_threads: int | None = None
+    max_seconds: float | None = None
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
@@ -203,11 +207,12 @@ def _train(samples, config: TrainConfig, anchor_cache, resume_from, progress, in
 
     result = TrainResult(network=run.ema)
     bar = _progress_bar(config.steps, start) if progress is None else None
+    deadline = time.perf_counter() + config.max_seconds if config.max_seconds else math.inf
     try:
         for step in range(start + 1, config.steps + 1):
             record = run.step(step, sources[int(run.rng.integers(len(sources)))])
             result.history.append(record)
-            stop = run.plateau.update(step, record["loss"])
+            stop = run.plateau.update(step, record["loss"]) or time.perf_counter() > deadline
             if config.checkpoint_every and (step % config.checkpoint_every == 0 or step == config.steps or stop):
                 _save_resumable(config.checkpoint_dir, run, step)
             message = f"training step {step}/{config.steps}: loss {record['loss']:.4f}"
