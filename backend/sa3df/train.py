@@ -194,7 +194,7 @@ def _train(samples, config: TrainConfig, anchor_cache, resume_from, progress, in
     device = choose_device(config.device)
     anchor_cache = anchor_cache or AnchorCache()
     sources = _prepare_sources(samples, config, anchor_cache, device, sub_progress(progress, 0.0, ANCHOR_SHARE))
-    state = _ResumeState.read(resume_from) if resume_from else None
+    state = checkpoint.ResumePoint.read(resume_from) if resume_from else None
     if state is not None and state.network.input_dim != samples[0].features.shape[1]:
         raise ValueError(
             f"Checkpoint '{resume_from}' takes {state.network.input_dim}-d features, "
@@ -214,7 +214,7 @@ def _train(samples, config: TrainConfig, anchor_cache, resume_from, progress, in
             result.history.append(record)
             stop = run.plateau.update(step, record["loss"]) or time.perf_counter() > deadline
             if config.checkpoint_every and (step % config.checkpoint_every == 0 or step == config.steps or stop):
-                _save_resumable(config.checkpoint_dir, run, step)
+                checkpoint.save_resumable(config.checkpoint_dir, run, step)
             message = f"training step {step}/{config.steps}: loss {record['loss']:.4f}"
             report(progress, ANCHOR_SHARE + (1 - ANCHOR_SHARE) * step / config.steps, message)
             if bar is not None:
@@ -386,53 +386,3 @@ class _Plateau:
     def load(self, data: dict) -> None:
         self.best = math.inf if data.get("best") is None else float(data["best"])
         self.since_best, self.window_sum = int(data["since_best"]), float(data["window_sum"])
-
-
-def _save_resumable(folder, run: _Run, step: int) -> None:
-    """EMA weights as a normal checkpoint plus everything a resume needs, all as safetensors/JSON."""
-    tensors = {f"online.{k}": v for k, v in run.online.state_dict().items()}
-    optimizer_state = run.optimizer.state_dict()
-    for index, values in optimizer_state["state"].items():
-        for name, value in values.items():
-            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value)
-    tensors["noise_generator"] = run.noise_gen.get_state()
-    info = {"step": step, "param_groups": optimizer_state["param_groups"], "plateau": run.plateau.state(),
-            "numpy_rng": run.rng.bit_generator.state}
-    metadata = {"step": step, "train_config": run.config.to_dict()}
-    checkpoint.save_training_state(folder, run.ema, tensors, info, metadata)
-
-
-@dataclass
-class _ResumeState:
-    """A checkpoint folder read for resuming: its EMA network and, if present, its training state."""
-
-    network: SurfaceNetwork
-    tensors: dict | None
-    info: dict | None
-
-    @classmethod
-    def read(cls, folder) -> "_ResumeState":
-        network, _ = checkpoint.load_checkpoint(folder)
-        tensors, info = checkpoint.load_training_state(folder)
-        if tensors is not None:  # the online weights keep training; the EMA weights are restored below
-            network.load_state_dict({k[len("online."):]: v for k, v in tensors.items() if k.startswith("online.")})
-        return cls(network.train(), tensors, info)
-
-    @property
-    def resumable(self) -> bool:
-        return self.tensors is not None
-
-    def restore(self, run: _Run) -> int:
-        """Load EMA weights, optimiser moments, RNG and plateau state into ``run``; returns the step reached."""
-        ema_network, _ = checkpoint.load_checkpoint(self.info["folder"])
-        run.ema.load_state_dict(ema_network.state_dict())
-        state = {int(i): {} for i in {k.split(".")[1] for k in self.tensors if k.startswith("optimizer.")}}
-        for key, value in self.tensors.items():
-            if key.startswith("optimizer."):
-                _, index, name = key.split(".", 2)
-                state[int(index)][name] = value
-        run.optimizer.load_state_dict({"state": state, "param_groups": self.info["param_groups"]})
-        run.rng.bit_generator.state = self.info["numpy_rng"]
-        run.noise_gen.set_state(self.tensors["noise_generator"])
-        run.plateau.load(self.info["plateau"])
-        return int(self.info["step"])
