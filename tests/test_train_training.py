@@ -90,6 +90,10 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(sphere_sample, anchors, 
     x = sphere_sample.features
     np.testing.assert_allclose(embed(resumed.network, x), embed(reference.network, x), atol=1e-6)
 
+    bigger = TrainingSample(mesh.from_arrays(sphere_sample.mesh.vertices * 2, sphere_sample.mesh.faces), x)
+    with pytest.raises(ValueError, match="other meshes"):
+        train_surface_network([bigger], config, anchor_cache=anchors, resume_from=tmp_path / "run")
+
 
 def test_plateau_stops_early(sphere_sample, anchors):
     # lr 0 and full batches: the loss is constant, so it plateaus from the first window on
@@ -106,3 +110,9 @@ def test_bad_samples_are_named(sphere_sample, anchors):
         train_surface_network([], _tiny())
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")
+
+
+def test_divergence_is_reported_not_trained_on(sphere_sample, anchors):
+    # an infinite learning rate makes the weights non-finite after the first update
+    with pytest.raises(FloatingPointError, match="diverged at step 2"):
+        train_surface_network([sphere_sample], _tiny(lr=float("inf")), anchor_cache=anchors)

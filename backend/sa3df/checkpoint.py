@@ -140,7 +140,7 @@ def save_resumable(folder: str | os.PathLike, run, step: int) -> None:
             tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value)
     tensors["noise_generator"] = run.noise_gen.get_state()
     info = {"step": step, "param_groups": optimizer_state["param_groups"], "plateau": run.plateau.state(),
-            "numpy_rng": run.rng.bit_generator.state}
+            "numpy_rng": run.rng.bit_generator.state, "samples": list(run.sample_hashes)}
     metadata = {"step": step, "train_config": run.config.to_dict()}
     save_training_state(folder, run.ema, tensors, info, metadata)
 

@@ -202,7 +202,16 @@ def _train(samples, config: TrainConfig, anchor_cache, resume_from, progress, in
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # network initialisation; the caller's global RNG is left alone
         run = _Run(_initial_network(samples, config, state, init_network).to(device), config, device)
-    start = state.restore(run) if state is not None and state.resumable else 0
+    run.sample_hashes = [s.mesh.content_hash() for s in samples]
+    if state is not None and state.resumable:
+        if state.info.get("samples", run.sample_hashes) != run.sample_hashes:
+            raise ValueError(
+                f"Checkpoint '{resume_from}' is a training run on other meshes; to fine-tune it on these, "
+                "pass it as init_network (or compute_surface_features(checkpoint=...)) instead of resume_from"
+            )
+        start = state.restore(run)
+    else:
+        start = 0
 
     result = TrainResult(network=run.ema)
     bar = _progress_bar(config.steps, start) if progress is None else None
@@ -240,6 +249,7 @@ class _Run:
         self.rng = np.random.default_rng(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed)
         self.plateau = _Plateau(config)
+        self.sample_hashes: list[str] = []
 
     def step(self, step: int, source: "_MeshBatchSource") -> dict:
         """One optimiser step on ``source``; returns the history record."""
@@ -248,6 +258,10 @@ class _Run:
             group["lr"] = lr
         rec, con = _step_losses(self.online, source, self.config, self.rng, self.noise_gen, self.device)
         loss = self.config.w_rec * rec + self.config.w_con * con
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"Training diverged at step {step} (loss {loss.item()}); lower TrainConfig.lr (now {lr:g})"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
