@@ -1,0 +1,202 @@
+"""The ``sa3df`` command line: features, train, match, segment, eval, demo.
+
+Every command prints one clear line and exits non-zero on bad input; long stages show progress bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from . import files as sio
+
+
+def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 1500) -> None:
+    g = p.add_argument_group("features")
+    g.add_argument("--extractor", default="geometric",
+                   help="base features: auto, geometric (offline default), dino, diff3f")
+    g.add_argument("--checkpoint", type=Path, help="trained surface-aware network folder (config.json + model.safetensors)")
+    g.add_argument("--steps", type=int, default=train_default,
+                   help="test-time training steps on the given meshes (0: only embed with --checkpoint)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    g.add_argument("--cache", type=Path, default=sio.default_cache_dir(),
+                   help="folder for base-feature and geodesic caches (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _features_for(args, paths: list[Path]):
+    """Meshes and their features: from .npz feature files, else computed (test-time trained)."""
+    if all(p.suffix == ".npz" for p in paths):
+        return [sio.load_features(p) for p in paths], None
+    meshes = [sio.load_mesh(p) for p in paths]
+    result = _compute(args, meshes)
+    return [sio.MeshFeatures(m, f.base, f.embedding, result.extractor_name) for m, f in zip(meshes, result.features)], result
+
+
+def _compute(args, meshes):
+    """Base features, then the surface-aware embedding: test-time trained unless --steps 0."""
+    from .pipeline import compute_surface_features
+    from .train import TrainConfig
+
+    if args.steps <= 0 and args.checkpoint is None:
+        raise ValueError("--steps 0 needs --checkpoint (a trained network to embed with)")
+    train_config = TrainConfig(steps=args.steps, seed=args.seed, device=args.device) if args.steps > 0 else None
+    return compute_surface_features(
+        meshes, extractor=args.extractor, checkpoint=args.checkpoint, train_config=train_config,
+        cache_dir=args.cache,
+    )
+
+
+def cmd_features(args) -> None:
+    items, result = _features_for(args, args.meshes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for item in items:
+        path = sio.save_features(args.out / f"{item.mesh.name}.npz", item)
+        print(f"{item.mesh.name}: {item.mesh.n_vertices} vertices, base {item.base.shape[1]}-d "
+              f"({item.extractor}), embedding {item.embedding.shape[1]}-d -> {path}")
+    if result is not None and result.network is not None:
+        sio.save_network(args.out / "network", result)
+        print(f"network -> {args.out / 'network'}")
+
+
+def cmd_train(args) -> None:
+    if args.steps <= 0:
+        raise ValueError("--steps must be positive for training")
+    meshes = [sio.load_mesh(p) for p in args.meshes]
+    result = _compute(args, meshes)
+    sio.save_network(args.out, result)
+    last = result.history[-1] if getattr(result, "history", None) else {}
+    print(f"trained on {len(meshes)} meshes; last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
+
+
+def cmd_match(args) -> None:
+    (source, target), _ = _features_for(args, [args.source, args.target])
+    from .colors import correspondence_colors
+    from .match import correspondence
+
+    features = "base" if args.base else "embedding"
+    corr = correspondence(getattr(source, features), getattr(target, features))
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.savetxt(args.out / "target_to_source.txt", source.mesh.input_index[corr.target_to_source], fmt="%d",
+               header=f"for each vertex of {target.mesh.name}: matched vertex of {source.mesh.name}")
+    src_rgb, tgt_rgb = correspondence_colors(source.mesh.vertices, corr.target_to_source)
+    sio.write_colored_ply(args.out / f"{source.mesh.name}_source.ply", source.mesh, src_rgb)
+    sio.write_colored_ply(args.out / f"{target.mesh.name}_target.ply", target.mesh, tgt_rgb)
+    print(f"matched {target.mesh.n_vertices} target vertices ({corr.mutual.mean():.0%} mutual) -> {args.out}")
+
+
+def cmd_segment(args) -> None:
+    items, _ = _features_for(args, args.meshes)
+    from .colors import label_colors
+    from .segment import joint_kmeans
+
+    labels, _ = joint_kmeans([i.embedding for i in items], args.parts, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for item, lab in zip(items, labels):
+        np.savetxt(args.out / f"{item.mesh.name}_labels.txt", item.mesh.to_input(lab, fill=-1), fmt="%d")
+        sio.write_colored_ply(args.out / f"{item.mesh.name}_parts.ply", item.mesh, label_colors(lab, args.parts))
+        print(f"{item.mesh.name}: part sizes {np.bincount(lab, minlength=args.parts).tolist()}")
+    print(f"-> {args.out}")
+
+
+def cmd_eval(args) -> None:
+    from .report import evaluate_pairs_report, format_report
+
+    if args.folder:
+        paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in sio.MESH_SUFFIXES)
+        if len(paths) < 2:
+            raise ValueError(f"Folder '{args.folder}' holds fewer than two meshes")
+        pairs = None
+    else:
+        if not (args.source and args.target and args.pairs):
+            raise ValueError("give SOURCE TARGET --pairs FILE, or --folder DIR")
+        paths, pairs = [args.source, args.target], sio.load_pairs(args.pairs)
+    items, _ = _features_for(args, paths)
+    report = evaluate_pairs_report(items, pairs, symmetric=args.symmetric)
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.out, steps=args.steps, device=args.device, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sa3df", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"sa3df {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("features", help="mesh(es) -> .npz of base + surface-aware features")
+    p.add_argument("meshes", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    _add_feature_options(p)
+    p.set_defaults(run=cmd_features)
+
+    p = sub.add_parser("train", help="train a surface-aware network on meshes; writes a checkpoint folder")
+    p.add_argument("meshes", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    _add_feature_options(p, train_default=3000)
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("match", help="dense correspondence target -> source; writes the map and coloured PLYs")
+    p.add_argument("source", type=Path, help="mesh file or .npz from `sa3df features`")
+    p.add_argument("target", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--base", action="store_true", help="match with the base features (the baseline)")
+    _add_feature_options(p)
+    p.set_defaults(run=cmd_match)
+
+    p = sub.add_parser("segment", help="consistent part segmentation over several meshes (joint k-means)")
+    p.add_argument("meshes", nargs="+", type=Path)
+    p.add_argument("--parts", "-k", type=int, default=8)
+    p.add_argument("--out", type=Path, required=True)
+    _add_feature_options(p)
+    p.set_defaults(run=cmd_segment)
+
+    p = sub.add_parser("eval", help="correspondence accuracy: geodesic error, AUC, left/right flip rate")
+    p.add_argument("source", type=Path, nargs="?")
+    p.add_argument("target", type=Path, nargs="?")
+    p.add_argument("--pairs", type=Path, help="text file: 'source_vertex target_vertex' per line")
+    p.add_argument("--folder", type=Path, help="meshes with one connectivity (ground truth = vertex index); "
+                   "each is matched to the first")
+    p.add_argument("--symmetric", action="store_true",
+                   help="targets are left/right symmetric: also report the flip rate")
+    p.add_argument("--json", type=Path, help="also write the report as JSON")
+    _add_feature_options(p)
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("demo", help="the whole method on built-in example characters, offline")
+    p.add_argument("--out", type=Path, default=Path("demo_output"))
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:
+        print("sa3df: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        if os.environ.get("SA3DF_DEBUG"):
+            raise
+        print(f"sa3df {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Evaluation: geodesic errors on shapes with known geodesics, curves, mirrored ground truth, flips."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from sa3df import evaluate, mesh
+
+
+def _sphere(subdivisions=4, radius=1.0, offset=(0, 0, 0)):
+    s = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
+    return s.vertices + np.asarray(offset), s.faces
+
+
+def _great_circle(v, a, b):
+    u = v[a] / np.linalg.norm(v[a], axis=-1, keepdims=True)
+    w = v[b] / np.linalg.norm(v[b], axis=-1, keepdims=True)
+    return np.arccos(np.clip(np.sum(u * w, axis=-1), -1, 1))
+
+
+def test_sphere_errors_match_great_circle_distances():
+    v, f = _sphere()
+    m = mesh.from_arrays(v, f, name="sphere")
+    rng = np.random.default_rng(0)
+    true = rng.integers(0, len(v), 40)
+    predicted = rng.integers(0, len(v), 40)
+    predicted[:5] = true[:5]
+    errors = evaluate.geodesic_errors(m, predicted, true)
+    expected = _great_circle(v, true, predicted) / np.sqrt(m.surface_area())
+    assert errors.shape == (40,) and np.all(errors[:5] == 0)
+    np.testing.assert_allclose(errors, expected, atol=0.03)  # heat method ≈ 3% of √area
+    antipode = int(np.argmin(v @ v[0]))
+    far = evaluate.geodesic_errors(m, np.array([antipode]), np.array([0]))
+    assert far[0] == pytest.approx(np.pi / np.sqrt(4 * np.pi), rel=0.05)
+
+
+def test_flat_grid_geodesics_are_euclidean():
+    n = 21
+    x, y = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
+    v = np.c_[x.ravel(), y.ravel(), np.zeros(n * n)]
+    idx = np.arange(n * n).reshape(n, n)
+    quads = np.c_[idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel(), idx[1:, :-1].ravel()]
+    m = mesh.from_arrays(v, quads, name="square")
+    assert m.surface_area() == pytest.approx(1.0)
+    true, predicted = np.array([0, 0, 220, 10]), np.array([20, 440, 230, 430])
+    errors = evaluate.geodesic_errors(m, predicted, true)
+    expected = np.linalg.norm(v[true] - v[predicted], axis=1)
+    np.testing.assert_allclose(errors, expected, rtol=0.08)  # heat method smooths a little
+
+
+def test_other_component_counts_as_the_diameter():
+    a, fa = _sphere(3)
+    b, fb = _sphere(3, offset=(5, 0, 0))
+    m = mesh.from_arrays(np.vstack([a, b]), np.vstack([fa, fb + len(a)]), name="two spheres")
+    errors = evaluate.geodesic_errors(m, np.array([len(a) + 3, 7]), np.array([0, 7]))
+    assert errors[1] == 0
+    assert errors[0] == pytest.approx(np.pi / np.sqrt(m.surface_area()), rel=0.05)
+
+
+def test_accuracy_curve_and_auc_by_hand():
+    t, acc = evaluate.accuracy_curve([0.0, 0.1, 0.2, 1.0], thresholds=[0.0, 0.1, 0.15, 0.2])
+    np.testing.assert_allclose(acc, [0.25, 0.5, 0.5, 0.75])
+    assert evaluate.auc([0, 1], [1, 1]) == 1.0
+    assert evaluate.auc([0, 0.5, 1], [0, 1, 1]) == pytest.approx(0.75)
+    t, acc = evaluate.accuracy_curve(np.zeros(5))
+    assert t[-1] == 0.25 and evaluate.auc(t, acc) == 1.0
+    with pytest.raises(ValueError, match="at least one"):
+        evaluate.accuracy_curve([])
+
+
+def _x_symmetric_blob():
+    """An ellipsoid bent in y and z, so only the x = 0 plane is a mirror plane."""
+    v, f = _sphere(3)
+    v = v * [1.0, 1.6, 2.4]
+    v[:, 1] += 0.5 * v[:, 2] ** 2 * 0.3 + 0.4 * v[:, 2]
+    v[:, 2] += 0.3 * v[:, 1] ** 2
+    return v + [3.0, -1.0, 0.5], f
+
+
+def test_mirrored_ground_truth_on_a_shape_with_one_mirror_plane():
+    v, f = _x_symmetric_blob()
+    axis, scores = evaluate.symmetry_axis(v)
+    assert axis == 0 and scores[0] < 1e-9 and scores[1:].min() > 0.01
+    g = evaluate.mirrored_ground_truth(v, f)
+    np.testing.assert_array_equal(g[g], np.arange(len(v)))
+    np.testing.assert_allclose(v[g], v * [-1, 1, 1] + [6.0, 0, 0], atol=1e-9)
+    with pytest.raises(ValueError, match="axis"):
+        evaluate.mirrored_ground_truth(v, axis=3)
+
+
+def test_flip_rate_counts_mirror_swaps_away_from_the_plane():
+    v, f = _x_symmetric_blob()
+    m = mesh.from_arrays(v, f, name="blob")
+    g = evaluate.mirrored_ground_truth(v)
+    true = np.arange(0, len(v), 7)
+    assert evaluate.flip_rate(m, true, true, g[true]) == 0.0
+    assert evaluate.flip_rate(m, g[true], true, g[true]) == 1.0
+    half = true.copy()
+    half[::2] = g[true][::2]
+    scores = evaluate.evaluate_correspondence(m, half, true, g[true])
+    assert 0.35 < scores["flip_rate"] < 0.65 and scores["flip_count"] < len(true)  # plane points left out
+    sampled = evaluate.evaluate_correspondence(m, half, true, g[true], max_points=20, seed=1)
+    assert sampled["count"] == 20 and 0.0 <= sampled["flip_rate"] <= 1.0
+    calls = []
+    evaluate.evaluate_correspondence(m, half, true, g[true], progress=lambda f, msg: calls.append(f))
+    assert calls[-1] == 1.0 and calls == sorted(calls)
+    perfect = evaluate.evaluate_correspondence(m, true, true)
+    assert perfect["mean_error"] == 0 and perfect["auc"] == 1.0 and perfect["acc@0.01"] == 1.0
+    assert "flip_rate" not in perfect and perfect["count"] == len(true)
+
+
+def test_bad_ids_are_named():
+    v, f = _sphere(1)
+    m = mesh.from_arrays(v, f, name="ball")
+    with pytest.raises(ValueError, match="ball"):
+        evaluate.geodesic_errors(m, np.array([0, 999]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="length"):
+        evaluate.geodesic_errors(m, np.array([0]), np.array([0, 1]))
+
+
+def test_real_fox_mirror_is_an_involution_that_swaps_sides(data_dir):
+    fox = mesh.load(data_dir / "quadrupeds" / "quaternius_fox.glb")
+    v = fox.vertices
+    axis, _ = evaluate.symmetry_axis(v)
+    g = evaluate.mirrored_ground_truth(v, fox.faces)
+    diagonal = np.linalg.norm(np.ptp(v, axis=0))
+    # Positions, not ids: the file splits vertices at UV seams, so coincident duplicates exist.
+    back_home = np.linalg.norm(v[g[g]] - v, axis=1) < 1e-6 * diagonal
+    assert axis == 0 and back_home.mean() > 0.98
+    centre = (v[:, axis].min() + v[:, axis].max()) / 2
+    side = np.abs(v[:, axis] - centre) > 0.1 * np.ptp(v[:, axis])
+    assert side.sum() > 500
+    assert np.mean(np.sign(v[g, axis] - centre)[side] != np.sign(v[side, axis] - centre)) > 0.99
+    rng = np.random.default_rng(0)
+    sample = rng.choice(np.flatnonzero(side), 60, replace=False)
+    scores = evaluate.evaluate_correspondence(fox, g[sample], sample, g[sample])
+    assert scores["flip_rate"] == 1.0 and scores["mean_error"] > 0.05
+
+
+def test_seam_split_copies_are_welded_for_geodesics():
+    v, f = _sphere(3)
+    m = mesh.from_arrays(v, f, name="sphere")
+    # Flat-shaded export: every face gets its own three vertices (the surface falls apart into faces).
+    split = mesh.from_arrays(v[f].reshape(-1, 3), np.arange(3 * len(f)).reshape(-1, 3), name="split")
+    welded, key = evaluate.weld_coincident(split)
+    assert welded.n_vertices == len(v) and len(np.unique(split.components())) == len(f)
+    np.testing.assert_array_equal(v[f].reshape(-1, 3), welded.vertices[key])
+    copies = np.flatnonzero(f.ravel() == 0)  # every split copy of vertex 0
+    antipode = int(np.argmin(v @ v[0]))
+    far_copy = np.flatnonzero(f.ravel() == antipode)[0]
+    errors = evaluate.geodesic_errors(split, np.r_[copies, far_copy], np.full(len(copies) + 1, copies[0]))
+    np.testing.assert_allclose(errors[:-1], 0)
+    expected = evaluate.geodesic_errors(m, np.array([antipode]), np.array([0]))[0]
+    assert errors[-1] == pytest.approx(expected, rel=1e-6)

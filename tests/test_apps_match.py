@@ -1,0 +1,110 @@
+"""Feature matching: chunked nearest neighbours equal the full-matrix answer; correspondences know cycles."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from sa3df import match
+from sa3df.progress import Cancelled
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_permuted_features_are_found_whatever_the_chunk():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(500, 32)).astype(np.float32)
+    perm = rng.permutation(500)
+    query = reference[perm] * rng.uniform(0.5, 3.0, size=(500, 1)) + rng.normal(scale=0.01, size=(500, 32))
+    for chunk in (None, 7, 500, 10_000):
+        idx, sim = match.nearest_neighbors(query, reference, chunk_size=chunk)
+        assert idx.dtype == np.int64 and sim.dtype == np.float32 and idx.shape == sim.shape == (500,)
+        np.testing.assert_array_equal(idx, perm)  # cosine ignores the per-row scale
+        assert sim.min() > 0.99 and sim.max() <= 1.0 + 1e-6
+
+
+def test_k_nearest_equals_full_matrix_topk():
+    rng = np.random.default_rng(1)
+    q, r = rng.normal(size=(123, 16)), rng.normal(size=(77, 16))
+    full = _unit(q) @ _unit(r).T
+    idx, sim = match.k_nearest_neighbors(torch.tensor(q), r, k=5, chunk_size=10)
+    expected = np.argsort(-full, axis=1)[:, :5]
+    np.testing.assert_array_equal(idx, expected)
+    np.testing.assert_allclose(sim, np.take_along_axis(full, expected, 1), atol=1e-5)
+    assert (np.diff(sim, axis=1) <= 1e-7).all()  # best first
+
+
+def test_auto_chunk_keeps_10k_by_10k_within_budget():
+    chunk = match.auto_chunk_size(10_000)
+    assert chunk * 10_000 * 4 <= match.DEFAULT_BUDGET_BYTES and chunk >= 1000
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="dims"):
+        match.nearest_neighbors(np.ones((3, 4)), np.ones((3, 5)))
+    with pytest.raises(ValueError, match="non-finite"):
+        match.nearest_neighbors(np.array([[np.nan, 1.0]]), np.ones((3, 2)))
+    with pytest.raises(ValueError, match="k=4"):
+        match.k_nearest_neighbors(np.ones((3, 2)), np.ones((3, 2)), k=4)
+    with pytest.raises(ValueError, match=r"\(N, E\)"):
+        match.nearest_neighbors(np.ones(3), np.ones((3, 2)))
+
+
+def test_cancel_from_progress_stops_matching():
+    def cancel(fraction, message):
+        if fraction > 0.3:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        match.nearest_neighbors(np.random.rand(100, 4), np.random.rand(50, 4), chunk_size=10, progress=cancel)
+
+
+def test_correspondence_cycles_exact_and_within_rings():
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    n = len(sphere.vertices)
+    feats = sphere.vertices.astype(np.float32) + 2.0  # distinct directions, all positive
+    corr = match.correspondence(feats, feats)
+    np.testing.assert_array_equal(corr.target_to_source, np.arange(n))
+    assert corr.mutual.all() and corr.mutual_fraction == 1.0 and np.allclose(corr.target_similarity, 1, atol=1e-6)
+
+    # Target vertex 0 looks mostly like its neighbour: 0 -> neighbour -> neighbour, not back to 0.
+    neighbour = int(sphere.vertex_neighbors[0][0])
+    target = feats.copy()
+    target[0] = 0.8 * feats[neighbour] + 0.2 * feats[0]
+    corr = match.correspondence(feats, target)
+    assert corr.target_to_source[0] == neighbour and not corr.mutual[0] and corr.mutual[1:].all()
+    corr = match.correspondence(feats, target, target_faces=sphere.faces, mutual_rings=1)
+    assert corr.mutual.all()  # the cycle ends one ring away from 0: accepted with rings=1
+
+
+def test_within_rings_counts_edge_hops():
+    path = np.array([[0, 1, 2], [1, 3, 2], [2, 3, 4], [3, 5, 4]])  # a strip 0..5
+    hops = match.within_rings(path, 6, np.array([0, 0, 0]), np.array([0, 2, 4]), rings=1)
+    np.testing.assert_array_equal(hops, [True, True, False])
+    assert match.within_rings(path, 6, np.array([0]), np.array([4]), rings=2)[0]
+
+
+def test_feature_smoothing_averages_the_one_ring():
+    sphere = trimesh.creation.icosphere(subdivisions=1)
+    feats = np.zeros((len(sphere.vertices), 2), np.float32)
+    feats[:, 0] = 1.0
+    feats[0] = [0.0, 1.0]
+    out = match.smooth_features(feats, sphere.faces, iterations=1)
+    ring = len(sphere.vertex_neighbors[0])
+    np.testing.assert_allclose(out[0], [ring / (ring + 1), 1 / (ring + 1)], atol=1e-6)
+    far = [i for i in range(len(feats)) if i != 0 and i not in sphere.vertex_neighbors[0]]
+    np.testing.assert_allclose(out[far], feats[far])
+
+
+def test_half_precision_path_reports_exact_similarities():
+    """The CUDA path (float16 products, float32 similarities, re-sorted) exercised on the CPU."""
+    rng = np.random.default_rng(4)
+    q, r = rng.normal(size=(60, 24)), rng.normal(size=(90, 24))
+    full = _unit(q) @ _unit(r).T
+    idx, sim = match.k_nearest_neighbors(q, r, k=3, chunk_size=16, compute_dtype=torch.float16)
+    np.testing.assert_allclose(sim, np.take_along_axis(full, idx, 1), atol=1e-5)  # exact for the winners
+    assert (np.diff(sim, axis=1) <= 0).all()
+    best = np.take_along_axis(full, np.argsort(-full, axis=1)[:, :1], 1)[:, 0]
+    assert np.all(best - sim[:, 0] < 2e-3)  # float16 may only swap near-ties
