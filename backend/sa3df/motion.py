@@ -47,10 +47,13 @@ class MotionConfig:
     trim_fraction: float = 0.1  # per frame, the worst matches are ignored after the first third
     centroid_weight: float = 1.0
     edge_weight: float = 0.01
-    smooth_weight: float = 1.0
-    rotation_smooth_weight: float = 0.01
-    rest_prior_weight: float = 1e-5
-    twist_prior_weight: float = 1e-4
+    smooth_weight: float = 0.05
+    rotation_smooth_weight: float = 1e-3
+    rest_prior_weight: float = 1e-6
+    twist_prior_weight: float = 1e-5
+    # A wrong match stays wrong in every frame: vertices whose fitted residual is large over the whole clip
+    # are down-weighted (Cauchy weights, scale = 2 x median) and the start refitted, this many times.
+    reweight_rounds: int = 2
     start_prior: float = 0.05  # pull of the closed-form start towards the rest pose (relative)
     min_bone_vertices: int = 4  # bones with fewer matched skinned vertices follow their parent
     fit_scale: bool = True
@@ -149,6 +152,9 @@ def fit_motion(
     with torch.no_grad():
         q0 = scale0 * (q_raw - src_c) + tgt_c
         rotations, locations = _closed_form_start(model, target, sample, q0, c, free, config)
+        for _ in range(config.reweight_rounds):
+            c = c * _consistency_weights(model, ids[:n_data], rotations, free, locations, q0, c)
+            rotations, locations = _closed_form_start(model, target, sample, q0, c, free, config)
     six = six_from_matrix(rotations).clone().requires_grad_(True)
     locations = locations.clone().requires_grad_(True)
     log_scale = torch.tensor(float(np.log(scale0)), device=device, requires_grad=config.fit_scale and config.placement != "none")
@@ -156,7 +162,7 @@ def fit_motion(
               {"params": [locations], "lr": config.translation_learning_rate}]
     if log_scale.requires_grad:
         params.append({"params": [log_scale], "lr": config.translation_learning_rate})
-    optimiser = torch.optim.Adam(params)
+    optimiser = torch.optim.Adam(params, betas=(0.9, 0.99))  # short memory: gradients shrink a lot as it fits
     # Cosine decay to 5 %: large early steps, then settle without Adam's end-of-run jitter.
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda i: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(i / max(config.iterations, 1), 1.0)))
@@ -171,7 +177,10 @@ def fit_motion(
         local = local_matrices(rot, free, locations)
         verts, joints = model.pose(local, ids)
         trim = config.trim_fraction if it >= config.iterations // 3 else 0.0
-        loss = _data_terms(verts[:, :n_data], q, c, bone_w, config, trim)
+        # The centroid term steers while matches are far off; it fades out by mid-run because, being an
+        # average, it pins each bone's centre and slows the last (twist) refinements.
+        centroid = config.centroid_weight * max(0.0, 1.0 - 2.0 * it / max(config.iterations, 1))
+        loss = _data_terms(verts[:, :n_data], q, c, bone_w, centroid, config.robust_scale, trim)
         loss = loss + config.edge_weight * _edge_term(verts, edge_rows, rest_len)
         loss = loss + _smooth_terms(joints, rot, config) + _prior_terms(rot, config)
         optimiser.zero_grad()
@@ -309,11 +318,19 @@ def _closed_form_start(model: TorchRig, target: Rig, sample, q, c, free, config)
     return rotations, locations
 
 
+def _consistency_weights(model: TorchRig, ids, rotations, free, locations, q, c) -> torch.Tensor:
+    """(n,) Cauchy weights of each sampled vertex's median residual over all frames."""
+    verts = model.skin(model.skinning_matrices(model.bone_matrices(local_matrices(rotations, free, locations))), ids)
+    residual = (verts - q).norm(dim=-1).median(dim=0).values  # (n,)
+    scale = 2.0 * residual[c > 0].median().clamp_min(1e-6)
+    return 1.0 / (1.0 + (residual / scale) ** 2)
+
+
 def _charbonnier(r2: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.sqrt(r2 + delta * delta) - delta
 
 
-def _data_terms(verts, q, c, bone_w, config, trim):
+def _data_terms(verts, q, c, bone_w, centroid_weight, robust_scale, trim):
     """Robust per-vertex distance plus per-bone matched-centroid distance, trimmed per frame."""
     diff = verts - q
     r2 = (diff * diff).sum(-1)  # (T, n)
@@ -323,12 +340,14 @@ def _data_terms(verts, q, c, bone_w, config, trim):
             cut = torch.quantile(r2, 1.0 - trim, dim=1, keepdim=True)
             keep = (r2 <= cut).to(r2.dtype)
     wv = c[None] * keep
-    vertex = (wv * _charbonnier(r2, config.robust_scale)).sum() / wv.sum().clamp_min(1e-12)
+    vertex = (wv * _charbonnier(r2, robust_scale)).sum() / wv.sum().clamp_min(1e-12)
+    if centroid_weight <= 0:
+        return vertex
     kept_diff = diff * keep[..., None]
     mass = keep @ bone_w  # (T, B)
     centroid_diff = apply_to_frames(bone_w.T, kept_diff) / mass.clamp_min(1e-12)[..., None]  # (T, B, 3)
     centroid = ((centroid_diff**2).sum(-1) * mass).sum() / mass.sum().clamp_min(1e-12)
-    return vertex + config.centroid_weight * centroid / config.robust_scale * 0.5
+    return vertex + centroid_weight * centroid / (2 * robust_scale)  # matches Charbonnier's quadratic regime
 
 
 def _edge_term(verts, edge_rows, rest_len):
