@@ -80,6 +80,7 @@ def rig_from_objects(armature, meshes=None) -> Rig:
         faces=np.concatenate(faces),
         name=armature.name,
         bone_tails=np.array([np.array(b.tail_local) for b in bones]),
+        connected=np.array([bool(b.use_connect and b.parent) for b in bones]),
         extra={"mesh_sizes": sizes, "meshes": [m.name for m in meshes], "warnings": warnings},
     )
 
@@ -152,9 +153,10 @@ def bake_motion(armature, result, frames, action_name: str, assign: bool = True)
     """Write ``result`` (a :class:`sa3df.motion.MotionResult` for ``armature``'s rig) into a NEW Action.
 
     Keys every rig bone's rotation in the bone's own ``rotation_mode`` (quaternion, axis-angle or Euler;
-    the mode is never changed) and the locations of the bones the fit may translate (roots), one key per frame in ``frames``. Existing
-    actions are left untouched; with ``assign`` the new action becomes the armature's active one, and the
-    previously active action gets a fake user if it would otherwise be orphaned. Returns the action.
+    the mode is never changed), its location (non-zero on the bones the fit may translate) and unit
+    scale, one key per frame in ``frames``. Existing actions are left untouched; with ``assign`` the new
+    action becomes the armature's active one, and the previously active action gets a fake user if it
+    would otherwise be orphaned. On failure nothing is left behind. Returns the action.
     """
     frames = np.asarray(frames, dtype=np.float64)
     if len(frames) != len(result.rotations):
@@ -164,8 +166,9 @@ def bake_motion(armature, result, frames, action_name: str, assign: bool = True)
         raise ValueError(f"Armature '{armature.name}' has no bones named {missing[:3]}: fit on another rig?")
     action = bpy.data.actions.new(action_name)
     anim = armature.animation_data or armature.animation_data_create()
-    previous = anim.action
-    if previous is not None and previous.users == 1 and not previous.use_fake_user:
+    previous, previous_slot = anim.action, getattr(anim, "action_slot", None)
+    had_fake_user = previous.use_fake_user if previous is not None else False
+    if previous is not None and previous.users == 1:
         previous.use_fake_user = True  # the user's action must survive losing its only user
     anim.action = action
     try:
@@ -173,17 +176,27 @@ def bake_motion(armature, result, frames, action_name: str, assign: bool = True)
             pose_bone = armature.pose.bones[name]
             path, values = _rotation_channels(pose_bone, result.rotations[:, b])
             _key_channels(action, armature, f'pose.bones["{_escape(name)}"].{path}', values, frames, name)
-        for b in result.translating:
-            name = result.bone_names[b]
-            _key_channels(action, armature, f'pose.bones["{_escape(name)}"].location', result.locations[:, b], frames, name)
+            # Location and scale are keyed on every bone too (rest values where the fit has none): a bone
+            # left un-keyed would keep whatever the previously playing action last set.
+            bone_path = f'pose.bones["{_escape(name)}"]'
+            _key_channels(action, armature, f"{bone_path}.location", result.locations[:, b], frames, name)
+            _key_channels(action, armature, f"{bone_path}.scale", np.ones((len(frames), 3)), frames, name)
     except Exception:
-        anim.action = previous
+        _restore(anim, previous, previous_slot)
+        if previous is not None:
+            previous.use_fake_user = had_fake_user
         bpy.data.actions.remove(action)
         raise
     if not assign:
-        anim.action = previous
+        _restore(anim, previous, previous_slot)
         action.use_fake_user = True
     return action
+
+
+def _restore(anim, action, slot) -> None:
+    anim.action = action
+    if action is not None and slot is not None and hasattr(anim, "action_slot"):
+        anim.action_slot = slot
 
 
 def _escape(name: str) -> str:

@@ -38,6 +38,7 @@ class Rig:
     name: str = "rig"
     root: int = -1
     bone_tails: np.ndarray | None = None  # (B, 3) rest tails in armature space, for display/metrics
+    connected: np.ndarray | None = None  # (B,) bool: head glued to the parent's tail (location ignored)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -94,10 +95,15 @@ class Rig:
 
     def translating_bones(self) -> list[int]:
         """Bones whose pose may translate: roots, and bones all of whose ancestors carry no skin (e.g. a
-        foot controller or the body under an unweighted root bone). Every other bone only rotates."""
+        foot controller or the body under an unweighted root bone), if they move some skin and are not
+        connected to their parent (Blender ignores a connected bone's location). The rest only rotate."""
         own = self.weights.sum(axis=0) > 0
+        moves_skin = self.subtree_weight() > 0
+        connected = np.zeros(self.n_bones, bool) if self.connected is None else np.asarray(self.connected, bool)
         free = []
         for b, p in enumerate(self.parents):
+            if connected[b] or not moves_skin[b]:
+                continue
             chain_weightless, q = True, p
             while q >= 0 and chain_weightless:
                 chain_weightless, q = not own[q], self.parents[q]
