@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .device import choose_device
-from .progress import ProgressFn, report
+from .progress import ProgressFn, report, sub_progress
 from .rig import Rig, TorchRig, apply_to_frames, local_matrices
 from .rotations import (
     continuous_quaternions, matrix_from_6d, nearest_rotation, quaternion_from_matrix, six_from_matrix,
@@ -38,7 +38,7 @@ from .rotations import (
 class MotionConfig:
     """Knobs of the fit. Weights are relative to the vertex term; lengths are fractions of target size."""
 
-    iterations: int = 200
+    iterations: int = 200  # Adam steps of the final pass
     learning_rate: float = 0.01
     translation_learning_rate: float = 0.003
     max_vertices: int = 800  # vertices sampled (by confidence) for the loss; all are used for residuals
@@ -54,6 +54,15 @@ class MotionConfig:
     # A wrong match stays wrong in every frame: vertices whose fitted residual is large over the whole clip
     # are down-weighted (Cauchy weights, scale = 2 x median) and the start refitted, this many times.
     reweight_rounds: int = 2
+    # Matches that land on another part of the source move with that part, not with the rest of their
+    # target bone: per bone, the source points' motion over the clip is fitted rigidly (robustly, this many
+    # rounds) and points that do not follow it are down-weighted. Needs T > 1; 0 turns it off.
+    rigidity_rounds: int = 0
+    # Space-time re-matching after the closed-form start (see fit_motion); 0 keeps the given matches.
+    rematch_rounds: int = 2
+    rematch_frames: int = 8
+    rematch_iterations: int = 40  # Adam steps before each re-match
+    rematch_tolerance: float = 2.0  # a given match is kept while no more than this times the nearest's distance
     start_prior: float = 0.05  # pull of the closed-form start towards the rest pose (relative)
     min_bone_vertices: int = 4  # bones with fewer matched skinned vertices follow their parent
     fit_scale: bool = True
@@ -134,30 +143,43 @@ def fit_motion(
     src_centre, tgt_centre, scale0 = _placement(target, rest, matched, conf, config)
 
     free = target.translating_bones()
-    sample, edges = _sample(target, conf, config, gen)
-    # Posed vertex set: the loss sample first (a plain slice for the data terms), then edge-only vertices.
-    extra = np.setdiff1d(np.unique(edges), sample)
-    order = np.concatenate([sample, extra])
-    row_of = np.full(target.n_vertices, -1, dtype=np.int64)
-    row_of[order] = np.arange(len(order))
-    ids = torch.as_tensor(order, device=device)
-    n_data = len(sample)
-    edge_rows = torch.as_tensor(row_of[edges], device=device).reshape(-1, 2)
-
-    q_raw = as_t(matched[:, sample])  # (T, n, 3)
-    c = as_t(conf[sample])
-    src_c, tgt_c = as_t(src_centre), as_t(tgt_centre)
-
     report(progress, 0.05, "closed-form start")
+    problem = _Problem.build(target, model, matched, conf, config, gen)
+    src_c, tgt_c = as_t(src_centre), as_t(tgt_centre)
     with torch.no_grad():
-        q0 = scale0 * (q_raw - src_c) + tgt_c
-        rotations, locations = _closed_form_start(model, target, sample, q0, c, free, config)
-        for _ in range(config.reweight_rounds):
-            c = c * _consistency_weights(model, ids[:n_data], rotations, free, locations, q0, c)
-            rotations, locations = _closed_form_start(model, target, sample, q0, c, free, config)
+        rotations, locations, c = _robust_start(model, target, problem, scale0, src_c, tgt_c, free, config)
+    scale = scale0
+    passes = [config.rematch_iterations] * (config.rematch_rounds if len(frames) > 1 else 0) + [config.iterations]
+    done, total = 0, max(sum(passes), 1)
+    for k, iterations in enumerate(passes):
+        if k > 0:
+            # Re-match in space-time: the fitted target now moves like the source, so a target vertex whose
+            # match strays far from it over the clip takes the source vertex that stays closest instead
+            # (feature errors between similar-looking parts, e.g. hands and forearms, are undone by their
+            # different motion). The pose so far is kept as the start of the next pass.
+            with torch.no_grad():
+                matches, conf = _rematch(model, rotations, free, locations, frames / size, scale, src_centre,
+                                         tgt_centre, matches, conf, config)
+            matched = frames[:, matches] / size
+            problem = _Problem.build(target, model, matched, conf, config, gen)
+            c = problem.c
+        stage = sub_progress(progress, 0.1 + 0.8 * done / total, 0.1 + 0.8 * (done + iterations) / total)
+        rotations, locations, scale = _refine(model, problem, c, rotations, locations, scale, free, src_c, tgt_c,
+                                              config, iterations, stage)
+        done += iterations
+
+    report(progress, 0.9, "evaluating")
+    return _result(target, model, six_from_matrix(rotations), free, locations, scale, matched, conf,
+                   src_centre, tgt_centre, size)
+
+
+def _refine(model: TorchRig, problem: "_Problem", c, rotations, locations, scale, free, src_c, tgt_c, config,
+            iterations: int, progress: ProgressFn | None):
+    """Adam on all frames at once from the given pose; returns (rotations (T, B, 3, 3), locations, scale)."""
     six = six_from_matrix(rotations).clone().requires_grad_(True)
     locations = locations.clone().requires_grad_(True)
-    log_scale = torch.tensor(float(np.log(scale0)), device=device, requires_grad=config.fit_scale and config.placement != "none")
+    log_scale = torch.tensor(float(np.log(scale)), device=c.device,
+                             requires_grad=config.fit_scale and config.placement != "none")
     params = [{"params": [six], "lr": config.learning_rate},
               {"params": [locations], "lr": config.translation_learning_rate}]
     if log_scale.requires_grad:
@@ -165,21 +187,20 @@ def fit_motion(
     optimiser = torch.optim.Adam(params, betas=(0.9, 0.99))  # short memory: gradients shrink a lot as it fits
     # Cosine decay to 5 %: large early steps, then settle without Adam's end-of-run jitter.
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda i: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(i / max(config.iterations, 1), 1.0)))
+        optimiser, lambda i: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(i / max(iterations, 1), 1.0)))
     )
-
+    ids, n_data, edge_rows, q_raw = problem.ids, problem.n_data, problem.edge_rows, problem.q_raw
     rest_edges = model.rest_vertices[ids][edge_rows]
     rest_len = (rest_edges[:, 0] - rest_edges[:, 1]).norm(dim=-1)
     bone_w = model.weights[ids][:n_data] * c[:, None]  # (n, B) per-bone centroid weights
-    for it in range(config.iterations):
+    for it in range(iterations):
         rot = matrix_from_6d(six)
         q = log_scale.exp() * (q_raw - src_c) + tgt_c
-        local = local_matrices(rot, free, locations)
-        verts, joints = model.pose(local, ids)
-        trim = config.trim_fraction if it >= config.iterations // 3 else 0.0
+        verts, joints = model.pose(local_matrices(rot, free, locations), ids)
+        trim = config.trim_fraction if it >= iterations // 3 else 0.0
         # The centroid term steers while matches are far off; it fades out by mid-run because, being an
         # average, it pins each bone's centre and slows the last (twist) refinements.
-        centroid = config.centroid_weight * max(0.0, 1.0 - 2.0 * it / max(config.iterations, 1))
+        centroid = config.centroid_weight * max(0.0, 1.0 - 2.0 * it / max(iterations, 1))
         loss = _data_terms(verts[:, :n_data], q, c, bone_w, centroid, config.robust_scale, trim)
         loss = loss + config.edge_weight * _edge_term(verts, edge_rows, rest_len)
         loss = loss + _smooth_terms(joints, rot, config) + _prior_terms(rot, config)
@@ -188,11 +209,74 @@ def fit_motion(
         optimiser.step()
         schedule.step()
         if it % 10 == 0:
-            report(progress, 0.1 + 0.8 * it / config.iterations, f"fitting ({it}/{config.iterations})")
+            report(progress, it / iterations, f"fitting ({it}/{iterations})")
+    return matrix_from_6d(six.detach()), locations.detach(), float(log_scale.detach().exp())
 
-    report(progress, 0.9, "evaluating")
-    return _result(target, model, six.detach(), free, locations.detach(), float(log_scale.detach().exp()), matched, conf,
-                   src_centre, tgt_centre, size)
+
+@dataclass
+class _Problem:
+    """The sampled data of one fit: posed vertex ids (loss sample first), edges, matches and confidences."""
+
+    sample: np.ndarray
+    ids: torch.Tensor
+    n_data: int
+    edge_rows: torch.Tensor
+    q_raw: torch.Tensor  # (T, n, 3) matched source points of the sample, size units, not yet placed
+    c: torch.Tensor  # (n,) confidences
+
+    @classmethod
+    def build(cls, target: Rig, model: TorchRig, matched, conf, config, gen) -> "_Problem":
+        device = model.device
+        sample, edges = _sample(target, conf, config, gen)
+        extra = np.setdiff1d(np.unique(edges), sample)
+        order = np.concatenate([sample, extra])
+        row_of = np.full(target.n_vertices, -1, dtype=np.int64)
+        row_of[order] = np.arange(len(order))
+        as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
+        return cls(sample, torch.as_tensor(order, device=device), len(sample),
+                   torch.as_tensor(row_of[edges], device=device).reshape(-1, 2), as_t(matched[:, sample]),
+                   as_t(conf[sample]))
+
+
+def _robust_start(model, target, problem: _Problem, scale, src_c, tgt_c, free, config):
+    """Closed-form start with rigidity and consistency re-weighting; returns (rotations, locations, c)."""
+    q0 = scale * (problem.q_raw - src_c) + tgt_c
+    c = problem.c
+    data_ids = problem.ids[: problem.n_data]
+    if config.rigidity_rounds > 0 and q0.shape[0] > 1:
+        c = c * _rigidity_weights(model.weights[data_ids], q0, c, config.rigidity_rounds)
+    rotations, locations = _closed_form_start(model, target, problem.sample, q0, c, free, config)
+    for _ in range(config.reweight_rounds):
+        c = c * _consistency_weights(model, data_ids, rotations, free, locations, q0, c)
+        rotations, locations = _closed_form_start(model, target, problem.sample, q0, c, free, config)
+    return rotations, locations, c
+
+
+def _rematch(model, rotations, free, locations, frames, scale, src_centre, tgt_centre, matches, conf, config):
+    """(matches (Nt,), confidences (Nt,)): nearest source vertex of each posed target vertex over up to
+    ``config.rematch_frames`` frames at once (coordinates stacked), Gaussian confidence of the distance."""
+    from scipy.spatial import cKDTree
+
+    t = rotations.shape[0]
+    edges = model.rig.edges()
+    rest = model.rest_vertices.cpu().numpy()
+    edge_length = float(np.linalg.norm(rest[edges[:, 0]] - rest[edges[:, 1]], axis=1).mean()) if len(edges) else 0.0
+    picks = np.unique(np.linspace(0, t - 1, min(t, config.rematch_frames)).round().astype(int))
+    verts, _ = model.pose(local_matrices(rotations[picks], free, locations[picks]))
+    posed = verts.cpu().numpy().astype(np.float64)  # (K, Nt, 3)
+    placed = scale * (frames[picks] - src_centre) + tgt_centre  # (K, Ns, 3)
+    stack = lambda x: np.transpose(x, (1, 0, 2)).reshape(x.shape[1], -1)  # noqa: E731
+    distance, nearest = cKDTree(stack(placed)).query(stack(posed))
+    current = np.linalg.norm(stack(posed) - stack(placed[:, matches]), axis=1)
+    # Keep a given match unless its source vertex strays clearly further than the nearest one: the
+    # given (feature) match knows the semantics, space-time nearness only corrects what it got wrong.
+    # (and always while it is within a couple of edge lengths or typical: exact matches must survive).
+    typical = max(2.0 * np.median(current[conf > 0]), 2.0 * edge_length)
+    keep = current <= np.maximum(config.rematch_tolerance * distance, typical) + 1e-9
+    matches = np.where(keep, matches, nearest)
+    distance = np.where(keep, current, distance) / np.sqrt(len(picks))
+    sigma = 2.0 * np.median(distance[conf > 0]) + 1e-9
+    return matches, np.exp(-((distance / sigma) ** 2)) * (conf > 0)
 
 
 def align_pose(
@@ -316,6 +400,25 @@ def _closed_form_start(model: TorchRig, target: Rig, sample, q, c, free, config)
         head = (fits[:, bone] @ (model.rest[bone, :3, 3] - rest_mean[bone])[:, None])[..., 0] + match_mean[:, bone]
         locations[:, k] = ((head - frame[:, :3, 3])[:, None, :] @ frame[:, :3, :3])[:, 0]
     return rotations, locations
+
+
+def _rigidity_weights(weights: torch.Tensor, q: torch.Tensor, c: torch.Tensor, rounds: int) -> torch.Tensor:
+    """(n,) weights: how well each matched source point follows the rigid motion (frame 0 -> t) of the
+    other points matched to its target bone. ``weights`` (n, B) skin weights, ``q`` (T, n, 3) matches."""
+    core = (weights > 0.3) & (c[:, None] > 0)
+    owner = torch.where(core.any(1), (weights * core).argmax(1), -1)  # dominant bone per vertex
+    robust = torch.ones_like(c)
+    for _ in range(rounds):
+        bone_w = (core * (c * robust)[:, None]).T  # (B, n)
+        cov, first_mean, mean = weighted_covariances(q[0], q, bone_w)
+        rot = nearest_rotation(cov)  # (T, B, 3, 3): frame 0 -> t per bone
+        ok = owner >= 0
+        b = owner.clamp_min(0)
+        predicted = (rot[:, b] @ (q[0] - first_mean[b])[None, :, :, None])[..., 0] + mean[:, b]
+        residual = (predicted - q).norm(dim=-1).median(dim=0).values  # (n,)
+        scale = 2.0 * residual[ok & (c > 0)].median().clamp_min(1e-4)
+        robust = torch.where(ok, 1.0 / (1.0 + (residual / scale) ** 2), torch.ones_like(c))
+    return robust
 
 
 def _consistency_weights(model: TorchRig, ids, rotations, free, locations, q, c) -> torch.Tensor:
