@@ -17,7 +17,7 @@ from . import __version__
 from . import files as sio
 
 
-def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 1500) -> None:
+def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -> None:
     g = p.add_argument_group("features")
     g.add_argument("--extractor", default="geometric",
                    help="base features: auto, geometric (offline default), dino, diff3f")
@@ -46,7 +46,7 @@ def _compute(args, meshes):
 
     if args.steps <= 0 and args.checkpoint is None:
         raise ValueError("--steps 0 needs --checkpoint (a trained network to embed with)")
-    train_config = TrainConfig(steps=args.steps, seed=args.seed, device=args.device) if args.steps > 0 else None
+    train_config = TrainConfig.test_time(steps=args.steps, seed=args.seed, device=args.device) if args.steps > 0 else None
     return compute_surface_features(
         meshes, extractor=args.extractor, checkpoint=args.checkpoint, train_config=train_config,
         cache_dir=args.cache,
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole method on built-in example characters, offline")
     p.add_argument("--out", type=Path, default=Path("demo_output"))
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_demo)

@@ -41,7 +41,7 @@ def save_features(path: Path, item: MeshFeatures) -> Path:
     """Write an .npz holding the cleaned mesh (with its map to input vertices) and both feature sets."""
     m = item.mesh
     np.savez_compressed(
-        path, vertices=m.vertices, faces=m.faces, input_index=m.input_index,
+        path, vertices=m.vertices, faces=m.faces, input_index=m.input_index, input_to_clean=m.input_to_clean,
         input_vertex_count=m.input_vertex_count, name=m.name, base=item.base.astype(np.float16),
         embedding=item.embedding.astype(np.float32), extractor=item.extractor,
     )
@@ -52,7 +52,8 @@ def load_features(path: Path) -> MeshFeatures:
     """Read an archive written by :func:`save_features` (``sa3df features``)."""
     try:
         with np.load(path, allow_pickle=False) as d:
-            mesh = Mesh(d["vertices"], d["faces"], d["input_index"], int(d["input_vertex_count"]), str(d["name"]))
+            mesh = Mesh(d["vertices"], d["faces"], d["input_index"], int(d["input_vertex_count"]), str(d["name"]),
+                        input_to_clean=d["input_to_clean"])
             return MeshFeatures(mesh, d["base"].astype(np.float32), d["embedding"], str(d["extractor"]))
     except (KeyError, OSError, ValueError) as error:
         raise ValueError(f"'{path}' is not an sa3df feature archive ({error})") from None
