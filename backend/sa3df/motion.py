@@ -150,7 +150,7 @@ def fit_motion(
     with torch.no_grad():
         rotations, locations, c = robust_start(model, target, problem, scale0, src_c, tgt_c, free, config)
     scale = scale0
-    passes = [config.rematch_iterations] * (config.rematch_rounds if len(frames) > 1 else 0) + [config.iterations]
+    passes = [config.rematch_iterations] * config.rematch_rounds + [config.iterations]
     done, total = 0, max(sum(passes), 1)
     for k, iterations in enumerate(passes):
         if k > 0:
