@@ -37,12 +37,12 @@ def characters(data_dir):
         armature, objects = import_character(data_dir / path)
         obj = max(objects, key=lambda o: len(o.data.vertices))
         v, faces = mesh_arrays(obj, evaluated=False)
-        rest = mesh.from_arrays(v, faces, name=name)
-        assert rest.n_vertices == len(v)  # no vertex dropped: ids are ground truth between frames
+        rest = mesh.from_arrays(v, faces, name=name, weld=False)
+        assert rest.n_vertices == len(v)  # no vertex dropped or merged: ids are ground truth between frames
         weights, groups = _weights(obj, len(v))
         action = set_action(armature, "Walk")
         frame = int(sum(action.frame_range) / 2)
-        walk = mesh.from_arrays(posed_vertices(obj, frame), faces, name=f"{name} walking")
+        walk = mesh.from_arrays(posed_vertices(obj, frame), faces, name=f"{name} walking", weld=False)
         out[name] = dict(rest=rest, features=extractor.extract(rest), weights=weights, groups=groups,
                          walk=walk, walk_features=extractor.extract(walk))
     return out
@@ -91,7 +91,9 @@ def test_joint_clusters_sit_on_the_same_body_parts(characters):
     man, woman = characters["man"], characters["woman"]
     (labels_man, labels_woman), _ = segment.joint_kmeans([man["features"], woman["features"]], k=8, seed=0)
     shared = [c for c in range(8) if (labels_man == c).sum() > 20 and (labels_woman == c).sum() > 20]
-    assert len(shared) >= 6
+    # The woman has parts the man lacks (hair, skirt), which may get clusters of their own.
+    assert len(shared) >= 4 and np.isin(labels_man, shared).mean() > 0.9
+    assert np.isin(labels_woman, shared).mean() > 0.5
     man_v, woman_v = man["rest"].normalized().vertices, woman["rest"].normalized().vertices
     for c in shared:  # a shared cluster covers the same region of both (normalised) bodies
         gap = np.linalg.norm(man_v[labels_man == c].mean(0) - woman_v[labels_woman == c].mean(0))

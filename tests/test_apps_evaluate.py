@@ -141,7 +141,7 @@ def test_seam_split_copies_are_welded_for_geodesics():
     v, f = _sphere(3)
     m = mesh.from_arrays(v, f, name="sphere")
     # Flat-shaded export: every face gets its own three vertices (the surface falls apart into faces).
-    split = mesh.from_arrays(v[f].reshape(-1, 3), np.arange(3 * len(f)).reshape(-1, 3), name="split")
+    split = mesh.from_arrays(v[f].reshape(-1, 3), np.arange(3 * len(f)).reshape(-1, 3), name="split", weld=False)
     welded, key = evaluate.weld_coincident(split)
     assert welded.n_vertices == len(v) and len(np.unique(split.components())) == len(f)
     np.testing.assert_array_equal(v[f].reshape(-1, 3), welded.vertices[key])

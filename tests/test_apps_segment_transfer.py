@@ -86,6 +86,14 @@ def test_weight_transfer_follows_a_permutation_and_names_bad_input():
     perm = rng.permutation(200)
     out = transfer.transfer_vertex_weights(weights, feats, feats[perm], k=4, max_influences=6, min_weight=0)
     np.testing.assert_allclose(out, weights[perm], atol=3e-3)  # random features: other neighbours weigh ~0
+    holes = weights.copy()
+    holes[::2] = 0  # half the source vertices belong to no group: they must not be matched
+    out = transfer.transfer_vertex_weights(holes, feats, feats, k=1, smooth_iterations=0, max_influences=None,
+                                           min_weight=0)
+    np.testing.assert_allclose(out[1::2], weights[1::2], atol=1e-6)
+    assert (out.sum(axis=1) > 0.999).all()
+    with pytest.raises(ValueError, match="all zero"):
+        transfer.transfer_vertex_weights(np.zeros_like(weights), feats, feats)
     with pytest.raises(ValueError, match="Ns = 200"):
         transfer.transfer_vertex_weights(weights[:10], feats, feats)
     with pytest.raises(ValueError, match="non-negative"):

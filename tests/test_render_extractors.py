@@ -196,3 +196,63 @@ def test_prompt_from_mesh_name():
     assert prompt_from_name("GreenChair_01_1k") == "green chair"
     assert prompt_from_name("horse_statue_01_1k") == "horse statue"
     assert prompt_from_name("0001") == "object"
+
+
+def test_a_folder_with_config_but_no_weights_is_missing(tmp_path, chair):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "dinov2", "hidden_size": 8}))
+    with pytest.raises(MissingWeightsError, match=str(tmp_path)):
+        create_extractor("dino", model=str(tmp_path), **FAST).extract(chair)
+
+
+def test_cancel_during_denoising_removes_the_unet_hook(tiny_models, chair):
+    extractor = diff3f(tiny_models)
+    messages = []
+
+    def cancel_at_second_step(fraction, message):
+        messages.append(message)
+        if "denoising step 2" in message:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        extractor.extract(chair, progress=cancel_at_second_step)
+    assert "diff3f: denoising step 1 of 3" in messages
+    assert not extractor.pipe.unet.up_blocks[1]._forward_hooks
+    assert extractor.extract(chair).shape == (chair.n_vertices, UNET_STAGE_DIM + DINO_DIM)
+
+
+@pytest.mark.heavy
+def test_real_dinov2_sees_left_and_right_alike(data_dir):
+    """With real DINOv2 weights (cached locally; skipped otherwise), a vertex and its mirror image on
+    a symmetric statue get similar features: the semantics sa3df then learns to tell apart."""
+    from sa3df.extractors.weights import weights_present
+
+    model = os.environ.get("SA3DF_DINO_MODEL", "facebook/dinov2-small")
+    if not weights_present(model):
+        pytest.skip(f"DINOv2 weights '{model}' are not available offline")
+    from scipy.spatial import cKDTree
+
+    horse = meshes.load(data_dir / "meshes/polyhaven/horse_statue_01_1k.obj")
+    features = create_extractor("dino", model=model, device="cpu", views=24).extract(horse)
+    frame = horse.normalized().vertices
+    best = None
+    for axis in range(3):  # the mirror plane is the one that maps the statue onto itself best
+        mirrored = frame * np.where(np.arange(3) == axis, -1, 1)
+        distance, partner = cKDTree(frame).query(mirrored)
+        if best is None or distance.mean() < best[0]:
+            best = (distance.mean(), partner)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    mirror_similarity = (unit * unit[best[1]]).sum(1).mean()
+    shuffled = unit[np.random.default_rng(0).permutation(len(unit))]
+    assert mirror_similarity > (unit * shuffled).sum(1).mean() + 0.2
+
+
+def test_weights_dir_holds_model_folders_by_hub_id(tiny_models, tmp_path, chair):
+    import shutil
+
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_models["dino_model"], weights / "facebook" / "dinov2-base")
+    options = dict(FAST, input_size=56, weights_dir=str(weights))
+    assert choose_extractor("auto", allow_download=False, **options).name == "dino"  # the default id, found there
+    features = create_extractor("dino", **options).extract(chair)
+    reference = create_extractor("dino", model=tiny_models["dino_model"], **dict(FAST, input_size=56)).extract(chair)
+    np.testing.assert_array_equal(features, reference)

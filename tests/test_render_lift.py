@@ -113,13 +113,30 @@ def test_grid_sampling_matches_align_corners_false_upsampling():
 
 
 def test_large_meshes_lift_without_quadratic_memory():
-    ball = trimesh.creation.icosphere(subdivisions=7)  # 163,842 vertices: an N² matrix would be 200 GB
+    ball = trimesh.creation.icosphere(subdivisions=6)  # 40,962 vertices: past Diff3F's 35k cdist limit
     renderer = render.Renderer(ball.vertices, ball.faces, 32)
     views = renderer.render(cameras.fibonacci_rig(ball.vertices, 2))
     grids = [[torch.randn(6, 4, 4)] for _ in range(len(views))]
     accumulator = lift.VertexAccumulator(len(ball.vertices), 6)
     lift.lift_grids(accumulator, views, ball.faces, grids)
-    assert accumulator.seen.sum() < 5000  # 2 small views see few vertices; the rest are filled
+    assert accumulator.seen.mean() < 0.2  # 2 small views see few vertices; the rest are filled
     lifted = accumulator.result(ball.vertices)
     assert lifted.shape == (len(ball.vertices), 6) and np.isfinite(lifted).all()
     assert (np.linalg.norm(lifted, axis=1) > 0.5).all()
+
+
+def test_linear_form_lifting_equals_sampling_every_pixel():
+    vertices, faces, _ = two_boxes()
+    _, views = render_rig(vertices, faces, count=3, resolution=40)
+    torch.manual_seed(1)
+    grids = [[torch.randn(7, 5, 6), torch.randn(3, 3, 3)] for _ in range(len(views))]
+    fast = lift.VertexAccumulator(len(vertices), 10)
+    lift.lift_grids(fast, views, faces, grids, weights=[0.5, 2.0])
+    reference = lift.VertexAccumulator(len(vertices), 10)
+    for b in range(len(views)):
+        rows, cols, corners, bary = lift.view_pixels(views, faces, b)
+        features = torch.cat([0.5 * lift.sample_grid(grids[b][0], rows, cols, 40),
+                              2.0 * lift.sample_grid(grids[b][1], rows, cols, 40)], dim=1)
+        reference.add(torch.as_tensor(corners), torch.as_tensor(bary), features)
+    torch.testing.assert_close(fast.weights, reference.weights)
+    torch.testing.assert_close(fast.sums, reference.sums, atol=1e-4, rtol=1e-5)

@@ -59,7 +59,11 @@ def pca_colors(features: list, percentiles: tuple[float, float] = (1.0, 99.0), m
     blocks = [np.asarray(f, dtype=np.float32) for f in features]
     widths = {b.shape[1] if b.ndim == 2 else -1 for b in blocks}
     if len(widths) != 1 or -1 in widths:
-        raise ValueError(f"every feature array must be (N, E) with one common E, got shapes {[b.shape for b in blocks]}")
+        shapes = [b.shape for b in blocks]
+        raise ValueError(f"every feature array must be (N, E) with one common E, got shapes {shapes}")
+    for i, b in enumerate(blocks):
+        if not np.isfinite(b).all():
+            raise ValueError(f"features[{i}] has {int((~np.isfinite(b).all(axis=1)).sum())} non-finite rows")
     blocks = [b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in blocks]
     stacked = np.concatenate(blocks)
     fit = stacked

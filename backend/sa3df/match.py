@@ -24,7 +24,7 @@ def _as_features(array, name: str) -> torch.Tensor:
     tensor = torch.as_tensor(np.asarray(array) if not torch.is_tensor(array) else array)
     if tensor.ndim != 2 or tensor.shape[0] == 0 or tensor.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty (N, E) feature array, got shape {tuple(tensor.shape)}")
-    tensor = tensor.detach().to(torch.float32)
+    tensor = tensor.detach().to("cpu", torch.float32)  # inputs live on the CPU; chunks go to the device
     if not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor).all(dim=1)).sum())
         raise ValueError(f"{name} has {bad} rows with non-finite values")

@@ -71,7 +71,8 @@ def transfer_vertex_weights(
     source vertices with softmax(similarity / ``temperature``) weights; with ``target_faces`` the
     result is smoothed over the target 1-ring ``smooth_iterations`` times; then at most
     ``max_influences`` weights per vertex are kept (None = all), weights under ``min_weight`` × row
-    sum dropped, rows normalised to 1 when ``normalize``. Returns (Nt, K) float32.
+    sum dropped, rows normalised to 1 when ``normalize``. Source vertices without any weight are
+    left out of the matching (they would hand their emptiness on). Returns (Nt, K) float32.
     With k=1 and no smoothing, identical meshes get their weights back exactly.
     """
     weights = np.asarray(source_weights, dtype=np.float64)
@@ -80,14 +81,20 @@ def transfer_vertex_weights(
                          f"got shape {weights.shape}")
     if not np.isfinite(weights).all() or (weights < 0).any():
         raise ValueError("source_weights must be finite and non-negative")
+    weighted = weights.sum(axis=1) > 0  # unweighted source vertices carry no information: never matched
+    if not weighted.any():
+        raise ValueError("source_weights are all zero: no source vertex belongs to any group")
+    reference = np.asarray(source_features)[weighted] if not weighted.all() else source_features
+    weights = weights[weighted]
     k = int(min(max(k, 1), len(weights)))
-    indices, similarity = k_nearest_neighbors(target_features, source_features, k=k, device=device,
+    indices, similarity = k_nearest_neighbors(target_features, reference, k=k, device=device,
                                               progress=sub_progress(progress, 0.0, 0.9))
     blended = blend_weights(weights, indices, similarity.astype(np.float64), temperature)
     if target_faces is not None:
         faces = np.asarray(target_faces)
         if faces.size and faces.max() >= len(blended):
-            raise ValueError(f"target_faces index vertex {faces.max()}, but the target has {len(blended)} vertices")
+            raise ValueError(f"target_faces index vertex {faces.max()}, "
+                             f"but the target has {len(blended)} vertices")
         blended = smooth_on_surface(blended, faces, smooth_iterations)
     cleaned = limit_influences(blended, max_influences, min_weight, normalize)
     if progress is not None:

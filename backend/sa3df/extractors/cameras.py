@@ -120,7 +120,8 @@ def fibonacci_rig(vertices: np.ndarray, count: int = 100, fov_deg: float = 50.0,
     return [look_at(centre + distance * d, centre, up, fov_deg) for d in fibonacci_directions(count, up_axis)]
 
 
-def make_rig(kind: str, vertices: np.ndarray, count: int, up_axis: str = "y", fov_deg: float = 50.0) -> list[Camera]:
+def make_rig(kind: str, vertices: np.ndarray, count: int, up_axis: str = "y",
+             fov_deg: float = 50.0) -> list[Camera]:
     """Build the rig named ``kind`` ("fibonacci" or "grid") for (N, 3) ``vertices``."""
     if kind == "fibonacci":
         return fibonacci_rig(vertices, count, fov_deg=fov_deg, up_axis=up_axis)

@@ -31,11 +31,12 @@ import torch.nn.functional as F
 
 from ..device import default_dtype
 from ..mesh import Mesh
+from ..progress import ProgressFn, report
 from .base import register
 from .dino import DEFAULT_DINO, DinoFeaturizer
 from .render import RenderedViews, depth_image, normal_image, shade
 from .rendered import RenderedExtractor, images_to_tensor
-from .weights import require, weights_present
+from .weights import incomplete_weights_are_missing, require, resolve, weights_present
 
 # The runwayml repository is gone from the hub; this is the maintained mirror of the same weights.
 DEFAULT_SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -75,7 +76,8 @@ class UNetFeatureCollector:
             raise RuntimeError(f"UNet stage output has batch {hidden.shape[0]}, expected {expected}")
         if self.guided:
             negative, positive = hidden[: self.batch], hidden[self.batch:]
-            hidden = {"negative": negative, "positive": positive, "mean": (negative + positive) / 2}[self.branch]
+            branches = {"negative": negative, "positive": positive, "mean": (negative + positive) / 2}
+            hidden = branches[self.branch]
         term = weight * F.normalize(hidden, dim=1)
         self.total = term if self.total is None else self.total + term
 
@@ -115,10 +117,12 @@ class Diff3FExtractor(RenderedExtractor):
         if len(controlnets) != 2:
             raise ValueError(f"controlnets must be (depth, normal), got {len(controlnets)} entries")
         self.sd_model, self.controlnets = sd_model, tuple(controlnets)
-        self.prompt, self.steps, self.strength, self.guidance = prompt, int(steps), float(strength), float(guidance)
+        self.prompt, self.steps, self.strength = prompt, int(steps), float(strength)
+        self.guidance = float(guidance)
         self.control_scale, self.eta, self.seed = float(control_scale), float(eta), int(seed)
         self.unet_branch, self.normal_map = unet_branch, normal_map
-        self.dino = DinoFeaturizer(dino_model, self.device, dino_input_size, self.allow_downloads)
+        self.dino = DinoFeaturizer(dino_model, self.device, dino_input_size, self.allow_downloads,
+                                   self.weights_dir)
         self.pipe = None
 
     @property
@@ -132,19 +136,24 @@ class Diff3FExtractor(RenderedExtractor):
 
     @classmethod
     def is_available(cls, sd_model: str = DEFAULT_SD, controlnets=DEFAULT_CONTROLNETS,
-                     dino_model: str = DEFAULT_DINO, **settings) -> bool:
-        return all(weights_present(s, m) for s, m in cls._sources(sd_model, controlnets, dino_model))
+                     dino_model: str = DEFAULT_DINO, weights_dir: str | None = None, **settings) -> bool:
+        sources = cls._sources(sd_model, controlnets, dino_model)
+        return all(weights_present(s, m, weights_dir) for s, m in sources)
 
     @staticmethod
     def _sources(sd_model, controlnets, dino_model) -> list[tuple[str, str]]:
-        return [(sd_model, "model_index.json")] + [(c, "config.json") for c in controlnets] + [(dino_model, "config.json")]
+        controlnet_sources = [(c, "config.json") for c in controlnets]
+        return [(sd_model, "model_index.json"), *controlnet_sources, (dino_model, "config.json")]
 
     def _unet_channels(self) -> int:
         """Output channels of ``unet.up_blocks[1]`` from the UNet config (no weights loaded)."""
         from diffusers import UNet2DConditionModel
 
-        local_only = require("Stable Diffusion", [(self.sd_model, "model_index.json")], self.allow_downloads)
-        config = UNet2DConditionModel.load_config(self.sd_model, subfolder="unet", local_files_only=local_only)
+        local_only = require("Stable Diffusion", [(self.sd_model, "model_index.json")], self.allow_downloads,
+                             self.weights_dir)
+        source, cache_dir = resolve(self.sd_model, self.weights_dir)
+        config = UNet2DConditionModel.load_config(source, subfolder="unet", local_files_only=local_only,
+                                                  cache_dir=cache_dir)
         return int(list(reversed(config["block_out_channels"]))[1])
 
     def load(self) -> None:
@@ -152,16 +161,22 @@ class Diff3FExtractor(RenderedExtractor):
             return
         from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetImg2ImgPipeline
 
-        local_only = require("Diff3F (Stable Diffusion, ControlNets, DINOv2)",
-                             self._sources(self.sd_model, self.controlnets, self.dino.source), self.allow_downloads)
+        sources = self._sources(self.sd_model, self.controlnets, self.dino.source)
+        local_only = require("Diff3F (Stable Diffusion, ControlNets, DINOv2)", sources, self.allow_downloads,
+                             self.weights_dir)
         dtype = default_dtype(self.device) if self.device.type == "cuda" else torch.float32
-        with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones only know it
-            warnings.simplefilter("ignore", FutureWarning)
-            controlnets = [ControlNetModel.from_pretrained(c, torch_dtype=dtype, local_files_only=local_only)
-                           for c in self.controlnets]
+        diffusers_sources = [self.sd_model, *self.controlnets]
+        with warnings.catch_warnings(), incomplete_weights_are_missing("Diff3F", diffusers_sources, local_only):
+            warnings.simplefilter("ignore", FutureWarning)  # newer diffusers renamed torch_dtype
+            controlnets = []
+            for controlnet in self.controlnets:
+                source, cache_dir = resolve(controlnet, self.weights_dir)
+                controlnets.append(ControlNetModel.from_pretrained(
+                    source, torch_dtype=dtype, local_files_only=local_only, cache_dir=cache_dir))
+            source, cache_dir = resolve(self.sd_model, self.weights_dir)
             pipe = StableDiffusionControlNetImg2ImgPipeline.from_pretrained(
-                self.sd_model, controlnet=controlnets, torch_dtype=dtype, local_files_only=local_only,
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+                source, controlnet=controlnets, torch_dtype=dtype, local_files_only=local_only,
+                cache_dir=cache_dir, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
             )
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
@@ -174,12 +189,14 @@ class Diff3FExtractor(RenderedExtractor):
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh) -> list[list[torch.Tensor]]:
-        sd_grids, generated = self._diffuse(views, mesh)
+    def featurize(self, views: RenderedViews, mesh: Mesh,
+                  progress: ProgressFn | None = None) -> list[list[torch.Tensor]]:
+        sd_grids, generated = self._diffuse(views, mesh, progress)
         dino_grids = self.dino(generated)
         return [[sd, dino] for sd, dino in zip(sd_grids, dino_grids)]
 
-    def _diffuse(self, views: RenderedViews, mesh: Mesh) -> tuple[torch.Tensor, torch.Tensor]:
+    def _diffuse(self, views: RenderedViews, mesh: Mesh,
+                 progress: ProgressFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Run img2img on a batch of views: (UNet feature grids (B, C, h, w), generated images (B, 3, H, W))."""
         batch = len(views)
         dtype = self.pipe.unet.dtype
@@ -201,6 +218,7 @@ class Diff3FExtractor(RenderedExtractor):
                 controlnet_conditioning_scale=[self.control_scale] * 2, output_type="pt",
                 generator=[torch.Generator("cpu").manual_seed(self.seed) for _ in range(batch)],
                 height=self.resolution, width=self.resolution,
+                callback_on_step_end=_step_reporter(progress, executed),
             )
         finally:
             handle.remove()
@@ -208,6 +226,17 @@ class Diff3FExtractor(RenderedExtractor):
         if collector.total is None:
             raise RuntimeError(f"Diff3F: the UNet hook saw no denoising step ({executed} executed steps)")
         return collector.total, result.images.float()
+
+
+def _step_reporter(progress: ProgressFn | None, executed: int):
+    """A diffusers ``callback_on_step_end`` reporting denoising progress (a Cancelled raised by the
+    callback stops the pipeline between steps)."""
+
+    def on_step_end(pipe, step, timestep, tensors):
+        report(progress, (step + 1) / max(executed, 1), f"diff3f: denoising step {step + 1} of {executed}")
+        return tensors
+
+    return on_step_end
 
 
 class _Quiet:

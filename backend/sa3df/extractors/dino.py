@@ -14,10 +14,11 @@ import torch.nn.functional as F
 
 from ..device import default_dtype
 from ..mesh import Mesh
+from ..progress import ProgressFn
 from .base import register
 from .render import RenderedViews, shade
 from .rendered import RenderedExtractor, images_to_tensor
-from .weights import require
+from .weights import incomplete_weights_are_missing, require, resolve
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,9 +33,9 @@ class DinoFeaturizer:
     """
 
     def __init__(self, model: str = DEFAULT_DINO, device: torch.device | str = "cpu", input_size: int = 518,
-                 allow_downloads: bool | None = None):
+                 allow_downloads: bool | None = None, weights_dir: str | None = None):
         self.source, self.device, self.input_size = model, torch.device(device), int(input_size)
-        self.allow_downloads = allow_downloads
+        self.allow_downloads, self.weights_dir = allow_downloads, weights_dir
         self.model = None
         self.dtype = default_dtype(self.device)
 
@@ -45,16 +46,20 @@ class DinoFeaturizer:
     def config(self):
         from transformers import AutoConfig
 
-        local_only = require("DINOv2", [(self.source, "config.json")], self.allow_downloads)
-        return AutoConfig.from_pretrained(self.source, local_files_only=local_only)
+        source, cache_dir = resolve(self.source, self.weights_dir)
+        local_only = require("DINOv2", [(self.source, "config.json")], self.allow_downloads, self.weights_dir)
+        return AutoConfig.from_pretrained(source, local_files_only=local_only, cache_dir=cache_dir)
 
     def load(self) -> None:
         if self.model is not None:
             return
         from transformers import AutoModel
 
-        local_only = require("DINOv2", [(self.source, "config.json")], self.allow_downloads)
-        model = AutoModel.from_pretrained(self.source, local_files_only=local_only, dtype=self.dtype)
+        source, cache_dir = resolve(self.source, self.weights_dir)
+        local_only = require("DINOv2", [(self.source, "config.json")], self.allow_downloads, self.weights_dir)
+        with incomplete_weights_are_missing("DINOv2", [self.source], local_only):
+            model = AutoModel.from_pretrained(source, local_files_only=local_only, dtype=self.dtype,
+                                              cache_dir=cache_dir)
         self.model = model.to(self.device).eval()
 
     def release(self) -> None:
@@ -67,7 +72,8 @@ class DinoFeaturizer:
         self.load()
         patch = int(self.model.config.patch_size)
         side = max(patch, self.input_size // patch * patch)
-        x = F.interpolate(images.float(), size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(images.float(), size=(side, side), mode="bilinear", align_corners=False,
+                          antialias=True)
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         x = ((x - mean) / std).to(self.device, self.dtype)
@@ -90,7 +96,7 @@ class DinoExtractor(RenderedExtractor):
 
     def __init__(self, model: str = DEFAULT_DINO, input_size: int = 518, **settings):
         super().__init__(**settings)
-        self.featurizer = DinoFeaturizer(model, self.device, input_size, self.allow_downloads)
+        self.featurizer = DinoFeaturizer(model, self.device, input_size, self.allow_downloads, self.weights_dir)
 
     @property
     def dim(self) -> int:
@@ -100,10 +106,10 @@ class DinoExtractor(RenderedExtractor):
         return f"{super().cache_key()}-{self.featurizer.source}-i{self.featurizer.input_size}"
 
     @classmethod
-    def is_available(cls, model: str = DEFAULT_DINO, **settings) -> bool:
+    def is_available(cls, model: str = DEFAULT_DINO, weights_dir: str | None = None, **settings) -> bool:
         from .weights import weights_present
 
-        return weights_present(model, "config.json")
+        return weights_present(model, "config.json", weights_dir)
 
     def load(self) -> None:
         self.featurizer.load()
@@ -111,7 +117,8 @@ class DinoExtractor(RenderedExtractor):
     def release(self) -> None:
         self.featurizer.release()
 
-    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh) -> list[list[torch.Tensor]]:
+    def featurize(self, views: RenderedViews, mesh: Mesh,
+                  progress: ProgressFn | None = None) -> list[list[torch.Tensor]]:
         images = images_to_tensor(shade(views), self.device, torch.float32)
         grids = self.featurizer(images)
         return [[g] for g in grids]

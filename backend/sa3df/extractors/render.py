@@ -49,12 +49,14 @@ class RenderedViews:
 
 
 def pixel_directions(camera: Camera, resolution: int) -> np.ndarray:
-    """(H, W, 3) unit world-space ray directions through the pixel centres of a square image."""
-    ndc = (2 * np.arange(resolution) + 1) / resolution - 1
-    x, y = np.meshgrid(ndc, -ndc)  # rows top to bottom
-    half = np.tan(np.radians(camera.fov_deg) / 2)
-    directions = (camera.forward[None, None] + half * (x[..., None] * camera.right + y[..., None] * camera.up))
-    return directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+    """(H, W, 3) float32 unit world-space ray directions through the pixel centres of a square image."""
+    ndc = ((2 * np.arange(resolution) + 1) / resolution - 1).astype(np.float32)
+    half = np.float32(np.tan(np.radians(camera.fov_deg) / 2))
+    right, up, forward = (np.asarray(a, dtype=np.float32) for a in (camera.right, camera.up, camera.forward))
+    # Columns run left to right along `right`, rows top to bottom against `up`.
+    directions = (forward + half * ndc[None, :, None] * right) + half * -ndc[:, None, None] * up
+    directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
+    return directions
 
 
 class Renderer:
@@ -62,7 +64,7 @@ class Renderer:
 
     ``vertices`` (N, 3) and ``faces`` (F, 3) in any frame (the extractors pass the normalised one);
     ``resolution`` is the square image side in pixels; ``engine`` picks the ray caster
-    (:func:`.raycast.make_ray_caster`: "auto", "embree", "trimesh", "torch"); ``crease_deg`` is the
+    (:func:`.raycast.make_ray_caster`: "auto", "embree", "trimesh", "numpy"); ``crease_deg`` is the
     angle above which an edge shades hard (:func:`corner_normals`).
     """
 
@@ -85,9 +87,11 @@ class Renderer:
         if not cameras:
             raise ValueError("render needs at least one camera")
         res = self.resolution
-        directions = np.stack([pixel_directions(c, res) for c in cameras])  # (B, H, W, 3)
-        origins = np.broadcast_to(np.stack([c.position for c in cameras])[:, None, None], directions.shape)
-        hits = self.caster(origins.reshape(-1, 3), directions.reshape(-1, 3))
+        directions = np.empty((len(cameras), res, res, 3), dtype=np.float32)
+        for b, camera in enumerate(cameras):
+            directions[b] = pixel_directions(camera, res)
+        origins = np.repeat(np.stack([c.position for c in cameras]).astype(np.float32), res * res, axis=0)
+        hits = self.caster(origins, directions.reshape(-1, 3))
         shape = directions.shape[:3]
         face_id = hits.face_id.reshape(shape)
         barycentric = hits.barycentric.reshape(shape + (3,))
@@ -95,7 +99,7 @@ class Renderer:
         cos_axis = (directions * forward).sum(-1)
         depth = np.where(face_id >= 0, hits.distance.reshape(shape) * cos_axis, 0.0).astype(np.float32)
         normal = self._shading_normals(face_id, barycentric, directions)
-        return RenderedViews(list(cameras), face_id, barycentric, depth, normal, directions.astype(np.float32))
+        return RenderedViews(list(cameras), face_id, barycentric, depth, normal, directions)
 
     def _shading_normals(self, face_id, barycentric, directions) -> np.ndarray:
         normal = np.zeros(face_id.shape + (3,), dtype=np.float32)
@@ -152,9 +156,9 @@ def depth_image(views: RenderedViews, near_level: float = 1.0, far_level: float 
 def normal_image(views: RenderedViews, convention: str = "bae") -> np.ndarray:
     """(B, H, W, 3) float32 in [0, 1]: the normal map a normal ControlNet reads. Background is 0.
 
-    ``"bae"``: camera-space normals in the convention ControlNet 1.1's NormalBAE annotator produces
-    (and ``control_v11p_sd15_normalbae`` was trained on): red = left, green = up, blue = towards the
-    viewer, each mapped by (n + 1) / 2. ``"diff3f"``: Diff3F's map, world-space normals min–max
+    ``"bae"``: camera-space normals in the protocol ``control_v11p_sd15_normalbae`` was trained on
+    (ScanNet's, as its NormalBAE annotator outputs; the ControlNet 1.1 README: "blue is front, red is
+    left, green is top"), each component mapped by (n + 1) / 2. ``"diff3f"``: Diff3F's map, world-space normals min–max
     scaled over the whole image.
     """
     if convention == "diff3f":
@@ -183,7 +187,8 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return np.divide(vectors, length, out=np.zeros_like(vectors), where=length > 0)
 
 
-def corner_normals(vertices: np.ndarray, faces: np.ndarray, crease_deg: float = CREASE_DEG) -> tuple[np.ndarray, np.ndarray]:
+def corner_normals(vertices: np.ndarray, faces: np.ndarray,
+                   crease_deg: float = CREASE_DEG) -> tuple[np.ndarray, np.ndarray]:
     """Smooth shading normals that keep hard edges: ((F, 3, 3) unit normal per face corner, (F, 3) unit
     face normals).
 

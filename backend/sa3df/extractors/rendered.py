@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..mesh import Mesh
-from ..progress import ProgressFn, report
+from ..progress import ProgressFn, report, sub_progress
 from .base import BaseExtractor
 from .cameras import make_rig
 from .lift import VertexAccumulator, lift_grids
@@ -26,7 +26,8 @@ class RenderedExtractor(BaseExtractor):
     ("fibonacci" or Diff3F's "grid"), ``resolution`` (render side, px), ``up_axis`` ("y" for most
     files, "z" for Blender scenes; cameras keep it pointing up in the images), ``batch_size``
     (views per model call; None: 4 on a GPU, 1 on CPU), ``engine`` (ray caster), ``device``,
-    ``allow_downloads`` (None: from ``SA3DF_ALLOW_DOWNLOADS``).
+    ``allow_downloads`` (None: from ``SA3DF_ALLOW_DOWNLOADS``), ``weights_dir`` (a folder of model
+    folders or a hub cache, see :func:`.weights.resolve`).
     """
 
     cpu_views = 24
@@ -34,19 +35,21 @@ class RenderedExtractor(BaseExtractor):
 
     def __init__(self, device: str = "auto", views: int | None = None, rig: str = "fibonacci",
                  resolution: int = 512, up_axis: str = "y", batch_size: int | None = None,
-                 engine: str = "auto", allow_downloads: bool | None = None):
+                 engine: str = "auto", allow_downloads: bool | None = None, weights_dir: str | None = None):
         super().__init__(device)
         on_gpu = self.device.type in ("cuda", "mps")
         self.views = int(views) if views else (100 if on_gpu else self.cpu_views)
         self.rig, self.resolution, self.up_axis, self.engine = rig, int(resolution), up_axis, engine
         self.batch_size = int(batch_size) if batch_size else (4 if on_gpu else 1)
-        self.allow_downloads = allow_downloads
+        self.allow_downloads, self.weights_dir = allow_downloads, weights_dir
 
     def cache_key(self) -> str:
         return f"{self.name}-{self.rig}{self.views}-r{self.resolution}-up{self.up_axis}"
 
-    def featurize(self, views: RenderedViews, first_view: int, mesh: Mesh) -> list[list[torch.Tensor]]:
-        """Per view of the batch, its feature blocks [(D_i, h_i, w_i), ...] covering the image."""
+    def featurize(self, views: RenderedViews, mesh: Mesh,
+                  progress: ProgressFn | None = None) -> list[list[torch.Tensor]]:
+        """Per view of the batch, its feature blocks [(D_i, h_i, w_i), ...] covering the image.
+        ``progress`` spans this batch; long featurisers report (and may be cancelled) through it."""
         raise NotImplementedError
 
     def load(self) -> None:
@@ -61,11 +64,12 @@ class RenderedExtractor(BaseExtractor):
         cameras = make_rig(self.rig, frame.vertices, self.views, up_axis=self.up_axis)
         accumulator = VertexAccumulator(frame.n_vertices, self.dim, self.device)
         for start in range(0, len(cameras), self.batch_size):
-            report(progress, start / len(cameras), f"{self.name}: views {start + 1}-"
-                   f"{min(start + self.batch_size, len(cameras))} of {len(cameras)}")
-            views = renderer.render(cameras[start:start + self.batch_size])
+            end = min(start + self.batch_size, len(cameras))
+            report(progress, start / len(cameras), f"{self.name}: views {start + 1}-{end} of {len(cameras)}")
+            views = renderer.render(cameras[start:end])
             with torch.inference_mode():
-                grids = self.featurize(views, start, mesh)
+                batch_progress = sub_progress(progress, start / len(cameras), end / len(cameras))
+                grids = self.featurize(views, mesh, batch_progress)
                 lift_grids(accumulator, views, frame.faces, grids, self.lift_weights)
         features = accumulator.result(frame.vertices)
         report(progress, 1.0, f"{self.name}: done")

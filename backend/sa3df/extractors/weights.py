@@ -8,6 +8,7 @@ Nothing downloads unless the caller allows it (``allow_downloads=True``, or the 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from .base import MissingWeightsError
@@ -26,8 +27,27 @@ def is_local_folder(source: str) -> bool:
     return Path(source).expanduser().is_dir()
 
 
-def weights_present(source: str, marker: str = "config.json") -> bool:
-    """Whether ``source`` (a folder, or a hub id) has ``marker`` locally (the folder, or the HF cache)."""
+def resolve(source: str, weights_dir: str | None = None) -> tuple[str, str | None]:
+    """Where to load ``source`` from: (a folder or hub id, the hub cache folder to use or None).
+
+    A ``source`` that is a folder is used as is. With a ``weights_dir`` (the add-on's "weights
+    folder"), a hub id ``org/name`` is looked up there as ``weights_dir/org/name`` or
+    ``weights_dir/name`` (folders saved with save_pretrained or ``hf download --local-dir``);
+    otherwise ``weights_dir`` serves as the Hugging Face cache (hub layout, where downloads go).
+    """
+    if is_local_folder(source) or not weights_dir:
+        return source, None
+    base = Path(weights_dir).expanduser()
+    for candidate in (base / source, base / source.split("/")[-1]):
+        if candidate.is_dir():
+            return str(candidate), None
+    return source, str(base)
+
+
+def weights_present(source: str, marker: str = "config.json", weights_dir: str | None = None) -> bool:
+    """Whether ``source`` (a folder, or a hub id) has ``marker`` locally: in the folder, under
+    ``weights_dir`` (see :func:`resolve`), or in the Hugging Face cache."""
+    source, cache_dir = resolve(source, weights_dir)
     if is_local_folder(source):
         return Path(source).expanduser().joinpath(marker).exists()
     try:
@@ -35,7 +55,7 @@ def weights_present(source: str, marker: str = "config.json") -> bool:
     except ImportError:
         return False
     try:
-        found = try_to_load_from_cache(source, marker)
+        found = try_to_load_from_cache(source, marker, cache_dir=cache_dir)
     except Exception:  # a malformed id is simply "not present"
         return False
     return isinstance(found, str)
@@ -51,12 +71,13 @@ def missing_weights_error(what: str, sources: list[str]) -> MissingWeightsError:
         "local Hugging Face cache, and downloading is off. Either allow downloads (extractor setting "
         "allow_downloads=True or SA3DF_ALLOW_DOWNLOADS=1; in Blender also turn on Preferences > System > "
         "Network > 'Allow Online Access', i.e. bpy.app.online_access), or fetch them once with "
-        f"{fetch} (one per id), or set the extractor's model settings to local folders saved with "
-        "save_pretrained (config.json + safetensors)."
+        f"{fetch} (one per id; `--local-dir WEIGHTS_DIR/<id>` to use a weights folder), or set the "
+        "extractor's model settings to local folders saved with save_pretrained (config.json + safetensors)."
     )
 
 
-def require(what: str, sources: list[tuple[str, str]], allow_downloads: bool | None) -> bool:
+def require(what: str, sources: list[tuple[str, str]], allow_downloads: bool | None,
+            weights_dir: str | None = None) -> bool:
     """Check that every (source, marker file) is present, unless downloads are allowed.
 
     Returns ``local_files_only`` for ``from_pretrained``. Raises MissingWeightsError listing the
@@ -64,7 +85,19 @@ def require(what: str, sources: list[tuple[str, str]], allow_downloads: bool | N
     """
     if downloads_allowed(allow_downloads):
         return False
-    missing = [source for source, marker in sources if not weights_present(source, marker)]
+    missing = [source for source, marker in sources if not weights_present(source, marker, weights_dir)]
     if missing:
         raise missing_weights_error(what, missing)
     return True
+
+
+@contextmanager
+def incomplete_weights_are_missing(what: str, sources: list[str], local_only: bool):
+    """Turn from_pretrained's OSError for a partial local copy (config present, weights not) into
+    the same MissingWeightsError, when loading offline."""
+    try:
+        yield
+    except OSError as error:
+        if not local_only:
+            raise
+        raise missing_weights_error(what, sources) from error
