@@ -27,9 +27,10 @@ pytestmark = pytest.mark.blender
 MODULE = "bl_ext.user_default.sa3df_tools"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def addon(tmp_path_factory):
-    """The built zip installed and enabled in headless Blender; returns the add-on's preferences."""
+    """The built zip installed and enabled in headless Blender; returns the add-on's preferences.
+    Disabled again afterwards, so later modules can register the add-on from the source tree."""
     zip_path = build_addon.ensure_built()
     assert bpy.ops.extensions.package_install_files(
         filepath=str(zip_path), repo="user_default", enable_on_install=True) == {"FINISHED"}
@@ -37,7 +38,11 @@ def addon(tmp_path_factory):
     prefs.extractor, prefs.effort, prefs.device = "geometric", "off", "cpu"
     prefs.cache_dir = str(tmp_path_factory.mktemp("sa3df-cache"))
     yield prefs
+    import addon_utils
+
     sys.modules[f"{MODULE}.client"].release_shared_client()
+    addon_utils.disable(MODULE, default_set=True)
+    assert not hasattr(bpy.types, "SA3DF_PT_main")
 
 
 def clear_scene() -> None:
@@ -420,14 +425,20 @@ def test_panel_draws_every_button_and_the_motion_ones_once_they_exist(man):
     select([body], body)
     drawn = _drawn(bpy.context)
     operators = [entry[1] for entry in drawn if entry[0] == "operator"]
-    assert operators == ["sa3df.compute_features", "sa3df.show_correspondence", "sa3df.segment_parts",
-                         "sa3df.transfer_skin_weights", "sa3df.clear"]
+    motion = ["sa3df.transfer_motion", "sa3df.align_pose"]
+    assert [op for op in operators if op not in motion] == [
+        "sa3df.compute_features", "sa3df.show_correspondence", "sa3df.segment_parts",
+        "sa3df.transfer_skin_weights", "sa3df.clear"]
     assert ("label", f"Source: {body.name}") in drawn and not any(e[0] == "progress" for e in drawn)
     assert {("prop", "extractor"), ("prop", "effort"), ("prop", "part_count")} <= set(drawn)
+    if hasattr(bpy.types, "SA3DF_OT_transfer_motion"):  # the zip ships motion_ops: registered and drawn
+        assert set(motion) <= set(operators)
+        return
 
-    class SA3DF_OT_transfer_motion(bpy.types.Operator):  # what the motion module will register
+    class SA3DF_OT_transfer_motion(bpy.types.Operator):  # what the motion module registers
         bl_idname, bl_label = "sa3df.transfer_motion", "Transfer Motion"
 
+    assert "sa3df.transfer_motion" not in operators
     bpy.utils.register_class(SA3DF_OT_transfer_motion)
     try:
         assert ("operator", "sa3df.transfer_motion") in _drawn(bpy.context)
