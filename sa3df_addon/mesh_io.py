@@ -39,3 +39,31 @@ def mesh_arrays(obj, evaluated: bool = True, world: bool = True) -> tuple[np.nda
         matrix = np.array(obj.matrix_world, dtype=np.float64)
         vertices = vertices @ matrix[:3, :3].T + matrix[:3, 3]
     return vertices, tris.reshape(-1, 3)
+
+
+def vertex_group_weights(obj, names: list[str]) -> np.ndarray:
+    """(N, K) float32 weights of ``obj``'s vertex groups ``names`` (0 where a vertex is not in a group).
+
+    Blender has no bulk getter for deform weights, so this walks each vertex's group list once
+    (O(N × influences) Python steps: ~0.1 s per 100k influences).
+    """
+    column = {obj.vertex_groups[name].index: k for k, name in enumerate(names) if name in obj.vertex_groups}
+    weights = np.zeros((len(obj.data.vertices), len(names)), dtype=np.float32)
+    for vertex in obj.data.vertices:
+        for element in vertex.groups:
+            k = column.get(element.group)
+            if k is not None:
+                weights[vertex.index, k] = element.weight
+    return weights
+
+
+def vertex_group_labels(obj, min_weight: float = 0.5) -> tuple[np.ndarray, list[str]]:
+    """Hard labels from ``obj``'s vertex groups: (N,) int32 index of each vertex's strongest group
+    (-1 where no group reaches ``min_weight``) and the group names in label order."""
+    names = [group.name for group in obj.vertex_groups]
+    if not names:
+        raise ValueError(f"Object '{obj.name}' has no vertex groups to transfer")
+    weights = vertex_group_weights(obj, names)
+    labels = weights.argmax(axis=1).astype(np.int32)
+    labels[weights.max(axis=1) < min_weight] = -1
+    return labels, names

@@ -99,6 +99,11 @@ def test_flip_rate_counts_mirror_swaps_away_from_the_plane():
     half[::2] = g[true][::2]
     scores = evaluate.evaluate_correspondence(m, half, true, g[true])
     assert 0.35 < scores["flip_rate"] < 0.65 and scores["flip_count"] < len(true)  # plane points left out
+    sampled = evaluate.evaluate_correspondence(m, half, true, g[true], max_points=20, seed=1)
+    assert sampled["count"] == 20 and 0.0 <= sampled["flip_rate"] <= 1.0
+    calls = []
+    evaluate.evaluate_correspondence(m, half, true, g[true], progress=lambda f, msg: calls.append(f))
+    assert calls[-1] == 1.0 and calls == sorted(calls)
     perfect = evaluate.evaluate_correspondence(m, true, true)
     assert perfect["mean_error"] == 0 and perfect["auc"] == 1.0 and perfect["acc@0.01"] == 1.0
     assert "flip_rate" not in perfect and perfect["count"] == len(true)
@@ -130,3 +135,20 @@ def test_real_fox_mirror_is_an_involution_that_swaps_sides(data_dir):
     sample = rng.choice(np.flatnonzero(side), 60, replace=False)
     scores = evaluate.evaluate_correspondence(fox, g[sample], sample, g[sample])
     assert scores["flip_rate"] == 1.0 and scores["mean_error"] > 0.05
+
+
+def test_seam_split_copies_are_welded_for_geodesics():
+    v, f = _sphere(3)
+    m = mesh.from_arrays(v, f, name="sphere")
+    # Flat-shaded export: every face gets its own three vertices (the surface falls apart into faces).
+    split = mesh.from_arrays(v[f].reshape(-1, 3), np.arange(3 * len(f)).reshape(-1, 3), name="split", weld=False)
+    welded, key = evaluate.weld_coincident(split)
+    assert welded.n_vertices == len(v) and len(np.unique(split.components())) == len(f)
+    np.testing.assert_array_equal(v[f].reshape(-1, 3), welded.vertices[key])
+    copies = np.flatnonzero(f.ravel() == 0)  # every split copy of vertex 0
+    antipode = int(np.argmin(v @ v[0]))
+    far_copy = np.flatnonzero(f.ravel() == antipode)[0]
+    errors = evaluate.geodesic_errors(split, np.r_[copies, far_copy], np.full(len(copies) + 1, copies[0]))
+    np.testing.assert_allclose(errors[:-1], 0)
+    expected = evaluate.geodesic_errors(m, np.array([antipode]), np.array([0]))[0]
+    assert errors[-1] == pytest.approx(expected, rel=1e-6)

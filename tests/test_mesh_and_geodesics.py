@@ -70,3 +70,15 @@ def test_obj_reader_keeps_file_vertices(data_dir):
     m = mesh.load(data_dir / "meshes/polyhaven/horse_statue_01_1k.obj")
     assert m.n_vertices == 11239, "vertex count of the file's v records (no UV-seam splitting)"
     assert len(np.unique(m.components())) <= 3
+
+
+def test_seam_split_vertices_are_welded_and_results_shared():
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    flat = sphere.vertices[sphere.faces].reshape(-1, 3)  # flat-shaded export: every face owns its corners
+    faces = np.arange(len(flat)).reshape(-1, 3)
+    m = mesh.from_arrays(flat, faces)
+    assert m.n_vertices == len(sphere.vertices) and m.report.welded_vertices == len(flat) - len(sphere.vertices)
+    assert len(np.unique(m.components())) == 1, "welding makes the surface one piece again"
+    per_vertex = m.to_input(m.vertices[:, 0])
+    np.testing.assert_array_equal(per_vertex, flat[:, 0])
+    assert mesh.from_arrays(flat, faces, weld=False).n_vertices == len(flat)

@@ -19,7 +19,7 @@ from .files import MeshFeatures, write_colored_ply
 SOURCE_POSE, TARGET_POSE = "walk", "crouch"
 
 
-def run_demo(out: Path, steps: int = 1500, device: str = "auto", seed: int = 0, parts: int = 8) -> dict:
+def run_demo(out: Path, steps: int = 600, device: str = "auto", seed: int = 0, parts: int = 8) -> dict:
     """Run the demo, write results into ``out``, print and return the report."""
     from .colors import correspondence_colors, label_colors, pca_colors
     from .evaluate import mirrored_ground_truth
@@ -37,7 +37,7 @@ def run_demo(out: Path, steps: int = 1500, device: str = "auto", seed: int = 0, 
     source, target = humanoid(SOURCE_POSE).mesh, humanoid(TARGET_POSE).mesh
     result = compute_surface_features(
         [source, target], extractor="geometric", cache_dir=out / "cache",
-        train_config=TrainConfig(steps=steps, seed=seed, device=device),
+        train_config=TrainConfig.test_time(steps=steps, seed=seed, device=device),
     )
     items = [MeshFeatures(m, f.base, f.embedding, result.extractor_name) for m, f in zip([source, target], result.features)]
 

@@ -15,6 +15,8 @@ Conventions (shared by the CLI's ``eval`` command and the tests):
   (normalised geodesic, default 0.1) apart, the share of predictions strictly closer to the mirrored
   match than to the true one. Points near the symmetry plane are left out: there a "flip" is not
   distinguishable from a small error.
+- **Seams**: vertices at the same position (files split them at UV seams and sharp edges) are welded
+  before geodesics are computed, so the surface is measured as one piece.
 - **Mirrored ground truth** (for a shape's left/right symmetry): reflect the vertices across the plane
   through the bounding-box centre normal to the sagittal axis and take the nearest vertex.
 """
@@ -71,32 +73,69 @@ def mirrored_ground_truth(vertices, faces=None, axis: int | None = None) -> np.n
     return candidates[tree.query(_reflect(v, axis))[1]].astype(np.int64)
 
 
+def weld_coincident(mesh: Mesh, tolerance: float = 1e-7) -> tuple[Mesh, np.ndarray]:
+    """Merge vertices closer than ``tolerance`` × bounding-box diagonal (files split vertices at UV
+    seams and sharp edges, which cuts the surface into pieces). Returns (welded mesh, (N,) int64
+    welded id of each vertex)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    from .mesh import from_arrays
+
+    v = mesh.vertices
+    radius = tolerance * float(np.linalg.norm(np.ptp(v, axis=0)))
+    pairs = cKDTree(v).query_pairs(radius, output_type="ndarray") if radius > 0 else np.zeros((0, 2), int)
+    if len(pairs) == 0:
+        return mesh, np.arange(mesh.n_vertices)
+    n = mesh.n_vertices
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    first = np.full(group.max() + 1, n)
+    np.minimum.at(first, group, np.arange(n))  # each group is represented by its first vertex
+    welded = from_arrays(v[first], group[mesh.faces], name=f"{mesh.name} (welded)")
+    return welded, group.astype(np.int64)
+
+
 class _GeodesicTable:
-    """Geodesic distances from chosen source vertices, one heat solve per unique source."""
+    """Geodesic distances from chosen source vertices, one heat solve per unique (welded) source.
+
+    Without a caller's ``solver``, coincident vertices are welded first, so a prediction on the
+    other copy of a seam vertex has error 0 and the surface is not cut at seams.
+    """
 
     def __init__(self, mesh: Mesh, solver: GeodesicSolver | None):
-        self.mesh = mesh
-        self.solver = solver or GeodesicSolver(mesh)
-        self.scale = float(np.sqrt(mesh.surface_area()))
+        if solver is None:
+            surface, self.key = weld_coincident(mesh)
+            solver = GeodesicSolver(surface)
+        else:
+            surface, self.key = solver.mesh, np.arange(mesh.n_vertices)
+            if surface.n_vertices != mesh.n_vertices:
+                raise ValueError(f"the solver was built for a mesh with {surface.n_vertices} vertices, "
+                                 f"mesh '{mesh.name}' has {mesh.n_vertices}")
+        self.solver = solver
+        self.scale = float(np.sqrt(surface.surface_area()))
         self.largest_finite = 0.0
 
-    def between(self, sources: np.ndarray, queries: np.ndarray, progress: ProgressFn | None = None) -> np.ndarray:
-        """(M,) geodesic distance from ``sources[m]`` to ``queries[m]`` (``inf`` across components)."""
-        out = np.empty(len(sources))
-        unique, inverse = np.unique(sources, return_inverse=True)
+    def between(self, sources: np.ndarray, *queries: np.ndarray, progress: ProgressFn | None = None):
+        """Geodesic distance from ``sources[m]`` to ``q[m]`` for each query array ``q`` (M,), one heat
+        solve per unique source shared by all of them. Returns one (M,) array per query array
+        (a single array when one was given); ``inf`` across components."""
+        outs = [np.empty(len(sources)) for _ in queries]
+        unique, inverse = np.unique(self.key[sources], return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(unique) + 1))
         for u in steps(range(len(unique)), len(unique), progress, "geodesic errors"):
             column = self.solver.distances_from(int(unique[u]))
-            finite = column[np.isfinite(column)]
-            self.largest_finite = max(self.largest_finite, float(finite.max()))
+            self.largest_finite = max(self.largest_finite, float(column[np.isfinite(column)].max()))
             rows = order[bounds[u]:bounds[u + 1]]
-            out[rows] = column[queries[rows]]
-        return out
+            for out, q in zip(outs, queries):
+                out[rows] = column[self.key[q[rows]]]
+        return outs[0] if len(outs) == 1 else outs
 
     def diameter(self, start: int) -> float:
         """Largest finite geodesic distance known: a double sweep from ``start`` and all solves so far."""
-        first = self.solver.distances_from(int(start))
+        first = self.solver.distances_from(int(self.key[start]))
         far = int(np.argmax(np.where(np.isfinite(first), first, -1.0)))
         second = self.solver.distances_from(far)
         sweep = float(second[np.isfinite(second)].max())
@@ -124,7 +163,9 @@ def geodesic_errors(target_mesh: Mesh, predicted_ids, true_ids, solver: Geodesic
     """(M,) float64 normalised geodesic errors between ``predicted_ids`` (M,) and ``true_ids`` (M,)
     target vertices: distance / √(target surface area); across components, the normalised diameter.
 
-    One heat solve per unique true id; pass a prepared ``solver`` to reuse its factorisation.
+    One heat solve per unique true id. Coincident vertices (split at UV seams by many files) are
+    welded for the geodesics; a prepared ``solver`` (built on ``target_mesh`` itself, no welding)
+    reuses its factorisation.
     """
     predicted = _check_ids(target_mesh, "predicted_ids", predicted_ids)
     true = _check_ids(target_mesh, "true_ids", true_ids)
@@ -133,7 +174,7 @@ def geodesic_errors(target_mesh: Mesh, predicted_ids, true_ids, solver: Geodesic
     if len(true) == 0:
         return np.zeros(0)
     table = _GeodesicTable(target_mesh, solver)
-    return table.normalised(table.between(true, predicted, progress), int(true[0]))
+    return table.normalised(table.between(true, predicted, progress=progress), int(true[0]))
 
 
 def accuracy_curve(errors, thresholds=None) -> tuple[np.ndarray, np.ndarray]:
@@ -174,9 +215,8 @@ def _flip_stats(table: _GeodesicTable, mesh: Mesh, predicted_ids, true_ids, mirr
     if not len(predicted) == len(true) == len(mirrored):
         raise ValueError("predicted_ids, true_ids and mirrored_true_ids must have the same length")
     if to_true is None:
-        to_true = table.between(true, predicted, progress)
-    to_mirror = table.between(mirrored, predicted, progress)
-    separation = table.between(mirrored, true)
+        to_true = table.between(true, predicted, progress=progress)
+    to_mirror, separation = table.between(mirrored, predicted, true, progress=progress)
     counted = (separation / table.scale) >= min_separation
     if not counted.any():
         return float("nan"), 0
@@ -185,21 +225,33 @@ def _flip_stats(table: _GeodesicTable, mesh: Mesh, predicted_ids, true_ids, mirr
 
 
 def evaluate_correspondence(target_mesh: Mesh, predicted_ids, true_ids, mirrored_true_ids=None,
-                            thresholds=None, min_separation: float = 0.1, solver: GeodesicSolver | None = None,
+                            thresholds=None, min_separation: float = 0.1, max_points: int | None = None,
+                            seed: int = 0, solver: GeodesicSolver | None = None,
                             progress: ProgressFn | None = None) -> dict:
     """All correspondence scores in one dict (plain floats, ready for JSON).
 
     Keys: ``count``, ``mean_error``, ``median_error``, ``auc``, ``acc@0.01``, ``acc@0.05``,
     ``acc@0.1``, ``acc@0.25``; with ``mirrored_true_ids`` also ``flip_rate`` and ``flip_count`` (the
-    points that counted). ``predicted_ids``/``true_ids`` (M,) are target vertex ids (evaluate a
-    random subset of the target vertices for large meshes: one heat solve per unique true id).
+    points that counted). ``predicted_ids``/``true_ids`` (M,) are target vertex ids. Each unique true
+    (and mirrored) id costs one heat solve, so with ``max_points`` only a seeded random subset of
+    that many pairs is scored (the Diff3F protocol used 1,024).
     """
     table = _GeodesicTable(target_mesh, solver)
     predicted = _check_ids(target_mesh, "predicted_ids", predicted_ids)
     true = _check_ids(target_mesh, "true_ids", true_ids)
     if len(predicted) != len(true) or len(true) == 0:
         raise ValueError(f"need equally many predicted ({len(predicted)}) and true ({len(true)}) ids, at least 1")
-    raw = table.between(true, predicted, progress)
+    chosen = np.arange(len(true))
+    if max_points is not None and len(true) > max_points:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(true), int(max_points), replace=False))
+    predicted, true = predicted[chosen], true[chosen]
+    if mirrored_true_ids is not None:
+        if len(mirrored_true_ids) != len(true_ids):
+            raise ValueError(f"mirrored_true_ids ({len(mirrored_true_ids)}) and true_ids ({len(true_ids)}) "
+                             "differ in length")
+        mirrored_true_ids = np.asarray(mirrored_true_ids)[chosen]
+    sub = (lambda f, m="": progress(0.5 * f, m)) if progress and mirrored_true_ids is not None else progress
+    raw = table.between(true, predicted, progress=sub)
     errors = table.normalised(raw, int(true[0]))
     t, acc = accuracy_curve(errors, thresholds)
     scores = {
@@ -209,7 +261,8 @@ def evaluate_correspondence(target_mesh: Mesh, predicted_ids, true_ids, mirrored
     for level in (0.01, 0.05, 0.1, 0.25):
         scores[f"acc@{level}"] = float((errors <= level).mean())
     if mirrored_true_ids is not None:
+        rest = (lambda f, m="": progress(0.5 + 0.5 * f, m)) if progress else None
         rate, counted = _flip_stats(table, target_mesh, predicted, true, mirrored_true_ids, min_separation,
-                                    progress, to_true=raw)
+                                    rest, to_true=raw)
         scores["flip_rate"], scores["flip_count"] = rate, counted
     return scores

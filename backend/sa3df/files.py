@@ -41,7 +41,7 @@ def save_features(path: Path, item: MeshFeatures) -> Path:
     """Write an .npz holding the cleaned mesh (with its map to input vertices) and both feature sets."""
     m = item.mesh
     np.savez_compressed(
-        path, vertices=m.vertices, faces=m.faces, input_index=m.input_index,
+        path, vertices=m.vertices, faces=m.faces, input_index=m.input_index, input_to_clean=m.input_to_clean,
         input_vertex_count=m.input_vertex_count, name=m.name, base=item.base.astype(np.float16),
         embedding=item.embedding.astype(np.float32), extractor=item.extractor,
     )
@@ -52,19 +52,11 @@ def load_features(path: Path) -> MeshFeatures:
     """Read an archive written by :func:`save_features` (``sa3df features``)."""
     try:
         with np.load(path, allow_pickle=False) as d:
-            mesh = Mesh(d["vertices"], d["faces"], d["input_index"], int(d["input_vertex_count"]), str(d["name"]))
+            mesh = Mesh(d["vertices"], d["faces"], d["input_index"], int(d["input_vertex_count"]), str(d["name"]),
+                        input_to_clean=d["input_to_clean"])
             return MeshFeatures(mesh, d["base"].astype(np.float32), d["embedding"], str(d["extractor"]))
     except (KeyError, OSError, ValueError) as error:
         raise ValueError(f"'{path}' is not an sa3df feature archive ({error})") from None
-
-
-def save_network(folder: Path, result) -> None:
-    """Save the network of a pipeline result as a checkpoint folder (config.json + model.safetensors)."""
-    from .checkpoint import save_checkpoint
-
-    if result.network is None:
-        raise ValueError("nothing was trained, so there is no network to save")
-    save_checkpoint(folder, result.network, {"extractor": result.extractor_name})
 
 
 def write_colored_ply(path: Path, mesh: Mesh, rgb: np.ndarray) -> Path:

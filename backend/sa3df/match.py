@@ -24,7 +24,7 @@ def _as_features(array, name: str) -> torch.Tensor:
     tensor = torch.as_tensor(np.asarray(array) if not torch.is_tensor(array) else array)
     if tensor.ndim != 2 or tensor.shape[0] == 0 or tensor.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty (N, E) feature array, got shape {tuple(tensor.shape)}")
-    tensor = tensor.detach().to(torch.float32)
+    tensor = tensor.detach().to("cpu", torch.float32)  # inputs live on the CPU; chunks go to the device
     if not torch.isfinite(tensor).all():
         bad = int((~torch.isfinite(tensor).all(dim=1)).sum())
         raise ValueError(f"{name} has {bad} rows with non-finite values")
@@ -44,14 +44,15 @@ def auto_chunk_size(n_reference: int, k: int = 1, budget_bytes: int = DEFAULT_BU
 
 def k_nearest_neighbors(
     query, reference, k: int = 1, chunk_size: int | None = None, device: str | None = None,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, compute_dtype: torch.dtype | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most cosine-similar reference rows for every query row.
 
     ``query`` (Nq, E) and ``reference`` (Nr, E), numpy or torch, any float dtype. Returns
     ``indices`` (Nq, k) int64 into ``reference`` and ``similarity`` (Nq, k) float32 in [-1, 1],
     best first. ``chunk_size`` query rows are compared at a time (default: from a 64 MB budget);
-    ``device`` is "auto"/"cpu"/"cuda"/… (default auto).
+    ``device`` is "auto"/"cpu"/"cuda"/… (default auto). ``compute_dtype`` of the chunk products
+    defaults to float16 on CUDA and float32 elsewhere; similarities are always exact float32.
     """
     q = _as_features(query, "query features")
     r = _as_features(reference, "reference features")
@@ -61,7 +62,7 @@ def k_nearest_neighbors(
     if not 1 <= k <= r.shape[0]:
         raise ValueError(f"k={k} must lie in [1, {r.shape[0]}] (the number of reference rows)")
     dev = choose_device(device or "auto")
-    fast = torch.float16 if dev.type == "cuda" else torch.float32
+    fast = compute_dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     q_unit, r_unit = _unit_rows(q), _unit_rows(r)
     r_dev = r_unit.to(dev, fast)
     chunk = int(chunk_size or auto_chunk_size(r.shape[0], k))
@@ -175,8 +176,12 @@ def correspondence(
 
     ``target_faces`` (Ft, 3) lets ``mutual`` accept a cycle that returns within ``mutual_rings``
     edge rings of the start (without faces, only an exact return counts). ``smooth_iterations`` > 0
-    first averages each mesh's features over its 1-ring that many times (needs both faces arrays);
-    it is off by default, as the method matches raw features.
+    first averages each mesh's features over its 1-ring that many times (needs both faces arrays).
+    Measured (quaternius rest pose → Walk frames, geometric features, mean geodesic error / √area):
+    one iteration cut the error on one-piece meshes (horse 0.020 → 0.001, cow 0.003 → 0.001, man
+    0.117 → 0.105) but raised it on the woman, whose 20 identical 24-vertex parts become
+    indistinguishable (0.33 → 0.42). So it is off by default, as in the method; a similarity-weighted
+    k-NN medoid vote was also tried and did not help (not offered).
     """
     if smooth_iterations > 0:
         if source_faces is None or target_faces is None:

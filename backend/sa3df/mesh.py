@@ -1,8 +1,10 @@
 """Triangle meshes in: load from files or take arrays, validate, clean and normalise.
 
-Every result sa3df returns is per *input* vertex, in the caller's order. Cleaning therefore never
-reorders vertices: it drops faces (degenerate, duplicate, touching non-finite vertices) and marks
-non-finite vertices as dropped; :meth:`Mesh.to_input` maps per-vertex results back.
+Every result sa3df returns is per *input* vertex, in the caller's order. Cleaning never reorders
+vertices: it drops faces (degenerate, duplicate, touching non-finite vertices), marks non-finite
+vertices as dropped, and welds vertices at identical positions (files split them at UV or normal
+seams, which would cut the surface apart for geodesics and spectra). :meth:`Mesh.to_input` maps
+per-vertex results back, giving welded copies the same value.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class CleanReport:
     duplicate_faces: int = 0
     nonfinite_vertices: int = 0
     faces_on_nonfinite: int = 0
+    welded_vertices: int = 0
 
     def summary(self) -> str:
         parts = [f"{v} {k.replace('_', ' ')}" for k, v in self.__dict__.items() if v]
@@ -36,9 +39,10 @@ class CleanReport:
 class Mesh:
     """A cleaned triangle mesh.
 
-    ``vertices`` (N, 3) float64 are the finite input vertices, in input order; ``faces`` (F, 3) int64
-    index into them. ``input_index`` (N,) gives each vertex's index in the caller's array, which had
-    ``input_vertex_count`` rows. ``parts`` (N,) labels the file part (scene node) each vertex came from.
+    ``vertices`` (N, 3) float64 are the finite, welded input vertices, in order of first appearance;
+    ``faces`` (F, 3) int64 index into them. ``input_index`` (N,) gives each vertex's (first) index in the
+    caller's array, which had ``input_vertex_count`` rows; ``input_to_clean`` (N_input,) maps every input
+    vertex to its vertex here (-1: dropped). ``parts`` (N,) labels the file part each vertex came from.
     """
 
     vertices: np.ndarray
@@ -48,6 +52,12 @@ class Mesh:
     name: str = "mesh"
     parts: np.ndarray | None = None
     report: CleanReport = field(default_factory=CleanReport)
+    input_to_clean: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.input_to_clean is None:  # no welding: a one-to-one map with holes for dropped vertices
+            self.input_to_clean = np.full(self.input_vertex_count, -1, dtype=np.int64)
+            self.input_to_clean[self.input_index] = np.arange(len(self.input_index))
 
     @property
     def n_vertices(self) -> int:
@@ -61,15 +71,15 @@ class Mesh:
         if self.n_vertices == self.input_vertex_count:
             return values
         out_dtype = np.result_type(values.dtype, np.float32) if np.isnan(fill) else values.dtype
-        out = np.full((self.input_vertex_count,) + values.shape[1:], fill, dtype=out_dtype)
-        out[self.input_index] = values
+        out = values[np.maximum(self.input_to_clean, 0)].astype(out_dtype, copy=False)
+        out[self.input_to_clean < 0] = fill
         return out
 
     def normalized(self) -> "Mesh":
         """Copy with the bounding-box centre at the origin and max |coordinate| = 1 (the method's frame)."""
         return Mesh(
             normalize_vertices(self.vertices), self.faces, self.input_index, self.input_vertex_count,
-            self.name, self.parts, self.report,
+            self.name, self.parts, self.report, self.input_to_clean,
         )
 
     def content_hash(self) -> str:
@@ -133,8 +143,10 @@ def triangulate(faces: np.ndarray | Sequence[Sequence[int]]) -> tuple[np.ndarray
     return np.asarray(tris, dtype=np.int64).reshape(-1, 3), split
 
 
-def from_arrays(vertices, faces, name: str = "mesh", parts: np.ndarray | None = None) -> Mesh:
+def from_arrays(vertices, faces, name: str = "mesh", parts: np.ndarray | None = None, weld: bool = True) -> Mesh:
     """Validate and clean caller arrays into a :class:`Mesh` (vertex order kept).
+
+    ``weld`` merges vertices at bit-identical positions into one (their results are shared).
 
     Raises ``ValueError`` naming the problem for empty, 2-D, out-of-range or face-less input,
     or when no finite face is left.
@@ -158,6 +170,9 @@ def from_arrays(vertices, faces, name: str = "mesh", parts: np.ndarray | None = 
     on_bad = ~finite[tris].all(axis=1)
     report.faces_on_nonfinite = int(on_bad.sum())
     tris = tris[~on_bad]
+    input_to_clean, keep = _weld_map(v, finite, weld)
+    report.welded_vertices = int(finite.sum() - len(keep))
+    tris = input_to_clean[tris]
 
     degenerate = (tris[:, 0] == tris[:, 1]) | (tris[:, 1] == tris[:, 2]) | (tris[:, 0] == tris[:, 2])
     if len(tris):
@@ -173,13 +188,25 @@ def from_arrays(vertices, faces, name: str = "mesh", parts: np.ndarray | None = 
     if len(tris) == 0:
         raise ValueError(f"Mesh '{name}' has no usable faces after cleaning ({report.summary()})")
 
-    keep = np.flatnonzero(finite)
-    remap = np.full(len(v), -1, dtype=np.int64)
-    remap[keep] = np.arange(len(keep))
     return Mesh(
-        vertices=v[keep], faces=remap[tris], input_index=keep, input_vertex_count=len(v), name=name,
-        parts=None if parts is None else np.asarray(parts)[keep], report=report,
+        vertices=v[keep], faces=tris, input_index=keep, input_vertex_count=len(v), name=name,
+        parts=None if parts is None else np.asarray(parts)[keep], report=report, input_to_clean=input_to_clean,
     )
+
+
+def _weld_map(v: np.ndarray, finite: np.ndarray, weld: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(input_to_clean (N_input,), kept input ids (N,)): finite vertices, coincident ones merged into
+    their first occurrence; clean ids follow the order of first appearance."""
+    candidates = np.flatnonzero(finite)
+    input_to_clean = np.full(len(v), -1, dtype=np.int64)
+    if not weld:
+        input_to_clean[candidates] = np.arange(len(candidates))
+        return input_to_clean, candidates
+    _, first, inverse = np.unique(v[candidates], axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    input_to_clean[candidates] = rank[inverse.ravel()]
+    return input_to_clean, candidates[np.sort(first)]
 
 
 def load(path: str | Path, name: str | None = None) -> Mesh:

@@ -11,8 +11,7 @@ MAX_PAIRS = 2000  # ground-truth pairs scored per mesh pair (a seeded sample bey
 
 def _clean_ids(item: MeshFeatures, input_ids: np.ndarray) -> np.ndarray:
     """Input vertex ids -> cleaned ids (-1 where the input vertex was dropped)."""
-    lookup = np.full(item.mesh.input_vertex_count, -1, dtype=np.int64)
-    lookup[item.mesh.input_index] = np.arange(item.mesh.n_vertices)
+    lookup = item.mesh.input_to_clean
     if input_ids.min() < 0 or input_ids.max() >= len(lookup):
         raise ValueError(f"ground truth names vertex {input_ids.max()}, but '{item.mesh.name}' has {len(lookup)}")
     return lookup[input_ids]

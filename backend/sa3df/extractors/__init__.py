@@ -1,4 +1,10 @@
-"""Base-feature extractors. Importing this package registers the built-in ones."""
+"""Base-feature extractors. Importing this package registers the built-in ones.
+
+"geometric" needs nothing; "dino" (DINOv2 on rendered views) needs ``transformers``; "diff3f"
+(Stable Diffusion + ControlNets + DINOv2, as in Diff3F) needs ``diffusers`` too. Those libraries
+are imported only when a model is loaded, so the package works without them.
+:func:`choose_extractor` picks the best one this machine can run.
+"""
 
 from .base import (  # noqa: F401
     BaseExtractor,
@@ -8,3 +14,6 @@ from .base import (  # noqa: F401
     register,
 )
 from . import geometric  # noqa: F401  (registers "geometric")
+from . import dino  # noqa: F401  (registers "dino")
+from . import diff3f  # noqa: F401  (registers "diff3f")
+from .auto import choose_extractor  # noqa: F401

@@ -1,0 +1,404 @@
+"""Named backend jobs for front ends (the Blender add-on's worker): arrays in, arrays out.
+
+A job is a function ``fn(ctx: JobContext) -> JobOutput`` registered with ``@job("name")``. It reads
+``ctx.inputs`` (arrays), ``ctx.params`` (JSON values), reports through ``ctx.progress`` and returns
+arrays. Meshes travel as ``mesh{i}_vertices`` (N, 3) float and ``mesh{i}_faces`` (F, 3) int arrays,
+``params["mesh_names"]`` naming them; every per-vertex result is per *input* vertex, in input order.
+
+Feature settings (``params["features"]``): ``extractor`` ("auto", "geometric", "dino", "diff3f"),
+``device``, ``checkpoint`` (folder, optional), ``effort`` (test-time training: "off", "fast",
+"normal", "thorough"), ``seed``, ``cache_dir`` (optional), ``weights_dir``, ``allow_download``,
+``up_axis`` ("z" for Blender scenes: rendered extractors orbit their cameras around it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .mesh import Mesh, from_arrays
+from .progress import ProgressFn, report, sub_progress
+
+# Test-time training steps per effort level (see sa3df.train.TrainConfig for the other settings).
+EFFORT_STEPS = {"off": 0, "fast": 300, "normal": 600, "thorough": 2000}
+# Modules holding more jobs (registered with @job on import); missing ones are skipped.
+EXTRA_JOB_MODULES = ("sa3df.motion_jobs",)
+
+
+@dataclass
+class JobOutput:
+    """Arrays to send back, plus small JSON-able facts for the user (counts, warnings)."""
+
+    arrays: dict[str, np.ndarray]
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class FeatureSet:
+    """Per-mesh features of one computation: ``base`` (N, D) and ``embedding`` (N, E), float32."""
+
+    base: list[np.ndarray]
+    embedding: list[np.ndarray]
+    source: str = "computed"  # or "memory" / "disk" when a cache served it
+
+
+class WorkerState:
+    """What a worker keeps between jobs: surface features by (mesh contents, settings), in memory.
+
+    Bounded to ``max_entries`` feature sets (oldest dropped first); the disk cache lives in the
+    ``cache_dir`` the caller names.
+    """
+
+    def __init__(self, max_entries: int = 8):
+        self.max_entries = max_entries
+        self.features: dict[str, FeatureSet] = {}
+
+    def remember(self, key: str, value: FeatureSet) -> None:
+        self.features.pop(key, None)
+        self.features[key] = value
+        while len(self.features) > self.max_entries:
+            self.features.pop(next(iter(self.features)))
+
+
+@dataclass
+class JobContext:
+    inputs: dict[str, np.ndarray]
+    params: dict
+    progress: ProgressFn | None
+    state: WorkerState
+
+
+JobFn = Callable[[JobContext], JobOutput]
+_JOBS: dict[str, JobFn] = {}
+
+
+def job(name: str):
+    """Decorator: register ``fn(ctx) -> JobOutput`` as the job ``name``."""
+
+    def wrap(fn: JobFn) -> JobFn:
+        _JOBS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _load_extra_modules() -> None:
+    for module in EXTRA_JOB_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:  # the module exists but one of its imports is missing
+                raise
+
+
+def job_names() -> list[str]:
+    _load_extra_modules()
+    return sorted(_JOBS)
+
+
+def run_job(name: str, inputs: dict[str, np.ndarray], params: dict, progress: ProgressFn | None = None,
+            state: WorkerState | None = None) -> JobOutput:
+    """Run the job ``name``; raises ``ValueError`` for an unknown name."""
+    _load_extra_modules()
+    if name not in _JOBS:
+        raise ValueError(f"Unknown job '{name}' (known: {', '.join(sorted(_JOBS))})")
+    output = _JOBS[name](JobContext(inputs, params, progress, state or WorkerState()))
+    return output if isinstance(output, JobOutput) else JobOutput(dict(output))
+
+
+# ---------------------------------------------------------------------------------------------
+# Meshes and features shared by the jobs
+
+
+def meshes_from_inputs(inputs: dict[str, np.ndarray], params: dict) -> list[Mesh]:
+    """Rebuild the job's meshes (cleaned, input vertex order kept)."""
+    names = list(params.get("mesh_names") or [])
+    count = sum(1 for key in inputs if key.startswith("mesh") and key.endswith("_vertices"))
+    names += [f"mesh {i}" for i in range(len(names), count)]
+    meshes = []
+    for i in range(count):
+        if f"mesh{i}_faces" not in inputs:
+            raise ValueError(f"Job input for mesh '{names[i]}' has vertices but no faces")
+        meshes.append(from_arrays(inputs[f"mesh{i}_vertices"], inputs[f"mesh{i}_faces"], name=names[i]))
+    if not meshes:
+        raise ValueError("The job got no meshes")
+    return meshes
+
+
+def meshes_to_inputs(meshes: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`meshes_from_inputs` for a list of (vertices, faces) arrays."""
+    arrays = {}
+    for i, (vertices, faces) in enumerate(meshes):
+        arrays[f"mesh{i}_vertices"] = np.asarray(vertices, dtype=np.float64)
+        arrays[f"mesh{i}_faces"] = np.asarray(faces, dtype=np.int64)
+    return arrays
+
+
+def _settings_key(meshes: list[Mesh], settings: dict) -> str:
+    relevant = {k: settings.get(k) for k in ("extractor", "checkpoint", "effort", "seed", "up_axis", "weights_dir")}
+    text = json.dumps([sorted(m.content_hash() for m in meshes), relevant], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def surface_features(meshes: list[Mesh], settings: dict, state: WorkerState,
+                     progress: ProgressFn | None = None) -> FeatureSet:
+    """Base features and surface-aware embeddings of ``meshes``, trained jointly on all of them.
+
+    Cached by mesh contents and settings: in ``state`` (memory) and under ``settings["cache_dir"]``
+    (disk). The meshes are processed in content-hash order, so the result does not depend on the
+    order the caller lists them in. Returned lists follow the caller's order, per cleaned vertex.
+    """
+    key = _settings_key(meshes, settings)
+    order = sorted(range(len(meshes)), key=lambda i: meshes[i].content_hash())
+    cached, source = state.features.get(key), "memory"
+    if cached is None:
+        cached, source = _read_feature_cache(settings.get("cache_dir"), key, len(meshes)), "disk"
+    if cached is None:
+        cached, source = _compute_features([meshes[i] for i in order], settings, progress), "computed"
+        _write_feature_cache(settings.get("cache_dir"), key, cached)
+    state.remember(key, cached)
+    back = np.argsort(order)
+    return FeatureSet([cached.base[j] for j in back], [cached.embedding[j] for j in back], source)
+
+
+def _compute_features(meshes: list[Mesh], settings: dict, progress: ProgressFn | None) -> FeatureSet:
+    """Effort "off" without a checkpoint: the (unit-row) base features stand in for the embedding."""
+    from .pipeline import FeatureCache, compute_surface_features
+
+    effort = settings.get("effort", "fast")
+    if effort not in EFFORT_STEPS:
+        raise ValueError(f"Unknown training effort '{effort}' (use one of {', '.join(EFFORT_STEPS)})")
+    checkpoint = settings.get("checkpoint") or None
+    cache_dir = settings.get("cache_dir") or None
+    extractor = _extractor(settings)
+    if EFFORT_STEPS[effort] == 0 and checkpoint is None:
+        cache = FeatureCache(Path(cache_dir, "features") if cache_dir else None)
+        base = [cache.get(m, extractor, progress=sub_progress(progress, i / len(meshes), (i + 1) / len(meshes)))
+                for i, m in enumerate(meshes)]
+        base = [np.asarray(b, dtype=np.float32) for b in base]
+        units = [b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in base]
+        return FeatureSet(base, units)
+    train_config = None
+    if EFFORT_STEPS[effort] > 0:
+        from .train import TrainConfig
+
+        options = dict(steps=EFFORT_STEPS[effort], seed=int(settings.get("seed", 0)), device=settings.get("device", "auto"))
+        train_config = TrainConfig.test_time(**options) if hasattr(TrainConfig, "test_time") else TrainConfig(**options)
+    result = compute_surface_features(
+        meshes, extractor=extractor, checkpoint=checkpoint, train_config=train_config, cache_dir=cache_dir,
+        progress=progress,
+    )
+    return FeatureSet(
+        [np.asarray(f.base, dtype=np.float32) for f in result.features],
+        [np.asarray(f.embedding, dtype=np.float32) for f in result.features],
+    )
+
+
+def _extractor(settings: dict):
+    """The extractor named in the settings, with its device, weights and download options.
+
+    ``weights_dir`` is a folder of model folders, named like the hub ids
+    (``<weights_dir>/facebook/dinov2-base``) or by their last part (``<weights_dir>/dinov2-base``);
+    models not found there are looked up in the Hugging Face cache as usual.
+    """
+    from .extractors import choose_extractor
+
+    options = {"device": settings.get("device", "auto"), "up_axis": settings.get("up_axis", "y"),
+               "allow_downloads": bool(settings.get("allow_download", False))}
+    options.update(_local_models(settings.get("weights_dir")))
+    return choose_extractor(settings.get("extractor", "auto"), **options)
+
+
+def _local_models(weights_dir: str | None) -> dict:
+    """Extractor model settings pointing at folders inside ``weights_dir`` when they exist there."""
+    if not weights_dir:
+        return {}
+    from .extractors import diff3f, dino
+
+    def local(hub_id: str) -> str:
+        for candidate in (Path(weights_dir, hub_id), Path(weights_dir, hub_id.split("/")[-1])):
+            if candidate.is_dir():
+                return str(candidate)
+        return hub_id
+
+    found = {"dino_model": local(dino.DEFAULT_DINO), "sd_model": local(diff3f.DEFAULT_SD),
+             "controlnets": tuple(local(c) for c in diff3f.DEFAULT_CONTROLNETS)}
+    found["model"] = found["dino_model"]
+    return found
+
+
+def _cache_path(cache_dir: str | None, key: str) -> Path | None:
+    return Path(cache_dir, "surface_features", f"{key}.npz") if cache_dir else None
+
+
+def _read_feature_cache(cache_dir: str | None, key: str, count: int) -> FeatureSet | None:
+    path = _cache_path(cache_dir, key)
+    if path is None or not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return FeatureSet([data[f"base{i}"] for i in range(count)], [data[f"embedding{i}"] for i in range(count)])
+    except (OSError, KeyError, ValueError):  # a damaged cache entry is recomputed, not fatal
+        return None
+
+
+def _write_feature_cache(cache_dir: str | None, key: str, features: FeatureSet) -> None:
+    path = _cache_path(cache_dir, key)
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"base{i}": b for i, b in enumerate(features.base)}
+    arrays.update({f"embedding{i}": e for i, e in enumerate(features.embedding)})
+    partial = path.with_name(path.stem + f".{os.getpid()}.partial.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
+
+
+def features_for_job(ctx: JobContext, share: float = 0.8) -> tuple[list[Mesh], FeatureSet]:
+    """The job's meshes and their features; feature work takes ``share`` of the progress bar."""
+    meshes = meshes_from_inputs(ctx.inputs, ctx.params)
+    settings = dict(ctx.params.get("features") or {})
+    return meshes, surface_features(meshes, settings, ctx.state, sub_progress(ctx.progress, 0.0, share))
+
+
+def clean_notes(meshes: list[Mesh]) -> dict:
+    """What cleaning changed per mesh (only meshes that needed cleaning), for the user."""
+    return {m.name: m.report.summary() for m in meshes if m.report.summary() != "clean"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The built-in jobs
+
+
+@job("environment")
+def environment_job(ctx: JobContext) -> JobOutput:
+    """Versions, the device "auto" picks, and the registered extractors (the add-on's "Check")."""
+    import torch
+
+    from . import __version__, extractors
+    from .device import choose_device
+
+    device = choose_device(ctx.params.get("device", "auto"))
+    info = {
+        "sa3df": __version__, "torch": torch.__version__, "numpy": np.__version__, "device": str(device),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "extractors": extractors.available_extractors(), "jobs": job_names(),
+    }
+    return JobOutput({}, info)
+
+
+@job("compute_features")
+def compute_features_job(ctx: JobContext) -> JobOutput:
+    """Features of every mesh; returns ``pca{i}`` (N_i, 3) colours from one joint PCA of the embeddings."""
+    from .colors import pca_colors
+
+    meshes, features = features_for_job(ctx, share=0.95)
+    colors = pca_colors(features.embedding)
+    arrays = {f"pca{i}": m.to_input(np.asarray(c, np.float32), fill=0.5) for i, (m, c) in enumerate(zip(meshes, colors))}
+    dims = {"base_dim": int(features.base[0].shape[1]), "embedding_dim": int(features.embedding[0].shape[1])}
+    return JobOutput(arrays, {**dims, "features_from": features.source, "cleaned": clean_notes(meshes)})
+
+
+@job("correspondence")
+def correspondence_job(ctx: JobContext) -> JobOutput:
+    """Mesh 0 is the source; for every other mesh t: ``source_index{t}`` (N_t,) the matched source
+    vertex (input ids, -1 where a vertex was dropped), ``similarity{t}``, ``mutual{t}`` and
+    ``colors{t}`` (the source's position colours carried over); ``colors0`` the source's own."""
+    from .colors import correspondence_colors
+    from .match import correspondence
+
+    meshes, features = features_for_job(ctx)
+    source = meshes[0]
+    if len(meshes) < 2:
+        raise ValueError(f"Correspondence needs a source and at least one target mesh; got only '{source.name}'")
+    arrays: dict[str, np.ndarray] = {}
+    mutual_share = {}
+    for t in range(1, len(meshes)):
+        report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"matching {meshes[t].name}")
+        target = meshes[t]
+        corr = correspondence(features.embedding[0], features.embedding[t], target_faces=target.faces)
+        source_rgb, target_rgb = correspondence_colors(source.vertices, corr.target_to_source)
+        arrays["colors0"] = source.to_input(np.asarray(source_rgb, np.float32), fill=0.5)
+        arrays[f"colors{t}"] = target.to_input(np.asarray(target_rgb, np.float32), fill=0.5)
+        arrays[f"source_index{t}"] = target.to_input(source.input_index[corr.target_to_source], fill=-1)
+        arrays[f"similarity{t}"] = target.to_input(np.asarray(corr.target_similarity, np.float32), fill=0.0)
+        arrays[f"mutual{t}"] = target.to_input(np.asarray(corr.mutual, np.int8), fill=0)
+        mutual_share[target.name] = round(float(np.mean(corr.mutual)), 3)
+    return JobOutput(arrays, {"mutual_fraction": mutual_share, "cleaned": clean_notes(meshes)})
+
+
+@job("segment")
+def segment_job(ctx: JobContext) -> JobOutput:
+    """Consistent parts over all meshes: ``labels{i}`` (N_i,) int32 (-1 where a vertex was dropped)
+    and ``colors{i}``. ``params["mode"]``: "kmeans" (joint k-means, ``params["k"]`` parts) or
+    "transfer" (input ``source_labels`` (N_0,) on mesh 0, -1 = unlabelled, carried to the others)."""
+    from . import segment
+    from .colors import label_colors
+
+    meshes, features = features_for_job(ctx)
+    mode = ctx.params.get("mode", "kmeans")
+    if mode == "kmeans":
+        k = int(ctx.params.get("k", 8))
+        report(ctx.progress, 0.85, f"k-means with {k} parts")
+        labels, _ = segment.joint_kmeans(features.embedding, k, seed=int(ctx.params.get("seed", 0)))
+    elif mode == "transfer":
+        labels = _transferred_labels(ctx, meshes, features, segment.transfer_labels)
+        k = int(max(int(np.max(l)) for l in labels) + 1)
+    else:
+        raise ValueError(f"Unknown segmentation mode '{mode}' (use 'kmeans' or 'transfer')")
+    if ctx.params.get("smooth", True) and hasattr(segment, "smooth_labels"):
+        labels = [segment.smooth_labels(l, m.faces) for l, m in zip(labels, meshes)]
+    arrays = {}
+    for i, (mesh, lab) in enumerate(zip(meshes, labels)):
+        lab = np.asarray(lab, dtype=np.int32)
+        arrays[f"labels{i}"] = mesh.to_input(lab, fill=-1)
+        arrays[f"colors{i}"] = mesh.to_input(np.asarray(label_colors(lab, k), np.float32), fill=0.5)
+    return JobOutput(arrays, {"k": k, "cleaned": clean_notes(meshes)})
+
+
+def _transferred_labels(ctx: JobContext, meshes, features, transfer_labels) -> list[np.ndarray]:
+    if "source_labels" not in ctx.inputs:
+        raise ValueError("Segment 'transfer' mode needs the source mesh's labels (input 'source_labels')")
+    source_labels = np.asarray(ctx.inputs["source_labels"])[meshes[0].input_index]
+    known = source_labels >= 0
+    if not known.any():
+        raise ValueError(f"Mesh '{meshes[0].name}' has no labelled vertex to transfer")
+    out = [np.where(known, source_labels, 0)]
+    for t in range(1, len(meshes)):
+        out.append(transfer_labels(source_labels[known], features.embedding[0][known], features.embedding[t]))
+    if not known.all():  # give the source's unlabelled vertices the label of their best match too
+        out[0] = transfer_labels(source_labels[known], features.embedding[0][known], features.embedding[0])
+        out[0][known] = source_labels[known]
+    return out
+
+
+@job("transfer_weights")
+def transfer_weights_job(ctx: JobContext) -> JobOutput:
+    """Skin weights of mesh 0 (input ``source_weights`` (N_0, K), rows of vertex-group weights)
+    carried to every other mesh t: ``weights{t}`` (N_t, K) float32, rows summing to 1."""
+    from .transfer import transfer_vertex_weights
+
+    meshes, features = features_for_job(ctx)
+    if len(meshes) < 2:
+        raise ValueError(f"Skin-weight transfer needs a source and a target mesh; got only '{meshes[0].name}'")
+    weights = np.asarray(ctx.inputs.get("source_weights"), dtype=np.float32)
+    if weights.ndim != 2 or len(weights) != meshes[0].input_vertex_count:
+        raise ValueError(
+            f"Mesh '{meshes[0].name}': source weights must be ({meshes[0].input_vertex_count}, K), got {weights.shape}"
+        )
+    source_weights = weights[meshes[0].input_index]
+    arrays = {}
+    for t in range(1, len(meshes)):
+        report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"weights for {meshes[t].name}")
+        target_weights = transfer_vertex_weights(
+            source_weights, features.embedding[0], features.embedding[t], target_faces=meshes[t].faces
+        )
+        arrays[f"weights{t}"] = meshes[t].to_input(np.asarray(target_weights, np.float32), fill=0.0)
+    return JobOutput(arrays, {"cleaned": clean_notes(meshes)})

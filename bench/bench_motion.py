@@ -1,0 +1,127 @@
+"""Motion transfer benchmark: fit time for a 250-frame clip on a ~4k-vertex target, and transfer accuracy
+against a name-agnostic baseline.
+
+1. Speed: the quaternius fox's actions played back to back (250 frames) transferred onto the wolf
+   (3,994 vertices, 51 bones). The loss samples 800 target vertices (by match confidence) plus up to 800
+   mesh edges; residuals are then measured on all vertices. Reports the closed-form start alone and the
+   full fit.
+2. Accuracy: man -> woman walk (same skeleton, so copying the man's pose is the ground truth): mean joint
+   error / height of the feature-based transfer, of a geometric stand-in correspondence (nearest rest vertex
+   after box normalisation), and of the nearest-bone-by-rest-position baseline.
+
+Run: python bench/bench_motion.py [--threads N] [--skip-features]. Needs bpy and the shared data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "backend"), str(REPO), str(REPO / "tests")]
+
+
+def clip_of_actions(path: Path, frames_wanted: int):
+    """The character with its actions played back to back until ``frames_wanted`` frames."""
+    import bpy
+
+    from blender_scene import import_character
+    from motion_scenes import Character
+    from sa3df_addon import rig_io
+
+    armature, _ = import_character(path)
+    rig = rig_io.rig_from_objects(armature)
+    armature.animation_data_create()
+    clips = []
+    for action in sorted(bpy.data.actions, key=lambda a: a.name):
+        armature.animation_data.action = action
+        if hasattr(armature.animation_data, "action_slot") and action.slots:
+            armature.animation_data.action_slot = action.slots[0]
+        clips.append(rig_io.source_clip(armature, rig_io.skinned_meshes(armature), rig_io.action_frames(action)))
+        if sum(map(len, clips)) >= frames_wanted:
+            break
+    clip = np.concatenate(clips)[:frames_wanted]
+    world = np.array(armature.matrix_world)
+    rest = rig.rest_vertices @ world[:3, :3].T + world[:3, 3]
+    return Character(rig, world, list(range(len(clip))), clip, None, rest)
+
+
+def speed(data: Path, frames: int) -> None:
+    from motion_scenes import load_character, nearest_rest_correspondence
+    from sa3df.motion import MotionConfig, fit_motion
+    from sa3df.rig import place_in_armature
+
+    fox = clip_of_actions(data / "quadrupeds/quaternius_fox.glb", frames)
+    wolf = load_character(str(data / "quadrupeds/quaternius_wolf.glb"))
+    matches, weights = nearest_rest_correspondence(fox, wolf)
+    placed = place_in_armature(fox.clip, wolf.world, fox.origin)
+    print(f"speed: fox clip {placed.shape[0]} frames x {placed.shape[1]} vertices -> wolf "
+          f"{wolf.rig.n_vertices} vertices, {wolf.rig.n_bones} bones")
+    fit_motion(wolf.rig, placed[:4], matches, weights, MotionConfig(iterations=2))  # warm-up (imports)
+    for label, iterations in (("closed-form start only", 0), ("full fit (200 Adam steps)", 200)):
+        start = time.perf_counter()
+        result = fit_motion(wolf.rig, placed, matches, weights, MotionConfig(placement="origin", iterations=iterations))
+        took = time.perf_counter() - start
+        r = result.normalized_residuals
+        print(f"  {label:28s} {took:6.1f} s  ({1000 * took / len(placed):5.1f} ms/frame)  residual / size: "
+              f"mean {r.mean():.4f}, max {r.max():.4f}")
+
+
+def accuracy(data: Path, with_features: bool) -> None:
+    from test_motion_transfer import (
+        MAN, WOMAN, centred_joint_error, feature_correspondence, nearest_bone_baseline, transfer,
+    )
+
+    from motion_scenes import load_character, nearest_rest_correspondence, posed_world
+
+    man, woman = load_character(str(data / MAN), "Walk"), load_character(str(data / WOMAN))
+    _, truth = posed_world(woman, man.basis)
+    rows = []
+    if with_features:
+        start = time.perf_counter()
+        matches, weights = feature_correspondence(man, woman)
+        rows.append(("surface features (geometric, 300 steps)", matches, weights, time.perf_counter() - start))
+    matches, weights = nearest_rest_correspondence(man, woman)
+    rows.append(("nearest rest vertex (stand-in)", matches, weights, 0.0))
+    print(f"accuracy: man -> woman walk, {len(man.frames)} frames; mean joint error / height vs copied pose")
+    for label, matches, weights, feature_time in rows:
+        start = time.perf_counter()
+        result = transfer(man, woman, matches, weights)
+        _, joints = posed_world(woman, result.local_matrices())
+        took = time.perf_counter() - start
+        extra = f", correspondence {feature_time:.0f} s" if feature_time else ""
+        print(f"  transfer, {label:40s} {100 * centred_joint_error(woman, joints, truth):5.2f} %  (fit {took:.1f} s{extra})")
+    _, baseline = posed_world(woman, nearest_bone_baseline(man, woman))
+    print(f"  baseline, nearest bone by rest position        {100 * centred_joint_error(woman, baseline, truth):5.2f} %")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=250)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
+    parser.add_argument("--skip-features", action="store_true", help="skip the feature training (~40 s)")
+    args = parser.parse_args()
+
+    import os
+    import tempfile
+
+    os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-bench-"))
+    import torch
+
+    from conftest import find_data_dir
+
+    torch.set_num_threads(args.threads)
+    data = find_data_dir()
+    if data is None:
+        sys.exit("shared data not found: set SA3DF_DATA")
+    print(f"torch {torch.__version__}, {args.threads} CPU thread(s)")
+    speed(data, args.frames)
+    accuracy(data, not args.skip_features)
+
+
+if __name__ == "__main__":
+    main()

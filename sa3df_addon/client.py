@@ -1,0 +1,266 @@
+"""The add-on's side of the backend worker process (``python -m sa3df.worker``). No bpy here.
+
+One worker per Blender session, started on first use and kept (models and feature caches stay warm).
+A job is a message; arrays go through ``.npz`` files in a temporary folder; the worker streams
+progress lines back, read by a thread into a queue. Cancel asks the worker to stop between two steps;
+``kill`` ends it at once (the next job starts a new one). If the worker dies (a torch crash, out of
+memory), the running job fails with a message naming the exit code and the end of the worker's log:
+Blender itself never goes down with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
+CANCEL_GRACE_SECONDS = 5.0  # after this long without the worker confirming a cancel, it is killed
+
+
+class WorkerError(RuntimeError):
+    """A job failed; the message is meant for the user."""
+
+
+@dataclass
+class Job:
+    """One request to the worker. ``state`` moves from "running" to "done", "failed" or "cancelled"."""
+
+    job_id: str
+    name: str
+    folder: Path
+    state: str = RUNNING
+    fraction: float = 0.0
+    message: str = "starting"
+    error: str | None = None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    cancel_requested_at: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state != RUNNING
+
+
+class WorkerClient:
+    """Starts, talks to and stops one backend worker process.
+
+    ``python`` defaults to ``sys.executable`` (Blender's own Python inside Blender, the venv's with
+    the bpy module); the worker sees this process's ``sys.path`` (so the extension's wheels).
+    """
+
+    def __init__(self, python: str | None = None, extra_env: dict[str, str] | None = None):
+        self.python = python or sys.executable
+        self.extra_env = dict(extra_env or {})
+        self.process: subprocess.Popen | None = None
+        self.active: Job | None = None
+        self.log_path: Path | None = None
+        self._events: queue.Queue[dict] = queue.Queue()
+        self._counter = 0
+        self._log_file = None
+
+    # -- process -------------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.alive else None
+
+    def start(self) -> None:
+        """Start the worker if it is not running (returns at once; it imports torch meanwhile)."""
+        if self.alive:
+            return
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
+        self.log_path = Path(tempfile.mkdtemp(prefix="sa3df-worker-")) / "worker.log"
+        self._log_file = open(self.log_path, "w", encoding="utf-8")
+        self._events = queue.Queue()  # events of a previous process are dropped with it
+        self.process = subprocess.Popen(
+            [self.python, "-m", "sa3df.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log_file, text=True, encoding="utf-8", env=env,
+        )
+        threading.Thread(target=self._read_events, args=(self.process, self._events), daemon=True).start()
+
+    @staticmethod
+    def _read_events(process: subprocess.Popen, events: queue.Queue) -> None:
+        for line in process.stdout:
+            try:
+                events.put(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # only protocol lines reach stdout; anything else is ignored
+        events.put({"event": "_exit"})
+
+    def _send(self, request: dict) -> None:
+        if not self.alive:
+            raise WorkerError("The sa3df worker is not running")
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError) as error:
+            raise WorkerError(f"The sa3df worker stopped accepting requests ({error})") from None
+
+    def kill(self) -> None:
+        """End the worker at once (the running job fails; the next job starts a new worker)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.poll()
+
+    def release(self, timeout: float = 5.0) -> None:
+        """Stop the worker politely (frees its memory); kills it if it does not quit in ``timeout``."""
+        if self.alive:
+            try:
+                self._send({"op": "quit"})
+                self.process.wait(timeout=timeout)
+            except (WorkerError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.poll()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        self.process = None
+
+    def log_tail(self, lines: int = 12) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        return "\n".join(text[-lines:])
+
+    # -- jobs ----------------------------------------------------------------------------------
+    def submit(self, name: str, arrays: dict[str, np.ndarray], params: dict) -> Job:
+        """Send a job; returns its :class:`Job` at once. One job runs at a time."""
+        self.poll()
+        if self.active is not None and not self.active.finished:
+            raise WorkerError(f"Another sa3df job ('{self.active.name}') is still running")
+        self.start()
+        self._counter += 1
+        folder = Path(tempfile.mkdtemp(prefix=f"sa3df-{name}-"))
+        np.savez(folder / "input.npz", **arrays)
+        job = Job(job_id=f"{os.getpid()}-{self._counter}", name=name, folder=folder)
+        self.active = job
+        try:
+            self._send({"op": "run", "job_id": job.job_id, "name": name, "input": str(folder / "input.npz"),
+                        "output": str(folder / "output.npz"), "params": params})
+        except WorkerError as error:
+            self._finish(job, FAILED, str(error))
+        return job
+
+    def cancel(self, job: Job | None = None) -> None:
+        """Ask the worker to stop ``job`` (default: the active one) between two steps."""
+        job = job or self.active
+        if job is None or job.finished:
+            return
+        job.cancel_requested_at = job.cancel_requested_at or time.monotonic()
+        job.message = "cancelling"
+        try:
+            self._send({"op": "cancel", "job_id": job.job_id})
+        except WorkerError:
+            self.poll()
+
+    def poll(self) -> Job | None:
+        """Apply every event that has arrived; returns the active job (None if there is none)."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            self._apply(event)
+        job = self.active
+        if job is not None and not job.finished and job.cancel_requested_at is not None:
+            if time.monotonic() - job.cancel_requested_at > CANCEL_GRACE_SECONDS:
+                self.kill()  # a long step that never returns to a progress call: stop it hard
+                self._finish(job, CANCELLED, None)
+        return job
+
+    def wait(self, job: Job, on_progress=None, poll_seconds: float = 0.05) -> Job:
+        """Block until ``job`` finishes; ``on_progress(fraction, message)`` sees each update.
+        Ctrl-C cancels the job (and kills the worker if it does not stop soon)."""
+        seen = None
+        try:
+            while not job.finished:
+                try:
+                    self._apply(self._events.get(timeout=poll_seconds))
+                except queue.Empty:
+                    pass
+                self.poll()
+                if on_progress is not None and (job.fraction, job.message) != seen:
+                    seen = (job.fraction, job.message)
+                    on_progress(job.fraction, job.message)
+        except KeyboardInterrupt:
+            self.cancel(job)
+            while not job.finished:
+                time.sleep(poll_seconds)
+                self.poll()
+        return job
+
+    def _apply(self, event: dict) -> None:
+        kind = event.get("event")
+        job = self.active
+        if kind == "_exit":
+            if job is not None and not job.finished:
+                code = self.process.wait(timeout=10) if self.process is not None else None
+                if job.cancel_requested_at is not None:
+                    self._finish(job, CANCELLED, None)
+                else:
+                    tail = self.log_tail()
+                    self._finish(job, FAILED, f"The sa3df worker process stopped unexpectedly (exit code {code})"
+                                 + (f"; its last output:\n{tail}" if tail else ""))
+            return
+        if job is None or job.finished or event.get("job_id") != job.job_id:
+            return
+        if kind == "progress":
+            job.fraction = float(event.get("fraction", job.fraction))
+            job.message = str(event.get("message", ""))
+        elif kind == "done":
+            try:
+                with np.load(event["output"], allow_pickle=False) as data:
+                    job.arrays = {key: data[key] for key in data.files}
+                job.info = dict(event.get("info") or {})
+                self._finish(job, DONE, None)
+            except (OSError, ValueError, KeyError) as error:
+                self._finish(job, FAILED, f"Could not read the result of job '{job.name}': {error}")
+        elif kind == "cancelled":
+            self._finish(job, CANCELLED, None)
+        elif kind == "error":
+            self._finish(job, FAILED, f"{event.get('kind', 'Error')}: {event.get('message', '')}")
+            job.info = {"traceback": event.get("traceback", "")}
+
+    def _finish(self, job: Job, state: str, error: str | None) -> None:
+        job.state, job.error = state, error
+        if state == DONE:
+            job.fraction, job.message = 1.0, "done"
+        shutil.rmtree(job.folder, ignore_errors=True)
+
+
+_shared: WorkerClient | None = None
+
+
+def shared_client() -> WorkerClient:
+    """The session's worker client (created on first use)."""
+    global _shared
+    if _shared is None:
+        _shared = WorkerClient()
+    return _shared
+
+
+def release_shared_client() -> None:
+    """Stop the session's worker (add-on unregister, or the user's "Release" button)."""
+    global _shared
+    if _shared is not None:
+        _shared.release()
+        _shared = None

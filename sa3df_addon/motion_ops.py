@@ -1,0 +1,180 @@
+"""Motion operators: Transfer Motion (source character's action -> new action on a target rig) and
+Align Pose (pose a target rig like any mesh), both without a bone map.
+
+Selection: the ACTIVE object is the source (an armature with an action, or one of its skinned meshes, for
+Transfer Motion; any mesh for Align Pose); another selected armature (or one of its skinned meshes) is
+the target. The backend job (``sa3df.motion_jobs``) matches the two skins with surface features and fits
+the target's pose; the result is written only when the job succeeds: a NEW action (Transfer Motion) or the
+target's current pose (Align Pose).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import bpy
+import numpy as np
+
+from . import rig_io
+from .mesh_io import mesh_arrays
+from .preferences import feature_settings
+from .runner import BackendOperator, Request, UserError
+
+
+def _armature_of(obj):
+    """The armature driving ``obj`` (itself when it is one), else None."""
+    if obj is None:
+        return None
+    if obj.type == "ARMATURE":
+        return obj
+    if obj.type == "MESH":
+        return next((m.object for m in obj.modifiers if m.type == "ARMATURE" and m.object), None)
+    return None
+
+
+def _target_armature(context, source_armature):
+    targets = {_armature_of(o) for o in context.selected_objects} - {None, source_armature}
+    if len(targets) != 1:
+        raise UserError("Select exactly one target character (an armature or its skinned mesh) besides "
+                        f"the active source (found {len(targets)})")
+    return targets.pop()
+
+
+def _world_rest(rig, armature) -> np.ndarray:
+    world = np.array(armature.matrix_world, dtype=np.float64)
+    return rig.rest_vertices @ world[:3, :3].T + world[:3, 3]
+
+
+def _size(vertices: np.ndarray) -> float:
+    return float(np.linalg.norm(np.ptp(vertices, axis=0)))
+
+
+def _rig_arrays(rig) -> dict:
+    return {"rig_parents": rig.parents, "rig_rest_matrices": rig.rest_matrices,
+            "rig_rest_vertices": rig.rest_vertices, "rig_weights": rig.weights.astype(np.float32),
+            "rig_faces": rig.faces, "rig_connected": rig.connected.astype(np.int8)}
+
+
+def _request(context, job: str, source_objects, source_rest, source_faces, frames, target_armature, apply, scale):
+    target_meshes = rig_io.skinned_meshes(target_armature)
+    rig = rig_io.rig_from_objects(target_armature, target_meshes)
+    arrays = {"mesh0_vertices": source_rest, "mesh0_faces": source_faces,
+              "mesh1_vertices": _world_rest(rig, target_armature), "mesh1_faces": rig.faces,
+              "source_frames": frames, **_rig_arrays(rig)}
+    if scale is None:
+        scale = _size(arrays["mesh1_vertices"]) / max(_size(source_rest), 1e-12)
+    params = {"mesh_names": [source_objects[0].name, target_meshes[0].name], "bone_names": rig.bone_names,
+              "target_name": target_armature.name, "scale": scale, "placement": "origin",
+              "features": feature_settings(context, train=context.scene.sa3df.train_on_selection)}
+    objects = list(source_objects) + target_meshes
+    counts = [len(o.data.vertices) for o in objects]
+    return Request(job, arrays, params, [o.name for o in objects], counts, apply,
+                   info={"target": target_armature.name, "warnings": rig.extra.get("warnings", [])})
+
+
+def _result(job, bone_names):
+    rotations, locations = job.arrays["rotations"].astype(np.float64), job.arrays["locations"].astype(np.float64)
+    if rotations.shape[1] != len(bone_names):
+        raise UserError(f"the fit has {rotations.shape[1]} bones but the target has {len(bone_names)}")
+    return SimpleNamespace(bone_names=bone_names, rotations=rotations, locations=locations)
+
+
+class SA3DF_OT_transfer_motion(BackendOperator):
+    """Give the selected target character a new action that moves it like the active character's action
+    (no bone map: the two surfaces are matched)"""
+
+    bl_idname = "sa3df.transfer_motion"
+    bl_label = "Transfer Motion"
+
+    def build_request(self, context) -> Request:
+        source = _armature_of(context.active_object)
+        if source is None:
+            raise UserError("Make the source character (its armature or skinned mesh) the active object")
+        action = source.animation_data.action if source.animation_data else None
+        if action is None:
+            raise UserError(f"Source armature '{source.name}' has no active action to transfer")
+        target = _target_armature(context, source)
+        source_meshes = rig_io.skinned_meshes(source)
+        source_rig = rig_io.rig_from_objects(source, source_meshes)
+        frames = rig_io.action_frames(action)
+        clip = rig_io.source_clip(source, source_meshes, frames, into=target, align_origins=True)
+        names = {"action": action.name, "target": target.name, "bones": None}
+
+        def apply(context, job, objects) -> str:
+            armature = bpy.data.objects.get(names["target"])
+            if armature is None or armature.type != "ARMATURE":
+                raise UserError(f"Target armature '{names['target']}' is gone")
+            result = _result(job, request.params["bone_names"])
+            new = rig_io.bake_motion(armature, result, frames, f"{names['action']} → {armature.name}")
+            return (f"New action '{new.name}' on '{armature.name}': {len(frames)} frames, mean fit distance "
+                    f"{job.info.get('mean_residual', float('nan')):.1%} of its size")
+
+        request = _request(context, "transfer_motion", source_meshes, _world_rest(source_rig, source),
+                           source_rig.faces, clip, target, apply, scale=None)
+        return request
+
+
+class SA3DF_OT_align_pose(BackendOperator):
+    """Pose the selected target character like the active mesh (any shape: a statue, a scan, another
+    character), without a bone map"""
+
+    bl_idname = "sa3df.align_pose"
+    bl_label = "Align Pose"
+
+    def build_request(self, context) -> Request:
+        shape = context.active_object
+        if shape is None or shape.type != "MESH":
+            raise UserError("Make the mesh whose pose you want the active object")
+        target = _target_armature(context, _armature_of(shape) if _armature_of(shape) is not None else None)
+        vertices, faces = mesh_arrays(shape, evaluated=True, world=True)
+        from sa3df.rig import place_in_armature
+
+        frames = place_in_armature(vertices[None], np.array(target.matrix_world, dtype=np.float64))
+        names = {"target": target.name, "shape": shape.name}
+
+        def apply(context, job, objects) -> str:
+            armature = bpy.data.objects.get(names["target"])
+            if armature is None or armature.type != "ARMATURE":
+                raise UserError(f"Target armature '{names['target']}' is gone")
+            result = _result(job, request.params["bone_names"])
+            set_pose(armature, result)
+            return (f"Posed '{armature.name}' like '{names['shape']}' (mean fit distance "
+                    f"{job.info.get('mean_residual', float('nan')):.1%} of its size)")
+
+        request = _request(context, "align_pose", [shape], vertices, faces, frames, target, apply, scale=None)
+        # A shape has no origin on the floor to align with, and its size in another pose says little about
+        # the target's: let the fit place it by centroid and estimate the scale bone by bone.
+        request.params.update(placement="centroid", scale=None)
+        return request
+
+
+def set_pose(armature, result) -> None:
+    """Write frame 0 of ``result`` into the pose bones (rotation in each bone's own mode, location, unit
+    scale). Not keyed: the pose shows until the next frame change of an animated armature."""
+    from mathutils import Quaternion
+
+    for b, name in enumerate(result.bone_names):
+        bone = armature.pose.bones[name]
+        q = Quaternion(result.rotations[0, b])
+        if bone.rotation_mode == "QUATERNION":
+            bone.rotation_quaternion = q
+        elif bone.rotation_mode == "AXIS_ANGLE":
+            axis, angle = q.to_axis_angle()
+            bone.rotation_axis_angle = (angle, *axis)
+        else:
+            bone.rotation_euler = q.to_euler(bone.rotation_mode, bone.rotation_euler)
+        bone.location = result.locations[0, b]
+        bone.scale = (1.0, 1.0, 1.0)
+
+
+classes = (SA3DF_OT_transfer_motion, SA3DF_OT_align_pose)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

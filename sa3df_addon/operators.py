@@ -1,0 +1,220 @@
+"""The panel's operators: features, correspondence, parts, skin weights, clear, and worker control.
+
+Each feature operator gathers the selected meshes (the active one first: it is the source),
+builds a backend job (see ``sa3df.jobs``), and writes the result under "sa3df_" names.
+"""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+
+from . import client as worker_client
+from . import results
+from .mesh_io import vertex_group_labels, vertex_group_weights
+from .preferences import feature_settings
+from .runner import BackendOperator, Request, UserError, mesh_inputs, selected_meshes
+
+FEATURES_COLOR = "sa3df_features"
+CORRESPONDENCE_COLOR = "sa3df_correspondence"
+MATCH_INDEX = "sa3df_match_index"
+PART_INDEX = "sa3df_part"
+PART_COLOR = "sa3df_part_color"
+ARMATURE_MODIFIER = "sa3df_Armature"
+
+
+def show_colors(context) -> None:
+    """Switch the viewports in Solid mode to show the active colour attribute (a view setting)."""
+    screen = getattr(context, "screen", None)
+    for area in (screen.areas if screen is not None else []):
+        for space in area.spaces:
+            if space.type == "VIEW_3D" and space.shading.type == "SOLID":
+                space.shading.color_type = "VERTEX"
+
+
+def _request(context, job: str, objects: list, apply, extra_params: dict | None = None,
+             extra_arrays: dict | None = None) -> Request:
+    arrays, counts = mesh_inputs(context, objects)
+    arrays.update(extra_arrays or {})
+    params = {"mesh_names": [o.name for o in objects],
+              "features": feature_settings(context, train=context.scene.sa3df.train_on_selection)}
+    params.update(extra_params or {})
+    return Request(job, arrays, params, [o.name for o in objects], counts, apply)
+
+
+class SA3DF_OT_compute_features(BackendOperator):
+    """Compute surface-aware features of the selected meshes and show them as colours (PCA)"""
+
+    bl_idname = "sa3df.compute_features"
+    bl_label = "Compute Features"
+
+    def build_request(self, context) -> Request:
+        def apply(context, job, objects) -> str:
+            for i, obj in enumerate(objects):
+                results.write_color_attribute(obj, FEATURES_COLOR, job.arrays[f"pca{i}"])
+            show_colors(context)
+            cached = " (from the cache)" if job.info.get("features_from") in ("memory", "disk") else ""
+            return (f"Features of {len(objects)} mesh(es){cached}: {job.info.get('embedding_dim', '?')}-d "
+                    f"embedding shown as colour attribute '{FEATURES_COLOR}'")
+
+        return _request(context, "compute_features", selected_meshes(context), apply)
+
+
+class SA3DF_OT_show_correspondence(BackendOperator):
+    """Match every other selected mesh to the active one; colours show which part went where"""
+
+    bl_idname = "sa3df.show_correspondence"
+    bl_label = "Show Correspondence"
+
+    def build_request(self, context) -> Request:
+        def apply(context, job, objects) -> str:
+            results.write_color_attribute(objects[0], CORRESPONDENCE_COLOR, job.arrays["colors0"])
+            for t, obj in enumerate(objects[1:], start=1):
+                results.write_color_attribute(obj, CORRESPONDENCE_COLOR, job.arrays[f"colors{t}"])
+                results.write_int_attribute(obj, MATCH_INDEX, job.arrays[f"source_index{t}"])
+            show_colors(context)
+            mutual = job.info.get("mutual_fraction", {})
+            shares = ", ".join(f"{name} {share:.0%}" for name, share in mutual.items())
+            return f"Matched {len(objects) - 1} mesh(es) to '{objects[0].name}' (mutual matches: {shares})"
+
+        objects = selected_meshes(context, min_count=2, need_active=True)
+        return _request(context, "correspondence", objects, apply)
+
+
+class SA3DF_OT_segment_parts(BackendOperator):
+    """Split the selected meshes into consistent parts (or carry the active mesh's vertex groups over)"""
+
+    bl_idname = "sa3df.segment_parts"
+    bl_label = "Segment Parts"
+
+    def build_request(self, context) -> Request:
+        settings = context.scene.sa3df
+        if settings.part_source == "GROUPS":
+            objects = selected_meshes(context, min_count=2, need_active=True)
+            labels, names = vertex_group_labels(objects[0])
+            group_names = [f"sa3df_{name}" for name in names]
+            params, arrays = {"mode": "transfer"}, {"source_labels": labels}
+        else:
+            objects = selected_meshes(context)
+            count = settings.part_count
+            group_names = [f"sa3df_part_{k:02d}" for k in range(count)]
+            params, arrays = {"mode": "kmeans", "k": count}, {}
+
+        def apply(context, job, objects) -> str:
+            for i, obj in enumerate(objects):
+                labels = job.arrays[f"labels{i}"]
+                results.write_int_attribute(obj, PART_INDEX, labels)
+                results.write_color_attribute(obj, PART_COLOR, job.arrays[f"colors{i}"])
+                one_hot = np.zeros((len(labels), len(group_names)), dtype=np.float32)
+                valid = (labels >= 0) & (labels < len(group_names))
+                one_hot[np.flatnonzero(valid), labels[valid]] = 1.0
+                used = one_hot.any(axis=0)
+                results.write_vertex_groups(obj, [n for n, u in zip(group_names, used) if u], one_hot[:, used])
+            show_colors(context)
+            return f"{int(job.info.get('k', len(group_names)))} parts on {len(objects)} mesh(es)"
+
+        return _request(context, "segment", objects, apply, params, arrays)
+
+
+def source_armature(obj):
+    """The armature deforming ``obj`` (its Armature modifier's, else its parent), or a UserError."""
+    armature = obj.find_armature()
+    if armature is None:
+        raise UserError(f"Mesh '{obj.name}' is not rigged (no Armature modifier or armature parent)")
+    return armature
+
+
+class SA3DF_OT_transfer_skin_weights(BackendOperator):
+    """Give the other selected meshes the active (rigged) mesh's skin weights and armature"""
+
+    bl_idname = "sa3df.transfer_skin_weights"
+    bl_label = "Transfer Skin Weights"
+
+    def build_request(self, context) -> Request:
+        objects = selected_meshes(context, min_count=2, need_active=True)
+        source = objects[0]
+        armature = source_armature(source)
+        bones = [b.name for b in armature.data.bones if b.use_deform and b.name in source.vertex_groups]
+        if not bones:
+            raise UserError(f"Mesh '{source.name}' has no vertex groups for the deform bones of '{armature.name}'")
+        for target in objects[1:]:
+            if blocked := results.blocked_group_names(target, bones):
+                raise UserError(f"Object '{target.name}' already has vertex groups named like bones "
+                                f"({', '.join(blocked[:4])}…); they are never overwritten")
+        weights = vertex_group_weights(source, bones)
+        armature_name = armature.name
+
+        def apply(context, job, objects) -> str:
+            rig = bpy.data.objects.get(armature_name)
+            if rig is None:
+                raise UserError(f"Armature '{armature_name}' is gone")
+            for t, target in enumerate(objects[1:], start=1):
+                results.write_vertex_groups(target, bones, job.arrays[f"weights{t}"], exact_names=True)
+                results.add_armature_modifier(target, rig, ARMATURE_MODIFIER)
+            return f"Skin weights of {len(bones)} bones of '{armature_name}' on {len(objects) - 1} mesh(es)"
+
+        return _request(context, "transfer_weights", objects, apply, extra_arrays={"source_weights": weights})
+
+
+class SA3DF_OT_clear(bpy.types.Operator):
+    """Remove every attribute, vertex group and modifier this add-on wrote on the selected objects"""
+
+    bl_idname = "sa3df.clear"
+    bl_label = "Clear sa3df Results"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        removed = sum(results.clear_results(obj) for obj in context.selected_objects)
+        self.report({"INFO"}, f"Removed {removed} sa3df result(s)")
+        return {"FINISHED"}
+
+
+class SA3DF_OT_cancel_job(bpy.types.Operator):
+    """Stop the running sa3df job; nothing is written"""
+
+    bl_idname = "sa3df.cancel_job"
+    bl_label = "Cancel"
+
+    def execute(self, context):
+        worker_client.shared_client().cancel()
+        return {"FINISHED"}
+
+
+class SA3DF_OT_check_backend(bpy.types.Operator):
+    """Start the backend worker and report its versions and device"""
+
+    bl_idname = "sa3df.check_backend"
+    bl_label = "Check Backend"
+
+    def execute(self, context):
+        client = worker_client.shared_client()
+        try:
+            job = client.wait(client.submit("environment", {}, {"device": feature_settings(context)["device"]}))
+        except worker_client.WorkerError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        if job.state != worker_client.DONE:
+            self.report({"ERROR"}, f"The backend does not work: {job.error}")
+            return {"CANCELLED"}
+        info = job.info
+        self.report({"INFO"}, f"sa3df {info['sa3df']}, torch {info['torch']}, device {info['device']}, "
+                              f"extractors: {', '.join(info['extractors'])}")
+        return {"FINISHED"}
+
+
+class SA3DF_OT_release_worker(bpy.types.Operator):
+    """Stop the backend worker process to free its memory (it restarts on the next job)"""
+
+    bl_idname = "sa3df.release_worker"
+    bl_label = "Release Worker"
+
+    def execute(self, context):
+        worker_client.release_shared_client()
+        return {"FINISHED"}
+
+
+classes = (
+    SA3DF_OT_compute_features, SA3DF_OT_show_correspondence, SA3DF_OT_segment_parts,
+    SA3DF_OT_transfer_skin_weights, SA3DF_OT_clear, SA3DF_OT_cancel_job, SA3DF_OT_check_backend,
+    SA3DF_OT_release_worker,
+)

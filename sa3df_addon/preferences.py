@@ -1,0 +1,97 @@
+"""Add-on preferences: which extractor and device, where caches and weights live, how hard to train."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, StringProperty
+
+EXTRACTORS = [
+    ("auto", "Auto", "The best extractor whose weights are present (falls back to Geometric)"),
+    ("geometric", "Geometric", "Spectral shape descriptors: no weights, no GPU, works offline"),
+    ("dino", "DINOv2 (rendered)", "DINOv2 features of rendered views lifted to the surface (needs weights)"),
+    ("diff3f", "Diff3F", "Diffusion + DINO features of rendered views, as in the paper (needs weights, a GPU helps)"),
+]
+DEVICES = [
+    ("auto", "Auto", "CUDA if present, then Apple MPS, then CPU"),
+    ("cpu", "CPU", ""),
+    ("cuda", "CUDA", "An NVIDIA GPU"),
+    ("mps", "Apple GPU", "Metal (MPS)"),
+]
+EFFORTS = [
+    ("off", "Off", "No test-time training: use the checkpoint's embedding (or the base features without one)"),
+    ("fast", "Fast", "300 training steps on the selection"),
+    ("normal", "Normal", "600 training steps"),
+    ("thorough", "Thorough", "2000 training steps"),
+]
+
+
+class SA3DF_AddonPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    extractor: EnumProperty(name="Extractor", items=EXTRACTORS, default="auto")
+    device: EnumProperty(name="Device", items=DEVICES, default="auto")
+    cache_dir: StringProperty(
+        name="Cache Folder", subtype="DIR_PATH", default="",
+        description="Where computed features are kept (empty: the extension's own user folder)",
+    )
+    weights_dir: StringProperty(
+        name="Model Weights", subtype="DIR_PATH", default="",
+        description="Folder holding extractor weights (DINOv2, Stable Diffusion, ControlNets) as hub-style folders",
+    )
+    checkpoint: StringProperty(
+        name="Checkpoint", subtype="DIR_PATH", default="",
+        description="A trained surface-aware network (config.json + model.safetensors); optional",
+    )
+    effort: EnumProperty(name="Training Effort", items=EFFORTS, default="fast")
+    allow_download: BoolProperty(
+        name="Allow Weight Downloads", default=False,
+        description="Let extractors download missing weights (only when Blender's online access is on)",
+    )
+
+    def draw(self, context):
+        layout = self.layout
+        layout.use_property_split = True
+        for name in ("extractor", "device", "effort", "checkpoint", "weights_dir", "cache_dir"):
+            layout.prop(self, name)
+        row = layout.row()
+        row.enabled = bpy.app.online_access
+        row.prop(self, "allow_download")
+        if not bpy.app.online_access:
+            layout.label(text="Online access is off in Blender's System preferences", icon="INFO")
+        row = layout.row()
+        row.operator("sa3df.check_backend", icon="SYSTEM")
+        row.operator("sa3df.release_worker", icon="CANCEL")
+
+
+def preferences(context) -> SA3DF_AddonPreferences | None:
+    addon = context.preferences.addons.get(__package__)
+    return addon.preferences if addon is not None else None
+
+
+def default_cache_dir() -> str:
+    try:
+        return bpy.utils.extension_path_user(__package__, path="cache", create=True)
+    except (ValueError, AttributeError):  # not installed as an extension (e.g. run from the source tree)
+        path = Path(tempfile.gettempdir(), "sa3df-cache")
+        path.mkdir(exist_ok=True)
+        return str(path)
+
+
+def feature_settings(context, train: bool = True) -> dict:
+    """The backend's feature settings (see ``sa3df.jobs``) from the preferences."""
+    prefs = preferences(context)
+    get = (lambda name, default: getattr(prefs, name)) if prefs is not None else (lambda name, default: default)
+    return {
+        "extractor": get("extractor", "auto"),
+        "device": get("device", "auto"),
+        "effort": get("effort", "fast") if train else "off",
+        "checkpoint": bpy.path.abspath(get("checkpoint", "")) or None,
+        "weights_dir": bpy.path.abspath(get("weights_dir", "")) or None,
+        "cache_dir": bpy.path.abspath(get("cache_dir", "")) or default_cache_dir(),
+        "allow_download": bool(get("allow_download", False) and bpy.app.online_access),
+        "seed": 0,
+        "up_axis": "z",  # Blender's world is Z-up (rendered extractors place their cameras around it)
+    }

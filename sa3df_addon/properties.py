@@ -1,0 +1,37 @@
+"""Per-scene settings shown in the panel."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty
+
+
+class SA3DF_SceneSettings(bpy.types.PropertyGroup):
+    use_modifiers: BoolProperty(
+        name="Use Modifiers", default=True,
+        description="Read meshes as the viewport shows them (modifiers and armature pose applied); "
+                    "modifiers must keep the vertex count",
+    )
+    train_on_selection: BoolProperty(
+        name="Train on Selection", default=True,
+        description="Test-time train the surface-aware network on the selected meshes (effort set in preferences)",
+    )
+    part_count: IntProperty(name="Parts", default=8, min=2, max=64, description="How many parts k-means finds")
+    part_source: EnumProperty(
+        name="Parts From", default="KMEANS",
+        items=[
+            ("KMEANS", "K-Means", "Find parts jointly over the selection"),
+            ("GROUPS", "Active's Vertex Groups", "Carry the active mesh's vertex groups over to the others"),
+        ],
+    )
+
+
+classes = (SA3DF_SceneSettings,)
+
+
+def register_properties() -> None:
+    bpy.types.Scene.sa3df = PointerProperty(type=SA3DF_SceneSettings)
+
+
+def unregister_properties() -> None:
+    del bpy.types.Scene.sa3df

@@ -1,0 +1,203 @@
+"""The base of every operator that runs a backend job: off the main thread, cancellable, all-or-nothing.
+
+Interactive Blender: ``invoke`` sends the job to the worker and returns; a modal timer polls it,
+drives the panel's progress bar and the status bar, and Esc or the panel's Cancel button stops
+it. Background Blender (``blender -b``, the bpy module), where timers never fire, or a script's
+``bpy.ops`` call: ``execute`` sends the same job to the same worker and waits for it.
+
+Either way the scene is only written once the job has succeeded, in one go, inside the operator,
+so one Undo step takes it back and a cancelled or failed job changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import bpy
+
+from . import client as worker_client
+from .mesh_io import mesh_arrays
+
+PROGRESS_TIMER_SECONDS = 0.1
+
+
+class UserError(ValueError):
+    """A problem the user can fix (wrong selection, missing rig); reported as is."""
+
+
+@dataclass
+class Request:
+    """A job to send, and how to write its result: ``apply(context, job, objects) -> summary``.
+
+    ``objects`` are looked up again by name when the result arrives (the user may have deleted or
+    edited them meanwhile: then nothing is written and the job reports why).
+    """
+
+    job: str
+    arrays: dict
+    params: dict
+    object_names: list[str]
+    vertex_counts: list[int]
+    apply: Callable[[bpy.types.Context, worker_client.Job, list], str]
+    info: dict = field(default_factory=dict)
+
+
+def selected_meshes(context, min_count: int = 1, need_active: bool = False) -> list:
+    """Selected mesh objects, the active one first. Raises :class:`UserError` when too few."""
+    active = context.active_object
+    meshes = [o for o in context.selected_objects if o.type == "MESH"]
+    if need_active and (active is None or active.type != "MESH" or active not in meshes):
+        raise UserError("Make a selected mesh the active object (it is the source)")
+    if active in meshes:
+        meshes.remove(active)
+        meshes.insert(0, active)
+    if len(meshes) < min_count:
+        raise UserError(f"Select at least {min_count} mesh object{'s' if min_count > 1 else ''} "
+                        f"(found {len(meshes)})")
+    return meshes
+
+
+def mesh_inputs(context, objects: list) -> tuple[dict, list[int]]:
+    """Job arrays for ``objects`` (world space; modifiers applied if the scene setting says so)."""
+    use_modifiers = context.scene.sa3df.use_modifiers
+    arrays, counts = {}, []
+    for i, obj in enumerate(objects):
+        vertices, triangles = mesh_arrays(obj, evaluated=use_modifiers, world=True)
+        if len(triangles) == 0:
+            raise UserError(f"Mesh '{obj.name}' has no faces ({len(vertices)} loose vertices)")
+        arrays[f"mesh{i}_vertices"], arrays[f"mesh{i}_faces"] = vertices, triangles
+        counts.append(len(obj.data.vertices))
+    return arrays, counts
+
+
+def running_job():
+    """The job the worker is busy with (None when idle). The panel and ``poll`` read it directly,
+    so no stale "running" flag can survive a crash or a reload."""
+    job = worker_client.shared_client().active
+    return job if job is not None and not job.finished else None
+
+
+def _redraw(context) -> None:
+    for window in context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+
+
+class BackendOperator(bpy.types.Operator):
+    """Subclasses implement :meth:`build_request` and set ``bl_idname``/``bl_label``."""
+
+    bl_options = {"UNDO"}
+
+    def build_request(self, context) -> Request:
+        raise NotImplementedError
+
+    @classmethod
+    def poll(cls, context):
+        return running_job() is None
+
+    # -- synchronous (background, scripts) ------------------------------------------------------
+    def execute(self, context):
+        request = self._request_or_report(context)
+        if request is None:
+            return {"CANCELLED"}
+        job = self._submit(request)
+        if job is None:
+            return {"CANCELLED"}
+        shown = [-1]
+
+        def print_progress(fraction: float, message: str) -> None:
+            if int(fraction * 10) != shown[0]:
+                shown[0] = int(fraction * 10)
+                print(f"sa3df {request.job}: {fraction:4.0%} {message}", flush=True)
+
+        worker_client.shared_client().wait(job, on_progress=print_progress)
+        return self._finish(context, request, job)
+
+    # -- interactive (modal, never blocks the UI) -----------------------------------------------
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        request = self._request_or_report(context)
+        if request is None:
+            return {"CANCELLED"}
+        job = self._submit(request)
+        if job is None:
+            return {"CANCELLED"}
+        self._request, self._job = request, job
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(PROGRESS_TIMER_SECONDS, window=context.window)
+        wm.progress_begin(0, 100)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        client = worker_client.shared_client()
+        if event.type == "ESC" and event.value == "PRESS":
+            client.cancel(self._job)
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        client.poll()
+        job = self._job
+        context.window_manager.progress_update(int(job.fraction * 100))
+        context.workspace.status_text_set(f"{self.bl_label}: {job.fraction:.0%} {job.message}  (Esc to cancel)")
+        _redraw(context)
+        if not job.finished:
+            return {"PASS_THROUGH"}
+        self._end_modal(context)
+        return self._finish(context, self._request, job)
+
+    def _end_modal(self, context) -> None:
+        wm = context.window_manager
+        wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        context.workspace.status_text_set(None)
+        _redraw(context)
+
+    # -- shared ---------------------------------------------------------------------------------
+    def _request_or_report(self, context) -> Request | None:
+        try:
+            return self.build_request(context)
+        except (UserError, ValueError) as error:
+            self.report({"ERROR"}, str(error))
+            return None
+
+    def _submit(self, request: Request):
+        try:
+            job = worker_client.shared_client().submit(request.job, request.arrays, request.params)
+        except worker_client.WorkerError as error:
+            self.report({"ERROR"}, str(error))
+            return None
+        return job
+
+    def _finish(self, context, request: Request, job) -> set[str]:
+        if job.state == worker_client.CANCELLED:
+            self.report({"WARNING"}, f"{self.bl_label} cancelled; nothing was changed")
+            return {"CANCELLED"}
+        if job.state != worker_client.DONE:
+            self.report({"ERROR"}, f"{self.bl_label} failed; nothing was changed. {job.error}")
+            return {"CANCELLED"}
+        try:
+            objects = self._objects_again(request)
+            summary = request.apply(context, job, objects)
+        except (UserError, ValueError) as error:
+            self.report({"ERROR"}, f"{self.bl_label}: {error}; nothing was changed")
+            return {"CANCELLED"}
+        cleaned = job.info.get("cleaned") or {}
+        notes = "; ".join(f"'{name}': {text}" for name, text in cleaned.items())
+        self.report({"INFO"}, summary + (f" (cleaned: {notes})" if notes else ""))
+        return {"FINISHED"}
+
+    @staticmethod
+    def _objects_again(request: Request) -> list:
+        objects = []
+        for name, count in zip(request.object_names, request.vertex_counts):
+            obj = bpy.data.objects.get(name)
+            if obj is None or obj.type != "MESH":
+                raise UserError(f"Object '{name}' is gone")
+            if len(obj.data.vertices) != count:
+                raise UserError(f"Mesh '{name}' now has {len(obj.data.vertices)} vertices instead of {count}")
+            objects.append(obj)
+        return objects

@@ -1,0 +1,102 @@
+"""Characters from the shared data as arrays for the motion tests: rig, world transform, and a clip of an
+action's deformed vertices and pose-bone matrices. Imports through bpy; cached per test session."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Character:
+    """One imported character. ``rig`` is in armature space; ``world`` is the armature's matrix_world;
+    ``clip`` (T, N, 3) world-space deformed vertices at ``frames`` and ``basis`` (T, B, 4, 4) the pose-bone
+    matrices there (None without an action); ``rest_world`` (N, 3) the rest skin in world space."""
+
+    rig: object
+    world: np.ndarray
+    frames: list
+    clip: np.ndarray | None
+    basis: np.ndarray | None
+    rest_world: np.ndarray
+
+    @property
+    def origin(self) -> np.ndarray:
+        return self.world[:3, 3]
+
+    @property
+    def height(self) -> float:
+        """World-space vertical extent of the rest skin (Z up)."""
+        return float(np.ptp(self.rest_world[:, 2]))
+
+
+@functools.lru_cache(maxsize=16)
+def load_character(path: str, action: str | None = None, max_frames: int | None = None) -> Character:
+    import bpy
+
+    from blender_scene import import_character, set_action
+    from sa3df_addon import rig_io
+
+    armature, _ = import_character(Path(path))
+    rig = rig_io.rig_from_objects(armature)
+    world = np.array(armature.matrix_world, dtype=np.float64)
+    rest_world = rig.rest_vertices @ world[:3, :3].T + world[:3, 3]
+    if action is None:
+        return Character(rig, world, [], None, None, rest_world)
+    act = set_action(armature, action)
+    frames = rig_io.action_frames(act)[:max_frames]
+    clip = rig_io.source_clip(armature, rig_io.skinned_meshes(armature), frames)
+    basis = []
+    for frame in frames:
+        bpy.context.scene.frame_set(frame)
+        basis.append(rig_io.pose_basis(armature, rig))
+    return Character(rig, world, frames, clip, np.array(basis), rest_world)
+
+
+def nearest_rest_correspondence(source: Character, target: Character) -> tuple[np.ndarray, np.ndarray]:
+    """Crude stand-in for feature matching (tests only): each target rest vertex's nearest source rest
+    vertex after normalising both by bounding box, trying the four quarter turns about Z (characters may
+    face different ways) and keeping the closest; confidence is a Gaussian of the distance."""
+    from scipy.spatial import cKDTree
+
+    def normalise(v):
+        return (v - (v.min(0) + v.max(0)) / 2) / np.linalg.norm(np.ptp(v, axis=0))
+
+    tree = cKDTree(normalise(source.rest_world))
+    best = None
+    for quarter in range(4):
+        c, s = np.cos(quarter * np.pi / 2), np.sin(quarter * np.pi / 2)
+        turned = target.rest_world @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T
+        distance, index = tree.query(normalise(turned))
+        if best is None or distance.mean() < best[0].mean():
+            best = distance, index
+    distance, index = best
+    return index, np.exp(-((distance / 0.03) ** 2))
+
+
+def posed_world(character: Character, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World-space (vertices (T, N, 3), bone heads (T, B, 3)) of the character's rig for basis matrices."""
+    from sa3df.rig import pose_rig
+
+    verts, heads = pose_rig(character.rig, local)
+    w = character.world
+    return verts @ w[:3, :3].T + w[:3, 3], heads @ w[:3, :3].T + w[:3, 3]
+
+
+def foot_sliding(vertices: np.ndarray, height: float, contact: float = 0.02) -> float:
+    """Mean horizontal speed (per frame, / height) of vertices within ``contact`` * height of the clip's
+    floor in consecutive frames: how much feet skate while planted. ``vertices`` (T, N, 3) world, Z up."""
+    floor = vertices[..., 2].min()
+    low = (vertices[..., 2] - floor) < contact * height  # (T, N)
+    planted = low[1:] & low[:-1]
+    speed = np.linalg.norm(np.diff(vertices[..., :2], axis=0), axis=-1) / height
+    return float(speed[planted].mean()) if planted.any() else 0.0
+
+
+def rotation_jumps(rotations: np.ndarray) -> np.ndarray:
+    """(T-1, B) angle in degrees between consecutive local quaternions (w, x, y, z)."""
+    dots = np.abs((rotations[1:] * rotations[:-1]).sum(-1)).clip(0, 1)
+    return np.degrees(2 * np.arccos(dots))

@@ -1,0 +1,136 @@
+"""Colours, joint k-means, label transfer and skin-weight transfer on cases with known answers."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from sa3df import colors, segment, transfer
+
+
+def _clusters(rng, centres, per_cluster, noise=0.05):
+    labels = np.repeat(np.arange(len(centres)), per_cluster)
+    return centres[labels] + rng.normal(scale=noise, size=(len(labels), centres.shape[1])), labels
+
+
+def _same_partition(a, b):
+    """Labels a and b split the points identically (up to renaming)."""
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_joint_kmeans_finds_separated_clusters_with_one_numbering_for_both_meshes():
+    rng = np.random.default_rng(0)
+    centres = np.eye(16)[:5] * 3 + 0.1  # 5 well-separated directions
+    a, truth_a = _clusters(rng, centres, [40, 60, 80, 100, 120])
+    b, truth_b = _clusters(rng, centres, [30, 30, 30, 30, 30])
+    (labels_a, labels_b), centroids = segment.joint_kmeans([a, b], k=5, seed=0)
+    assert labels_a.shape == (400,) and labels_b.shape == (150,) and centroids.shape == (5, 16)
+    assert _same_partition(labels_a, truth_a) and _same_partition(labels_b, truth_b)
+    mapping = dict(zip(truth_a.tolist(), labels_a.tolist()))
+    np.testing.assert_array_equal(labels_b, [mapping[t] for t in truth_b])  # consistent across meshes
+    assert labels_a[truth_a == 4][0] == 0  # numbered by size: the largest cluster is 0
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1, atol=1e-5)
+    sub, _ = segment.joint_kmeans([a, b], k=5, seed=0, max_points=200)  # fit on a subsample
+    assert _same_partition(sub[0], truth_a)
+    again, _ = segment.joint_kmeans([a, b], k=5, seed=0)
+    np.testing.assert_array_equal(again[0], labels_a)
+    with pytest.raises(ValueError, match="k=600"):
+        segment.joint_kmeans([a, b], k=600)
+
+
+def test_transfer_labels_votes_by_feature():
+    rng = np.random.default_rng(1)
+    centres = np.eye(8)[:3] * 2
+    src, src_labels = _clusters(rng, centres, [50, 50, 50])
+    tgt, tgt_truth = _clusters(rng, centres, [20, 20, 20])
+    src_labels = np.array([7, 3, 5])[src_labels]
+    out = segment.transfer_labels(src_labels, src, tgt, k=5)
+    np.testing.assert_array_equal(out, np.array([7, 3, 5])[tgt_truth])
+    assert (segment.transfer_labels(np.full(150, -1), src, tgt) == -1).all()
+
+
+def test_smooth_labels_removes_speckle():
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    labels = (sphere.vertices[:, 2] > 0).astype(int)
+    noisy = labels.copy()
+    speckle = np.flatnonzero(np.abs(sphere.vertices[:, 2]) > 0.5)[::9]
+    noisy[speckle] = 1 - noisy[speckle]
+    cleaned = segment.smooth_labels(noisy, sphere.faces, iterations=2)
+    far = np.abs(sphere.vertices[:, 2]) > 0.3
+    np.testing.assert_array_equal(cleaned[far], labels[far])
+
+
+def test_weight_transfer_on_identical_meshes():
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    v = sphere.vertices
+    feats = np.c_[v, np.ones(len(v))] + 0.0  # distinct directions per vertex
+    bones = np.array([[0, 0, 1.0], [0, 0, -1.0], [1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0]])
+    raw = np.exp(-3 * np.linalg.norm(v[:, None] - bones[None], axis=2))
+    weights = transfer.limit_influences(raw, 3)  # ground truth: 3 influences per vertex
+    exact = transfer.transfer_vertex_weights(weights, feats, feats, k=1, smooth_iterations=0, max_influences=None,
+                                             min_weight=0)
+    np.testing.assert_allclose(exact, weights, atol=1e-6)
+    soft = transfer.transfer_vertex_weights(weights, feats, feats, target_faces=sphere.faces)
+    assert soft.shape == weights.shape and soft.dtype == np.float32
+    np.testing.assert_allclose(soft.sum(axis=1), 1, atol=1e-5)
+    assert ((soft > 0).sum(axis=1) <= 4).all()
+    smooth_truth = transfer.limit_influences(raw, None)  # smooth weights: blending neighbours moves them little
+    soft = transfer.transfer_vertex_weights(smooth_truth, feats, feats, target_faces=sphere.faces)
+    assert np.abs(soft - smooth_truth).max() < 0.06 and ((soft > 0).sum(axis=1) == 4).all()
+
+
+def test_weight_transfer_follows_a_permutation_and_names_bad_input():
+    rng = np.random.default_rng(2)
+    feats = rng.normal(size=(200, 12))
+    weights = rng.dirichlet(np.ones(6) * 0.3, size=200)
+    perm = rng.permutation(200)
+    out = transfer.transfer_vertex_weights(weights, feats, feats[perm], k=4, max_influences=6, min_weight=0)
+    np.testing.assert_allclose(out, weights[perm], atol=3e-3)  # random features: other neighbours weigh ~0
+    holes = weights.copy()
+    holes[::2] = 0  # half the source vertices belong to no group: they must not be matched
+    out = transfer.transfer_vertex_weights(holes, feats, feats, k=1, smooth_iterations=0, max_influences=None,
+                                           min_weight=0)
+    np.testing.assert_allclose(out[1::2], weights[1::2], atol=1e-6)
+    assert (out.sum(axis=1) > 0.999).all()
+    with pytest.raises(ValueError, match="all zero"):
+        transfer.transfer_vertex_weights(np.zeros_like(weights), feats, feats)
+    with pytest.raises(ValueError, match="Ns = 200"):
+        transfer.transfer_vertex_weights(weights[:10], feats, feats)
+    with pytest.raises(ValueError, match="non-negative"):
+        transfer.transfer_vertex_weights(-weights, feats, feats)
+
+
+def test_limit_influences_keeps_the_largest():
+    w = np.array([[0.5, 0.2, 0.15, 0.1, 0.05], [0, 0, 0, 0, 0]])
+    out = transfer.limit_influences(w, max_influences=2)
+    np.testing.assert_allclose(out, [[0.5 / 0.7, 0.2 / 0.7, 0, 0, 0], [0, 0, 0, 0, 0]])
+
+
+def test_position_and_correspondence_colors():
+    v = np.array([[0, 0, 0], [2, 1, 5], [1, 0.5, 5]], float)
+    rgb = colors.position_colors(v)
+    np.testing.assert_allclose(rgb, [[0.1, 0.1, 0.1], [0.9, 0.9, 0.9], [0.5, 0.5, 0.9]], atol=1e-6)
+    src, tgt = colors.correspondence_colors(v, np.array([2, 2, 0, 1]))
+    np.testing.assert_array_equal(tgt, src[[2, 2, 0, 1]])
+    flat = colors.position_colors(np.array([[0, 0, 0], [1, 0, 0]], float))
+    np.testing.assert_allclose(flat[:, 1:], 0.5)
+
+
+def test_pca_colors_are_joint_and_comparable():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(300, 20))
+    a, b = base[:200], base[100:] * 4.0  # b's rows are scaled copies: same directions
+    ca, cb = colors.pca_colors([a, b])
+    assert ca.shape == (200, 3) and cb.shape == (200, 3)
+    assert 0 <= ca.min() and ca.max() <= 1 and ca.dtype == np.float32
+    np.testing.assert_allclose(ca[100:], cb[:100], atol=1e-5)  # same feature, same colour on both meshes
+    assert ca.std(axis=0).min() > 0.1
+
+
+def test_label_colors_distinct():
+    labels = np.arange(30)
+    rgb = colors.label_colors(labels, 30)
+    assert len(np.unique(rgb.round(3), axis=0)) == 30
+    np.testing.assert_allclose(colors.label_colors(np.array([-1, 0]), 2)[0], colors.UNLABELLED)
+    with pytest.raises(ValueError, match="out of range"):
+        colors.label_colors(np.array([5]), 3)
