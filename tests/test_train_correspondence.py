@@ -1,8 +1,9 @@
 """Done means: trained on two walk-cycle frames of a real character, the surface-aware features
 match frame A to frame B better than the base features they were trained from.
 
-The quaternius man (941 vertices, 940 after welding a seam copy; several components: body, eyes...) is posed by Blender at frames
-of its Walk action; faces are shared, so the ground truth correspondence is the vertex index.
+The quaternius man (941 vertices, 940 after welding a seam copy; several components: body, eyes...)
+is posed by Blender at frames of its Walk action; faces are shared, so the ground truth
+correspondence is the input vertex index.
 """
 
 import numpy as np
