@@ -71,7 +71,7 @@ def feature_correspondence(source, target):
     from sa3df.train import TrainConfig
 
     meshes = [mesh.from_arrays(c.rest_world, c.rig.faces, name=n) for c, n in ((source, "source"), (target, "target"))]
-    result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig.test_time(steps=300))
+    result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=300))
     corr = match.correspondence(result.features[0].embedding, result.features[1].embedding, target_faces=meshes[1].faces)
     # Cleaning welds coincident vertices: map back to every input (rig) vertex, as the worker job does.
     matches = meshes[1].to_input(meshes[0].input_index[corr.target_to_source], fill=-1)

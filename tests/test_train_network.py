@@ -130,3 +130,21 @@ def test_reference_feature_network_pt_loads_with_ema_weights(tmp_path):
         assert not torch.allclose(net.encode(F), online.encode(F), atol=1e-3)
         online_net = checkpoint.load_reference_checkpoint(path, prefer="online_model")
         torch.testing.assert_close(online_net.encode(F), online.encode(F))
+
+
+def test_bare_reference_state_dict_loads_and_junk_is_refused(tmp_path):
+    torch.manual_seed(5)
+    reference = _RefFeatureNetwork(64)
+    torch.save(reference.state_dict(), tmp_path / "bare.pt")
+    net = checkpoint.load_reference_checkpoint(tmp_path / "bare.pt")
+    F = torch.nn.functional.normalize(torch.randn(7, 64), dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(net.encode(F), reference.encode(F))
+    torch.save({"iter": torch.tensor(3)}, tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="no encoder/decoder weights"):
+        checkpoint.load_reference_checkpoint(tmp_path / "junk.pt")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    (tmp_path / "bad" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        checkpoint.load_checkpoint(tmp_path / "bad")

@@ -116,3 +116,36 @@ def test_divergence_is_reported_not_trained_on(sphere_sample, anchors):
     # an infinite learning rate makes the weights non-finite after the first update
     with pytest.raises(FloatingPointError, match="diverged at step 2"):
         train_surface_network([sphere_sample], _tiny(lr=float("inf")), anchor_cache=anchors)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor(sphere_sample, anchors):
+    config = _tiny(steps=40, lr=1e-3, lr_warmup_steps=10, lr_schedule="cosine", lr_min_ratio=0.1)
+    lrs = [h["lr"] for h in train_surface_network([sphere_sample], config, anchor_cache=anchors).history]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4)
+    assert TrainConfig.test_time(seed=2).steps == 600 and TrainConfig.test_time(seed=2).lr == 1e-3
+    paper = TrainConfig.paper()
+    assert (paper.lr, paper.lr_schedule, paper.lr_warmup_steps, paper.w_con) == (1e-4, "constant", 0, 1.0)
+
+
+def test_returned_network_is_the_ema_after_its_warm_up(sphere_sample, anchors, tmp_path):
+    from safetensors.torch import load_file
+
+    def online_and_ema(warmup, folder):
+        config = _tiny(steps=20, lr=1e-3, vertices_per_step=20, anchors_per_step=3, ema_warmup_steps=warmup,
+                       ema_beta=0.99, checkpoint_every=20, checkpoint_dir=str(folder))
+        result = train_surface_network([sphere_sample], config, anchor_cache=anchors)
+        online = load_file(str(folder / "training_state.safetensors"))["online.encoder.0.fc1.weight"]
+        return online, result.network.state_dict()["encoder.0.fc1.weight"].cpu()
+
+    online, ema = online_and_ema(100, tmp_path / "copying")  # still warming up: a plain copy
+    torch.testing.assert_close(ema, online)
+    online, ema = online_and_ema(5, tmp_path / "averaging")
+    assert (ema - online).abs().max() > 1e-5
+
+
+def test_progress_rises_to_one(sphere_sample, anchors):
+    seen = []
+    train_surface_network([sphere_sample], _tiny(steps=10), anchor_cache=anchors,
+                          progress=lambda fraction, message: seen.append(fraction))
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) >= 10

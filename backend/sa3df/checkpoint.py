@@ -57,8 +57,11 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     for path in (config_path, weights_path):
         if not path.exists():
             raise ValueError(f"Checkpoint '{folder}' has no {path.name}")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if config.get("format") != FORMAT:
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"Checkpoint '{folder}': {CONFIG_FILE} is not valid JSON ({error})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"Checkpoint '{folder}': {CONFIG_FILE} is not an sa3df surface-network config")
     network = SurfaceNetwork(NetworkConfig.from_dict(config["network"]))
     try:

@@ -96,6 +96,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
+    def test_time(cls, **overrides) -> "TrainConfig":
+        """The preset for training on just the meshes at hand: the defaults (lr 1e-3, 50-step warm-up,
+        cosine decay) with 600 steps — about half a minute for two 1k-vertex meshes on one CPU core."""
+        settings = dict(steps=600, lr=1e-3, lr_warmup_steps=50, lr_schedule="cosine")
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
     def paper(cls, **overrides) -> "TrainConfig":
         """The reference's optimiser settings: AdamW lr 1e-4 (constant, no warm-up), 60 000 steps,
         EMA β 0.9999 copying for the first 6 000 steps, 100 anchors per step."""
