@@ -185,6 +185,9 @@ class BackendOperator(bpy.types.Operator):
         except (UserError, ValueError) as error:
             self.report({"ERROR"}, f"{self.bl_label}: {error}; nothing was changed")
             return {"CANCELLED"}
+        except Exception as error:  # noqa: BLE001 - a bug while writing: say so plainly (Undo reverts it)
+            self.report({"ERROR"}, f"{self.bl_label}: writing the result failed ({type(error).__name__}: {error})")
+            return {"CANCELLED"}
         cleaned = job.info.get("cleaned") or {}
         notes = "; ".join(f"'{name}': {text}" for name, text in cleaned.items())
         self.report({"INFO"}, summary + (f" (cleaned: {notes})" if notes else ""))
