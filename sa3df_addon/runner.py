@@ -185,9 +185,10 @@ class BackendOperator(bpy.types.Operator):
         except (UserError, ValueError) as error:
             self.report({"ERROR"}, f"{self.bl_label}: {error}; nothing was changed")
             return {"CANCELLED"}
-        except Exception as error:  # noqa: BLE001 - a bug while writing: say so plainly (Undo reverts it)
-            self.report({"ERROR"}, f"{self.bl_label}: writing the result failed ({type(error).__name__}: {error})")
-            return {"CANCELLED"}
+        except Exception as error:  # noqa: BLE001 - a bug while writing: say so, and keep it undoable
+            self.report({"ERROR"}, f"{self.bl_label}: writing the result failed ({type(error).__name__}: {error}); "
+                                   "Undo removes what was written")
+            return {"FINISHED"}  # FINISHED pushes the undo step that takes a partial write back
         cleaned = job.info.get("cleaned") or {}
         notes = "; ".join(f"'{name}': {text}" for name, text in cleaned.items())
         self.report({"INFO"}, summary + (f" (cleaned: {notes})" if notes else ""))
