@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -11,8 +12,19 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "sa3df_addon"))
-import client as worker_client  # noqa: E402  (the add-on's client module has no bpy)
+
+
+def _load_client():
+    """The add-on's client module (it has no bpy), loaded from its file: importing the add-on
+    package itself would need Blender."""
+    spec = importlib.util.spec_from_file_location("sa3df_addon_client", REPO / "sa3df_addon" / "client.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+worker_client = _load_client()
 
 from sa3df import jobs  # noqa: E402
 
