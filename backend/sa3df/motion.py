@@ -50,6 +50,10 @@ class MotionConfig:
     edge_weight: float = 0.01
     smooth_weight: float = 0.05
     rotation_smooth_weight: float = 1e-3
+    # Bone flips: a local rotation changing by more than flip_angle degrees between frames costs this much
+    # extra (a hinge: natural motion below the angle is not slowed down at all).
+    flip_weight: float = 1.0
+    flip_angle: float = 45.0
     rest_prior_weight: float = 1e-6
     twist_prior_weight: float = 1e-5
     # A wrong match stays wrong in every frame: vertices whose fitted residual is large over the whole clip
@@ -64,6 +68,7 @@ class MotionConfig:
     rematch_frames: int = 8
     rematch_iterations: int = 40  # Adam steps before each re-match
     rematch_tolerance: float = 2.0  # a given match is kept while no more than this times the nearest's distance
+    start_time_window: int = 5  # frames whose per-bone covariances are averaged in the start
     start_prior: float = 0.05  # pull of the closed-form start towards the rest pose (relative)
     min_bone_vertices: int = 4  # bones with fewer matched skinned vertices follow their parent
     fit_scale: bool = True

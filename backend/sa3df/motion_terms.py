@@ -6,6 +6,7 @@ Lengths here are in units of the target's size (the rest skin's bounding-box dia
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,6 +148,7 @@ def closed_form_start(model: TorchRig, target: Rig, sample, q, c, free, config):
     supported = (core.sum(0) >= config.min_bone_vertices).tolist()
     bone_w = (w * w * c[:, None] * core).T  # (B, n)
     cov, rest_mean, match_mean = weighted_covariances(rest, q, bone_w)
+    cov = _smooth_in_time(cov, config.start_time_window)
     # Pull each bone towards its parent's rotation (= its rest pose relative to the parent) with a small
     # weight: it decides what the points leave open (the twist of a thin limb, a degenerate set), so
     # independent frames cannot pick opposite twists.
@@ -197,6 +199,23 @@ def _rigidity_weights(weights: torch.Tensor, q: torch.Tensor, c: torch.Tensor, r
     return robust
 
 
+def _smooth_in_time(values: torch.Tensor, window: int) -> torch.Tensor:
+    """Binomial moving average over the frame axis (0) of (T, ...) values, ``window`` frames wide (odd).
+
+    Applied to per-frame covariances it lets neighbouring frames vote: a frame whose matches leave a
+    bone's rotation ambiguous takes its neighbours' answer instead of flipping."""
+    t = values.shape[0]
+    if window < 3 or t < 3:
+        return values
+    half = min(window // 2, (t - 1) // 2)
+    kernel = torch.tensor([float(math.comb(2 * half, k)) for k in range(2 * half + 1)], dtype=values.dtype)
+    kernel = (kernel / kernel.sum()).to(values.device)
+    flat = values.reshape(t, -1).T[:, None, :]  # (features, 1, T)
+    padded = torch.nn.functional.pad(flat, (half, half), mode="replicate")
+    smoothed = torch.nn.functional.conv1d(padded, kernel.view(1, 1, -1))
+    return smoothed[:, 0, :].T.reshape(values.shape)
+
+
 def _consistency_weights(model: TorchRig, ids, rotations, free, locations, q, c) -> torch.Tensor:
     """(n,) Cauchy weights of each sampled vertex's median residual over all frames."""
     verts = model.skin(model.skinning_matrices(model.bone_matrices(local_matrices(rotations, free, locations))), ids)
@@ -240,8 +259,11 @@ def _smooth_terms(joints, rot, config):
     if joints.shape[0] < 3:
         return joints.new_zeros(())
     accel = joints[2:] - 2 * joints[1:-1] + joints[:-2]
-    spin = rot[1:] - rot[:-1]
-    return config.smooth_weight * (accel**2).sum(-1).mean() + config.rotation_smooth_weight * (spin**2).sum((-1, -2)).mean()
+    spin = ((rot[1:] - rot[:-1]) ** 2).sum((-1, -2))  # (T-1, B) = 4 (1 - cos angle)
+    flip = torch.relu(spin - 4.0 * (1.0 - math.cos(math.radians(config.flip_angle))))
+    smooth = (accel**2).sum(-1).mean()
+    return (config.smooth_weight * smooth + config.rotation_smooth_weight * spin.mean()
+            + config.flip_weight * flip.mean())
 
 
 def _prior_terms(rot, config):
