@@ -1,7 +1,8 @@
 """Build the installable Blender extension zip: add-on code + the backend wheel + its dependency wheels.
 
     python build_addon.py                        # this machine's platform -> dist/sa3df_tools-0.1.0-linux-x64.zip
-    python build_addon.py --platform windows-x64 --platform macos-arm64
+    python build_addon.py --platform windows-x64   # one zip per platform keeps downloads small
+    python build_addon.py --platform windows-x64 --platform macos-arm64 --platform linux-x64   # one zip for all
     python build_addon.py --semantic             # also bundle transformers/diffusers (adds network permission)
     python build_addon.py --check dist/x.zip     # only validate an existing zip
 
@@ -54,6 +55,8 @@ PLATFORM_PATTERNS = {
     "macos-arm64": r"^macosx_\d+_\d+_(arm64|universal2)$",
     "macos-x64": r"^macosx_\d+_\d+_(x86_64|universal2|intel)$",
 }
+# Dependencies that only some platforms need (behind environment markers pip cannot evaluate for them).
+PLATFORM_EXTRAS = {"windows-x64": ["colorama"], "windows-arm64": ["colorama"]}
 REQUIRED_FIELDS = ("schema_version", "id", "version", "name", "tagline", "maintainer", "type",
                    "blender_version_min", "license")
 PERMISSIONS = {"files", "network", "clipboard", "camera", "microphone"}
@@ -98,18 +101,42 @@ def build_backend_wheel(out: Path) -> Path:
     return max(out.glob("sa3df-*.whl"), key=lambda p: p.stat().st_mtime)
 
 
-def download_dependencies(platform_name: str, requirements: list[str], constraints: Path, out: Path) -> list[Path]:
+def _pip_download(platform_name: str, requirements: list[str], out: Path, extra: list[str]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "-qq", "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-               "--implementation", "cp", "-d", str(out), "-c", str(constraints)]
+               "--implementation", "cp", "-d", str(out), *extra]
     for tag in PLATFORM_TAGS[platform_name]:
         command += ["--platform", tag]
     run(command + requirements)
-    wheels = sorted(out.glob("*.whl"))
-    for wheel in wheels:
+    for wheel in out.glob("*.whl"):
         if canonicalize_name(parse_wheel_filename(wheel.name)[0]) in EXCLUDED:
             wheel.unlink()
     return sorted(out.glob("*.whl"))
+
+
+def download_dependencies(platforms: list[str], requirements: list[str], constraints: Path, out: Path) -> dict[str, Path]:
+    """Dependency wheels for ``platforms``: {file name: folder}.
+
+    pip evaluates environment markers against the machine it runs on, so only this machine's
+    platform is resolved with dependencies; every other platform gets the same pinned set of
+    distributions, one wheel each (``--no-deps``), plus its own marker-only extras.
+    """
+    native = this_platform()
+    resolved = _pip_download(native, requirements, out / native, ["-c", str(constraints)])
+    wheels = {w.name: w.parent for w in resolved} if native in platforms else {}
+    pure = {w.name for w in resolved if parse_wheel_filename(w.name)[3] and
+            all(t.platform == "any" for t in parse_wheel_filename(w.name)[3])}
+    binary_pins = [f"{parse_wheel_filename(w.name)[0]}=={parse_wheel_filename(w.name)[1].public}"
+                   for w in resolved if w.name not in pure]
+    for platform_name in platforms:
+        if platform_name == native:
+            continue
+        if native not in platforms:  # pure-Python wheels are the same everywhere
+            wheels.update({name: out / native for name in pure})
+        found = _pip_download(platform_name, binary_pins + PLATFORM_EXTRAS.get(platform_name, []),
+                              out / platform_name, ["--no-deps"])
+        wheels.update({w.name: w.parent for w in found})
+    return wheels
 
 
 def stage(wheels: list[Path], platforms: list[str], semantic: bool) -> Path:
@@ -313,9 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     requirements = backend_requirements(args.semantic)
     with tempfile.TemporaryDirectory() as tmp:
         constraints = tested_pins(Path(tmp) / "constraints.txt")
-        for platform_name in platforms:
-            for wheel in download_dependencies(platform_name, requirements, constraints, WHEELS_DIR / platform_name):
-                wheels.setdefault(wheel.name, wheel.parent)  # a pure-Python wheel is shared by all platforms
+        wheels.update(download_dependencies(platforms, requirements, constraints, WHEELS_DIR))
     paths = [folder / name for name, folder in wheels.items()]
     problems = check_numpy_compatibility(paths)
     staged = stage(paths, platforms, args.semantic)

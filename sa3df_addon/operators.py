@@ -23,6 +23,15 @@ PART_COLOR = "sa3df_part_color"
 ARMATURE_MODIFIER = "sa3df_Armature"
 
 
+def show_colors(context) -> None:
+    """Switch the viewports in Solid mode to show the active colour attribute (a view setting)."""
+    screen = getattr(context, "screen", None)
+    for area in (screen.areas if screen is not None else []):
+        for space in area.spaces:
+            if space.type == "VIEW_3D" and space.shading.type == "SOLID":
+                space.shading.color_type = "VERTEX"
+
+
 def _request(context, job: str, objects: list, apply, extra_params: dict | None = None,
              extra_arrays: dict | None = None) -> Request:
     arrays, counts = mesh_inputs(context, objects)
@@ -43,8 +52,10 @@ class SA3DF_OT_compute_features(BackendOperator):
         def apply(context, job, objects) -> str:
             for i, obj in enumerate(objects):
                 results.write_color_attribute(obj, FEATURES_COLOR, job.arrays[f"pca{i}"])
-            return (f"Features of {len(objects)} mesh(es): {job.info.get('embedding_dim', '?')}-d embedding "
-                    f"shown as colour attribute '{FEATURES_COLOR}'")
+            show_colors(context)
+            cached = " (from the cache)" if job.info.get("features_from") in ("memory", "disk") else ""
+            return (f"Features of {len(objects)} mesh(es){cached}: {job.info.get('embedding_dim', '?')}-d "
+                    f"embedding shown as colour attribute '{FEATURES_COLOR}'")
 
         return _request(context, "compute_features", selected_meshes(context), apply)
 
@@ -61,6 +72,7 @@ class SA3DF_OT_show_correspondence(BackendOperator):
             for t, obj in enumerate(objects[1:], start=1):
                 results.write_color_attribute(obj, CORRESPONDENCE_COLOR, job.arrays[f"colors{t}"])
                 results.write_int_attribute(obj, MATCH_INDEX, job.arrays[f"source_index{t}"])
+            show_colors(context)
             mutual = job.info.get("mutual_fraction", {})
             shares = ", ".join(f"{name} {share:.0%}" for name, share in mutual.items())
             return f"Matched {len(objects) - 1} mesh(es) to '{objects[0].name}' (mutual matches: {shares})"
@@ -98,6 +110,7 @@ class SA3DF_OT_segment_parts(BackendOperator):
                 one_hot[np.flatnonzero(valid), labels[valid]] = 1.0
                 used = one_hot.any(axis=0)
                 results.write_vertex_groups(obj, [n for n, u in zip(group_names, used) if u], one_hot[:, used])
+            show_colors(context)
             return f"{int(job.info.get('k', len(group_names)))} parts on {len(objects)} mesh(es)"
 
         return _request(context, "segment", objects, apply, params, arrays)

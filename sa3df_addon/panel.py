@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from .runner import selected_meshes
+from .runner import running_job, selected_meshes
 
 
 class SA3DF_PT_main(bpy.types.Panel):
@@ -17,30 +17,31 @@ class SA3DF_PT_main(bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         settings = context.scene.sa3df
-        status = context.window_manager.sa3df_job
-        if status.running:
+        job = running_job()
+        busy = job is not None
+        if busy:
             box = layout.box()
-            box.label(text=status.label, icon="SORTTIME")
-            box.progress(factor=status.fraction, type="BAR", text=f"{status.fraction:.0%} {status.message}")
+            box.label(text=job.name.replace("_", " ").title(), icon="SORTTIME")
+            box.progress(factor=job.fraction, type="BAR", text=f"{job.fraction:.0%} {job.message}")
             box.operator("sa3df.cancel_job", icon="CANCEL")
         self._draw_selection(layout, context)
         column = layout.column(align=True)
         column.prop(settings, "use_modifiers")
         column.prop(settings, "train_on_selection")
         column = layout.column(align=True)
-        column.enabled = not status.running
+        column.enabled = not busy
         column.operator("sa3df.compute_features", icon="SHADING_RENDERED")
         column.operator("sa3df.show_correspondence", icon="UV_SYNC_SELECT")
         box = layout.box()
-        box.enabled = not status.running
+        box.enabled = not busy
         box.prop(settings, "part_source")
         if settings.part_source == "KMEANS":
             box.prop(settings, "part_count")
         box.operator("sa3df.segment_parts", icon="MOD_EXPLODE")
         column = layout.column(align=True)
-        column.enabled = not status.running
+        column.enabled = not busy
         column.operator("sa3df.transfer_skin_weights", icon="MOD_VERTEX_WEIGHT")
-        self._draw_motion(layout, status.running)
+        self._draw_motion(layout, busy)
         layout.separator()
         layout.operator("sa3df.clear", icon="TRASH")
 

@@ -93,4 +93,5 @@ def feature_settings(context, train: bool = True) -> dict:
         "cache_dir": bpy.path.abspath(get("cache_dir", "")) or default_cache_dir(),
         "allow_download": bool(get("allow_download", False) and bpy.app.online_access),
         "seed": 0,
+        "up_axis": "z",  # Blender's world is Z-up (rendered extractors place their cameras around it)
     }

@@ -1,9 +1,9 @@
-"""Per-scene settings shown in the panel, and the running job's status (window manager, not saved)."""
+"""Per-scene settings shown in the panel."""
 
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty
 
 
 class SA3DF_SceneSettings(bpy.types.PropertyGroup):
@@ -26,21 +26,12 @@ class SA3DF_SceneSettings(bpy.types.PropertyGroup):
     )
 
 
-class SA3DF_JobStatus(bpy.types.PropertyGroup):
-    running: BoolProperty(default=False)
-    fraction: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
-    message: StringProperty(default="")
-    label: StringProperty(default="")
-
-
-classes = (SA3DF_SceneSettings, SA3DF_JobStatus)
+classes = (SA3DF_SceneSettings,)
 
 
 def register_properties() -> None:
     bpy.types.Scene.sa3df = PointerProperty(type=SA3DF_SceneSettings)
-    bpy.types.WindowManager.sa3df_job = PointerProperty(type=SA3DF_JobStatus)
 
 
 def unregister_properties() -> None:
-    del bpy.types.WindowManager.sa3df_job
     del bpy.types.Scene.sa3df

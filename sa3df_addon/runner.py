@@ -71,8 +71,11 @@ def mesh_inputs(context, objects: list) -> tuple[dict, list[int]]:
     return arrays, counts
 
 
-def _status(context):
-    return context.window_manager.sa3df_job
+def running_job():
+    """The job the worker is busy with (None when idle). The panel and ``poll`` read it directly,
+    so no stale "running" flag can survive a crash or a reload."""
+    job = worker_client.shared_client().active
+    return job if job is not None and not job.finished else None
 
 
 def _redraw(context) -> None:
@@ -92,7 +95,7 @@ class BackendOperator(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return not _status(context).running
+        return running_job() is None
 
     # -- synchronous (background, scripts) ------------------------------------------------------
     def execute(self, context):
@@ -123,8 +126,6 @@ class BackendOperator(bpy.types.Operator):
         if job is None:
             return {"CANCELLED"}
         self._request, self._job = request, job
-        status = _status(context)
-        status.running, status.fraction, status.message, status.label = True, 0.0, "starting", self.bl_label
         wm = context.window_manager
         self._timer = wm.event_timer_add(PROGRESS_TIMER_SECONDS, window=context.window)
         wm.progress_begin(0, 100)
@@ -135,12 +136,11 @@ class BackendOperator(bpy.types.Operator):
         client = worker_client.shared_client()
         if event.type == "ESC" and event.value == "PRESS":
             client.cancel(self._job)
+            return {"RUNNING_MODAL"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
         client.poll()
         job = self._job
-        status = _status(context)
-        status.fraction, status.message = job.fraction, job.message
         context.window_manager.progress_update(int(job.fraction * 100))
         context.workspace.status_text_set(f"{self.bl_label}: {job.fraction:.0%} {job.message}  (Esc to cancel)")
         _redraw(context)
@@ -154,7 +154,6 @@ class BackendOperator(bpy.types.Operator):
         wm.event_timer_remove(self._timer)
         wm.progress_end()
         context.workspace.status_text_set(None)
-        _status(context).running = False
         _redraw(context)
 
     # -- shared ---------------------------------------------------------------------------------

@@ -107,3 +107,20 @@ def test_bundled_wheels_alone_run_the_backend(built_zip, tmp_path):
     torch_version, device, jobs = done.stdout.split()
     assert torch_version.endswith("+cpu") and device == "cpu"
     assert {"compute_features", "correspondence", "segment", "transfer_weights"} <= set(jobs.split(","))
+
+
+def test_zip_check_finds_a_platform_without_a_wheel_and_unlisted_files(tmp_path):
+    manifest = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in GOOD_MANIFEST.items() if k != "permissions")
+    manifest = manifest.replace('platforms = ["linux-x64"]', 'platforms = ["linux-x64", "windows-x64"]')
+    listed = ["sa3df-0.1.0-py3-none-any.whl", "scipy-1.17.1-cp311-cp311-manylinux_2_28_x86_64.whl"]
+    manifest += "\nwheels = [" + ", ".join(f'"./wheels/{w}"' for w in listed) + "]\n"
+    zip_path = tmp_path / "x.zip"
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        archive.writestr("blender_manifest.toml", manifest)
+        archive.writestr("__init__.py", "")
+        for wheel in listed + ["tqdm-4.70.1-py3-none-any.whl"]:
+            archive.writestr(f"wheels/{wheel}", b"")
+    problems = "\n".join(build_addon.check_zip(zip_path))
+    assert "no wheel of scipy fits windows-x64" in problems
+    assert "tqdm-4.70.1-py3-none-any.whl is in the zip but not listed" in problems
+    assert "linux-x64" not in problems.replace("manylinux_2_28_x86_64", "")

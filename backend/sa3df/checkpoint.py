@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -126,6 +127,58 @@ def load_training_state(folder: str | os.PathLike) -> tuple[dict | None, dict | 
         info = json.loads(handle.metadata()["info"])
     info["folder"] = str(folder)
     return tensors, info
+
+
+def save_resumable(folder: str | os.PathLike, run, step: int) -> None:
+    """Checkpoint a training run (``sa3df.train``'s ``_Run``: online/EMA networks, optimiser, RNGs,
+    plateau tracker) at ``step``: the EMA weights as a normal checkpoint plus everything a resume
+    needs, all as safetensors/JSON."""
+    tensors = {f"online.{k}": v for k, v in run.online.state_dict().items()}
+    optimizer_state = run.optimizer.state_dict()
+    for index, values in optimizer_state["state"].items():
+        for name, value in values.items():
+            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value)
+    tensors["noise_generator"] = run.noise_gen.get_state()
+    info = {"step": step, "param_groups": optimizer_state["param_groups"], "plateau": run.plateau.state(),
+            "numpy_rng": run.rng.bit_generator.state, "samples": list(run.sample_hashes)}
+    metadata = {"step": step, "train_config": run.config.to_dict()}
+    save_training_state(folder, run.ema, tensors, info, metadata)
+
+
+@dataclass
+class ResumePoint:
+    """A checkpoint folder read for resuming: its EMA network and, if present, its training state."""
+
+    network: SurfaceNetwork
+    tensors: dict | None
+    info: dict | None
+
+    @classmethod
+    def read(cls, folder) -> "ResumePoint":
+        network, _ = load_checkpoint(folder)
+        tensors, info = load_training_state(folder)
+        if tensors is not None:  # the online weights keep training; the EMA weights are restored below
+            network.load_state_dict({k[len("online."):]: v for k, v in tensors.items() if k.startswith("online.")})
+        return cls(network.train(), tensors, info)
+
+    @property
+    def resumable(self) -> bool:
+        return self.tensors is not None
+
+    def restore(self, run) -> int:
+        """Load EMA weights, optimiser moments, RNG and plateau state into ``run``; returns the step reached."""
+        ema_network, _ = load_checkpoint(self.info["folder"])
+        run.ema.load_state_dict(ema_network.state_dict())
+        state = {int(i): {} for i in {k.split(".")[1] for k in self.tensors if k.startswith("optimizer.")}}
+        for key, value in self.tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                state[int(index)][name] = value
+        run.optimizer.load_state_dict({"state": state, "param_groups": self.info["param_groups"]})
+        run.rng.bit_generator.state = self.info["numpy_rng"]
+        run.noise_gen.set_state(self.tensors["noise_generator"])
+        run.plateau.load(self.info["plateau"])
+        return int(self.info["step"])
 
 
 _ALIASES = {"block1.0.": "fc1.", "block2.0.": "fc2.", "block2.2.": "norm2."}

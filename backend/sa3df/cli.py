@@ -28,6 +28,10 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
     g.add_argument("--cache", type=Path, default=sio.default_cache_dir(),
                    help="folder for base-feature and geodesic caches (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--weights-dir", type=Path,
+                   help="folder of model weights for dino/diff3f (hub ids as sub-folders, or a hub cache)")
+    g.add_argument("--allow-downloads", action="store_true",
+                   help="let dino/diff3f download missing weights from the model hub")
 
 
 def _features_for(args, paths: list[Path]):
@@ -47,9 +51,13 @@ def _compute(args, meshes):
     if args.steps <= 0 and args.checkpoint is None:
         raise ValueError("--steps 0 needs --checkpoint (a trained network to embed with)")
     train_config = TrainConfig.test_time(steps=args.steps, seed=args.seed, device=args.device) if args.steps > 0 else None
+    from .extractors import choose_extractor
+
+    extractor = choose_extractor(args.extractor, device=args.device, weights_dir=args.weights_dir,
+                                 allow_downloads=args.allow_downloads)
+    print(f"base features: {extractor.name}", file=sys.stderr)
     return compute_surface_features(
-        meshes, extractor=args.extractor, checkpoint=args.checkpoint, train_config=train_config,
-        cache_dir=args.cache,
+        meshes, extractor=extractor, checkpoint=args.checkpoint, train_config=train_config, cache_dir=args.cache,
     )
 
 
@@ -61,7 +69,7 @@ def cmd_features(args) -> None:
         print(f"{item.mesh.name}: {item.mesh.n_vertices} vertices, base {item.base.shape[1]}-d "
               f"({item.extractor}), embedding {item.embedding.shape[1]}-d -> {path}")
     if result is not None and result.network is not None:
-        sio.save_network(args.out / "network", result)
+        result.save(args.out / "network")
         print(f"network -> {args.out / 'network'}")
 
 
@@ -70,7 +78,7 @@ def cmd_train(args) -> None:
         raise ValueError("--steps must be positive for training")
     meshes = [sio.load_mesh(p) for p in args.meshes]
     result = _compute(args, meshes)
-    sio.save_network(args.out, result)
+    result.save(args.out)
     last = result.history[-1] if getattr(result, "history", None) else {}
     print(f"trained on {len(meshes)} meshes; last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
 

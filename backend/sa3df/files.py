@@ -59,15 +59,6 @@ def load_features(path: Path) -> MeshFeatures:
         raise ValueError(f"'{path}' is not an sa3df feature archive ({error})") from None
 
 
-def save_network(folder: Path, result) -> None:
-    """Save the network of a pipeline result as a checkpoint folder (config.json + model.safetensors)."""
-    from .checkpoint import save_checkpoint
-
-    if result.network is None:
-        raise ValueError("nothing was trained, so there is no network to save")
-    save_checkpoint(folder, result.network, {"extractor": result.extractor_name})
-
-
 def write_colored_ply(path: Path, mesh: Mesh, rgb: np.ndarray) -> Path:
     """Write ``mesh`` with per-vertex colours ``rgb`` (N, 3) in [0, 1] as a binary PLY."""
     import trimesh

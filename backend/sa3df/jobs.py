@@ -7,7 +7,8 @@ arrays. Meshes travel as ``mesh{i}_vertices`` (N, 3) float and ``mesh{i}_faces``
 
 Feature settings (``params["features"]``): ``extractor`` ("auto", "geometric", "dino", "diff3f"),
 ``device``, ``checkpoint`` (folder, optional), ``effort`` (test-time training: "off", "fast",
-"normal", "thorough"), ``seed``, ``cache_dir`` (optional), ``weights_dir``, ``allow_download``.
+"normal", "thorough"), ``seed``, ``cache_dir`` (optional), ``weights_dir``, ``allow_download``,
+``up_axis`` ("z" for Blender scenes: rendered extractors orbit their cameras around it).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class FeatureSet:
 
     base: list[np.ndarray]
     embedding: list[np.ndarray]
+    source: str = "computed"  # or "memory" / "disk" when a cache served it
 
 
 class WorkerState:
@@ -140,7 +142,7 @@ def meshes_to_inputs(meshes: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, n
 
 
 def _settings_key(meshes: list[Mesh], settings: dict) -> str:
-    relevant = {k: settings.get(k) for k in ("extractor", "checkpoint", "effort", "seed")}
+    relevant = {k: settings.get(k) for k in ("extractor", "checkpoint", "effort", "seed", "up_axis", "weights_dir")}
     text = json.dumps([sorted(m.content_hash() for m in meshes), relevant], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -155,13 +157,15 @@ def surface_features(meshes: list[Mesh], settings: dict, state: WorkerState,
     """
     key = _settings_key(meshes, settings)
     order = sorted(range(len(meshes)), key=lambda i: meshes[i].content_hash())
-    cached = state.features.get(key) or _read_feature_cache(settings.get("cache_dir"), key, len(meshes))
+    cached, source = state.features.get(key), "memory"
     if cached is None:
-        cached = _compute_features([meshes[i] for i in order], settings, progress)
+        cached, source = _read_feature_cache(settings.get("cache_dir"), key, len(meshes)), "disk"
+    if cached is None:
+        cached, source = _compute_features([meshes[i] for i in order], settings, progress), "computed"
         _write_feature_cache(settings.get("cache_dir"), key, cached)
     state.remember(key, cached)
     back = np.argsort(order)
-    return FeatureSet([cached.base[j] for j in back], [cached.embedding[j] for j in back])
+    return FeatureSet([cached.base[j] for j in back], [cached.embedding[j] for j in back], source)
 
 
 def _compute_features(meshes: list[Mesh], settings: dict, progress: ProgressFn | None) -> FeatureSet:
@@ -198,18 +202,36 @@ def _compute_features(meshes: list[Mesh], settings: dict, progress: ProgressFn |
 
 
 def _extractor(settings: dict):
-    """The extractor named in the settings, built with the device and weights options."""
-    from . import extractors
+    """The extractor named in the settings, with its device, weights and download options.
 
-    name = settings.get("extractor", "geometric")
-    options = {"device": settings.get("device", "auto")}
-    if hasattr(extractors, "choose_extractor"):
-        options.update(weights_dir=settings.get("weights_dir") or None,
-                       allow_download=bool(settings.get("allow_download", False)))
-        return extractors.choose_extractor(name, **options)
-    if name == "auto":
-        name = "geometric"
-    return extractors.create_extractor(name, **({} if name == "geometric" else options))
+    ``weights_dir`` is a folder of model folders, named like the hub ids
+    (``<weights_dir>/facebook/dinov2-base``) or by their last part (``<weights_dir>/dinov2-base``);
+    models not found there are looked up in the Hugging Face cache as usual.
+    """
+    from .extractors import choose_extractor
+
+    options = {"device": settings.get("device", "auto"), "up_axis": settings.get("up_axis", "y"),
+               "allow_downloads": bool(settings.get("allow_download", False))}
+    options.update(_local_models(settings.get("weights_dir")))
+    return choose_extractor(settings.get("extractor", "auto"), **options)
+
+
+def _local_models(weights_dir: str | None) -> dict:
+    """Extractor model settings pointing at folders inside ``weights_dir`` when they exist there."""
+    if not weights_dir:
+        return {}
+    from .extractors import diff3f, dino
+
+    def local(hub_id: str) -> str:
+        for candidate in (Path(weights_dir, hub_id), Path(weights_dir, hub_id.split("/")[-1])):
+            if candidate.is_dir():
+                return str(candidate)
+        return hub_id
+
+    found = {"dino_model": local(dino.DEFAULT_DINO), "sd_model": local(diff3f.DEFAULT_SD),
+             "controlnets": tuple(local(c) for c in diff3f.DEFAULT_CONTROLNETS)}
+    found["model"] = found["dino_model"]
+    return found
 
 
 def _cache_path(cache_dir: str | None, key: str) -> Path | None:
@@ -247,7 +269,7 @@ def features_for_job(ctx: JobContext, share: float = 0.8) -> tuple[list[Mesh], F
 
 
 def clean_notes(meshes: list[Mesh]) -> dict:
-    """What cleaning changed per mesh, for the user (only meshes that needed cleaning)."""
+    """What cleaning changed per mesh (only meshes that needed cleaning), for the user."""
     return {m.name: m.report.summary() for m in meshes if m.report.summary() != "clean"}
 
 
@@ -281,7 +303,7 @@ def compute_features_job(ctx: JobContext) -> JobOutput:
     colors = pca_colors(features.embedding)
     arrays = {f"pca{i}": m.to_input(np.asarray(c, np.float32), fill=0.5) for i, (m, c) in enumerate(zip(meshes, colors))}
     dims = {"base_dim": int(features.base[0].shape[1]), "embedding_dim": int(features.embedding[0].shape[1])}
-    return JobOutput(arrays, {**dims, "cleaned": clean_notes(meshes)})
+    return JobOutput(arrays, {**dims, "features_from": features.source, "cleaned": clean_notes(meshes)})
 
 
 @job("correspondence")

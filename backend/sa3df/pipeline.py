@@ -120,8 +120,8 @@ def compute_surface_features(
 ) -> PipelineResult:
     """Surface-aware features of ``meshes`` (each (N_i, E) float32, unit rows, in mesh vertex order).
 
-    - no ``checkpoint``: train a network on these meshes (``train_config`` or
-      :meth:`TrainConfig.test_time`), then embed them;
+    - no ``checkpoint``: train a network on these meshes (``train_config``, default
+      :class:`TrainConfig`), then embed them;
     - ``checkpoint`` folder and no ``train_config``: load it and embed only;
     - both: fine-tune the checkpoint on these meshes, then embed.
 
@@ -146,7 +146,7 @@ def compute_surface_features(
     if checkpoint is not None:
         network = _load_matching(checkpoint, extractor, base[0].shape[1])
     if checkpoint is None or train_config is not None:
-        used_config = train_config or TrainConfig.test_time()
+        used_config = train_config or TrainConfig()
         samples = [TrainingSample(m, f) for m, f in zip(meshes, base)]
         trained = train_surface_network(
             samples, used_config, anchor_cache=anchor_cache, progress=sub_progress(progress, 0.3, 0.95),

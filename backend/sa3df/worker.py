@@ -11,7 +11,7 @@ Requests (worker's stdin)::
      "output": "/tmp/x/out.npz", "params": {...}}
     {"op": "cancel", "job_id": "7"}      # stop between two steps; nothing is written
     {"op": "ping"}                        # answered with {"event": "pong"}
-    {"op": "quit"}
+    {"op": "quit"}                        # also when stdin closes: the running job stops at its next step
 
 Events (worker's stdout)::
 
@@ -90,6 +90,7 @@ class Worker:
         self._writer = writer
         self._queue: queue.Queue[dict | None] = queue.Queue()
         self._cancelled: set[str] = set()
+        self._closing = False  # the front end went away: stop the running job at its next step
         self._lock = threading.Lock()
         self.context = jobs.WorkerState()
 
@@ -119,11 +120,13 @@ class Worker:
                 self._writer.send("pong")
             elif op == "quit":
                 break
-        self._queue.put(None)  # stdin closed or quit: finish the current job, then exit
+        with self._lock:  # stdin closed (Blender quit or crashed) or quit: stop, then exit
+            self._closing = True
+        self._queue.put(None)
 
     def _is_cancelled(self, job_id: str) -> bool:
         with self._lock:
-            return job_id in self._cancelled
+            return self._closing or job_id in self._cancelled
 
     def _run(self, request: dict) -> None:
         job_id = str(request.get("job_id"))

@@ -1,0 +1,94 @@
+"""The worker process and its client, without Blender: jobs, errors, cancel, crash, release."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "sa3df_addon"))
+import client as worker_client  # noqa: E402  (the add-on's client module has no bpy)
+
+from sa3df import jobs  # noqa: E402
+
+
+@pytest.fixture
+def client():
+    c = worker_client.WorkerClient()
+    yield c
+    c.release()
+
+
+def _square_pair():
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=float)
+    return jobs.meshes_to_inputs([(vertices, np.array([[0, 1, 2], [0, 2, 3]]))])
+
+
+def test_a_job_runs_in_another_process_and_reports_its_environment(client):
+    job = client.wait(client.submit("environment", {}, {"device": "cpu"}))
+    assert job.state == worker_client.DONE, job.error
+    assert job.info["device"] == "cpu" and "geometric" in job.info["extractors"]
+    assert {"compute_features", "correspondence", "segment", "transfer_weights"} <= set(job.info["jobs"])
+    assert client.pid is not None and client.pid != os.getpid()
+
+
+def test_backend_errors_come_back_as_messages_and_the_worker_lives_on(client):
+    job = client.wait(client.submit("no_such_job", {}, {}))
+    assert job.state == worker_client.FAILED and "Unknown job 'no_such_job'" in job.error
+    bad = {"mesh0_vertices": np.zeros((3, 3)), "mesh0_faces": np.zeros((0, 3), dtype=np.int64)}
+    job = client.wait(client.submit("compute_features", bad, {"mesh_names": ["Chair"]}))
+    assert job.state == worker_client.FAILED and "Chair" in job.error and "no faces" in job.error
+    assert client.wait(client.submit("environment", {}, {})).state == worker_client.DONE
+
+
+def test_one_job_at_a_time(client):
+    first = client.submit("environment", {}, {})
+    with pytest.raises(worker_client.WorkerError, match="still running"):
+        client.submit("environment", {}, {})
+    client.wait(first)
+
+
+def test_a_killed_worker_fails_the_job_with_a_clear_message_and_restarts(client):
+    job = client.submit("environment", {}, {})
+    os.kill(client.process.pid, signal.SIGKILL)
+    client.wait(job)
+    assert job.state == worker_client.FAILED
+    assert "stopped unexpectedly" in job.error and "-9" in job.error
+    assert client.wait(client.submit("environment", {}, {})).state == worker_client.DONE
+
+
+def test_cancel_stops_a_job_between_steps_and_returns_no_result(client):
+    job = client.submit("compute_features", _square_pair(), {"features": {"effort": "off"}})
+    client.cancel(job)
+    client.wait(job)
+    assert job.state == worker_client.CANCELLED and job.arrays == {}
+    assert not job.folder.exists()  # temporary arrays are removed
+
+
+def test_release_stops_the_process(client):
+    client.wait(client.submit("environment", {}, {}))
+    process = client.process
+    client.release()
+    assert process.poll() is not None and not client.alive
+
+
+def test_job_registry_takes_new_jobs_with_one_decorator():
+    @jobs.job("test_double")
+    def double(ctx):
+        return jobs.JobOutput({"twice": ctx.inputs["x"] * 2}, {"n": len(ctx.inputs["x"])})
+
+    out = jobs.run_job("test_double", {"x": np.arange(3)}, {})
+    np.testing.assert_array_equal(out.arrays["twice"], [0, 2, 4])
+    assert out.info == {"n": 3} and "test_double" in jobs.job_names()
+
+
+def test_a_worker_whose_front_end_goes_away_stops_its_job_and_exits(client):
+    job = client.submit("compute_features", _square_pair(), {"features": {"effort": "off"}})
+    process = client.process
+    process.stdin.close()  # what Blender quitting (or crashing) looks like to the worker
+    assert process.wait(timeout=120) == 0
