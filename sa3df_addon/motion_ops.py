@@ -106,8 +106,9 @@ class SA3DF_OT_transfer_motion(BackendOperator):
                 raise UserError(f"Target armature '{names['target']}' is gone")
             result = _result(job, request.params["bone_names"])
             new = rig_io.bake_motion(armature, result, frames, f"{names['action']} → {armature.name}")
+            notes = "; ".join(request.info.get("warnings") or [])
             return (f"New action '{new.name}' on '{armature.name}': {len(frames)} frames, mean fit distance "
-                    f"{job.info.get('mean_residual', float('nan')):.1%} of its size")
+                    f"{job.info.get('mean_residual', float('nan')):.1%} of its size" + (f" ({notes})" if notes else ""))
 
         request = _request(context, "transfer_motion", source_meshes, _world_rest(source_rig, source),
                            source_rig.faces, clip, target, apply, scale=None)

@@ -69,6 +69,9 @@ def rig_from_objects(armature, meshes=None) -> Rig:
         weights.append(_skin_weights(obj, index, deform) if use_groups else np.zeros((len(v), len(bones))))
         sizes.append(len(v))
         offset += len(v)
+    constrained = [b.name for b in armature.pose.bones if any(c.enabled for c in b.constraints)]
+    if constrained:
+        warnings.append(f"bone constraints (e.g. on '{constrained[0]}') may override keyed poses")
     weights = np.concatenate(weights)
     if not weights.any():
         raise ValueError(f"Armature '{armature.name}': no vertex group of its meshes names a deform bone")
