@@ -63,7 +63,9 @@ def _request(context, job: str, source_objects, source_rest, source_faces, frame
               "source_frames": frames, **_rig_arrays(rig)}
     if scale is None:
         scale = _size(arrays["mesh1_vertices"]) / max(_size(source_rest), 1e-12)
+    world_up_in_target = np.linalg.inv(np.array(target_armature.matrix_world, dtype=np.float64))[:3, :3] @ (0, 0, 1)
     params = {"mesh_names": [source_objects[0].name, target_meshes[0].name], "bone_names": rig.bone_names,
+              "up": [float(x) for x in world_up_in_target],
               "target_name": target_armature.name, "scale": scale, "placement": "origin",
               "features": feature_settings(context, train=context.scene.sa3df.train_on_selection)}
     objects = list(source_objects) + target_meshes
