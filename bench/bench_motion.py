@@ -69,7 +69,7 @@ def speed(data: Path, frames: int) -> None:
         result = fit_motion(wolf.rig, placed, matches, weights, MotionConfig(placement="origin", **settings))
         took = time.perf_counter() - start
         r = result.normalized_residuals
-        print(f"  {label:28s} {took:6.1f} s  ({1000 * took / len(placed):5.1f} ms/frame)  residual / size: "
+        print(f"  {label:34s} {took:6.1f} s  ({1000 * took / len(placed):5.1f} ms/frame)  residual / size: "
               f"mean {r.mean():.4f}, max {r.max():.4f}")
 
 

@@ -70,7 +70,10 @@ class MotionConfig:
     rematch_tolerance: float = 2.0  # a given match is kept while no more than this times the nearest's distance
     start_time_window: int = 5  # frames whose per-bone covariances are averaged in the start
     start_prior: float = 0.05  # pull of the closed-form start towards the rest pose (relative)
-    min_bone_vertices: int = 4  # bones with fewer matched skinned vertices follow their parent
+    # Bones with fewer matched skinned vertices (in the loss sample) than both of these follow their parent
+    # in the start: a handful of (often wrong) matches on a finger says less than the hand it hangs from.
+    min_bone_vertices: int = 4
+    min_bone_share: float = 0.015
     fit_scale: bool = True
     scale: float | None = None  # fixed source -> target scale (skips the estimate)
     # "centroid": the source's first-frame centre lands on the target's rest centre, scaled about it.
