@@ -50,7 +50,7 @@ def _compute(args, meshes):
 
     if args.steps <= 0 and args.checkpoint is None:
         raise ValueError("--steps 0 needs --checkpoint (a trained network to embed with)")
-    train_config = TrainConfig.test_time(steps=args.steps, seed=args.seed, device=args.device) if args.steps > 0 else None
+    train_config = TrainConfig(steps=args.steps, seed=args.seed, device=args.device) if args.steps > 0 else None
     from .extractors import choose_extractor
 
     extractor = choose_extractor(args.extractor, device=args.device, weights_dir=args.weights_dir,

@@ -37,7 +37,7 @@ def run_demo(out: Path, steps: int = 600, device: str = "auto", seed: int = 0, p
     source, target = humanoid(SOURCE_POSE).mesh, humanoid(TARGET_POSE).mesh
     result = compute_surface_features(
         [source, target], extractor="geometric", cache_dir=out / "cache",
-        train_config=TrainConfig.test_time(steps=steps, seed=seed, device=device),
+        train_config=TrainConfig(steps=steps, seed=seed, device=device),
     )
     items = [MeshFeatures(m, f.base, f.embedding, result.extractor_name) for m, f in zip([source, target], result.features)]
 

@@ -190,7 +190,7 @@ def _compute_features(meshes: list[Mesh], settings: dict, progress: ProgressFn |
         from .train import TrainConfig
 
         options = dict(steps=EFFORT_STEPS[effort], seed=int(settings.get("seed", 0)), device=settings.get("device", "auto"))
-        train_config = TrainConfig.test_time(**options) if hasattr(TrainConfig, "test_time") else TrainConfig(**options)
+        train_config = TrainConfig(**options)
     result = compute_surface_features(
         meshes, extractor=extractor, checkpoint=checkpoint, train_config=train_config, cache_dir=cache_dir,
         progress=progress,

@@ -59,11 +59,7 @@ class MotionConfig:
     # A wrong match stays wrong in every frame: vertices whose fitted residual is large over the whole clip
     # are down-weighted (Cauchy weights, scale = 2 x median) and the start refitted, this many times.
     reweight_rounds: int = 2
-    # Matches that land on another part of the source move with that part, not with the rest of their
-    # target bone: per bone, the source points' motion over the clip is fitted rigidly (robustly, this many
-    # rounds) and points that do not follow it are down-weighted. Needs T > 1; 0 turns it off.
-    rigidity_rounds: int = 0
-    # Space-time re-matching after the closed-form start (see fit_motion); 0 keeps the given matches.
+    # Space-time re-matching between short Adam passes (see fit_motion); 0 keeps the given matches.
     rematch_rounds: int = 2
     rematch_frames: int = 8
     rematch_iterations: int = 40  # Adam steps before each re-match

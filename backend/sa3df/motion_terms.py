@@ -83,12 +83,10 @@ class Problem:
 
 
 def robust_start(model, target, problem: Problem, scale, src_c, tgt_c, free, config):
-    """Closed-form start with rigidity and consistency re-weighting; returns (rotations, locations, c)."""
+    """Closed-form start with consistency re-weighting of the matches; returns (rotations, locations, c)."""
     q0 = scale * (problem.q_raw - src_c) + tgt_c
     c = problem.c
     data_ids = problem.ids[: problem.n_data]
-    if config.rigidity_rounds > 0 and q0.shape[0] > 1:
-        c = c * _rigidity_weights(model.weights[data_ids], q0, c, config.rigidity_rounds)
     rotations, locations = closed_form_start(model, target, problem.sample, q0, c, free, config)
     for _ in range(config.reweight_rounds):
         c = c * _consistency_weights(model, data_ids, rotations, free, locations, q0, c)
@@ -179,25 +177,6 @@ def closed_form_start(model: TorchRig, target: Rig, sample, q, c, free, config):
         head = (fits[:, bone] @ (model.rest[bone, :3, 3] - rest_mean[bone])[:, None])[..., 0] + match_mean[:, bone]
         locations[:, k] = ((head - frame[:, :3, 3])[:, None, :] @ frame[:, :3, :3])[:, 0]
     return rotations, locations
-
-
-def _rigidity_weights(weights: torch.Tensor, q: torch.Tensor, c: torch.Tensor, rounds: int) -> torch.Tensor:
-    """(n,) weights: how well each matched source point follows the rigid motion (frame 0 -> t) of the
-    other points matched to its target bone. ``weights`` (n, B) skin weights, ``q`` (T, n, 3) matches."""
-    core = (weights > 0.3) & (c[:, None] > 0)
-    owner = torch.where(core.any(1), (weights * core).argmax(1), -1)  # dominant bone per vertex
-    robust = torch.ones_like(c)
-    for _ in range(rounds):
-        bone_w = (core * (c * robust)[:, None]).T  # (B, n)
-        cov, first_mean, mean = weighted_covariances(q[0], q, bone_w)
-        rot = nearest_rotation(cov)  # (T, B, 3, 3): frame 0 -> t per bone
-        ok = owner >= 0
-        b = owner.clamp_min(0)
-        predicted = (rot[:, b] @ (q[0] - first_mean[b])[None, :, :, None])[..., 0] + mean[:, b]
-        residual = (predicted - q).norm(dim=-1).median(dim=0).values  # (n,)
-        scale = 2.0 * residual[ok & (c > 0)].median().clamp_min(1e-4)
-        robust = torch.where(ok, 1.0 / (1.0 + (residual / scale) ** 2), torch.ones_like(c))
-    return robust
 
 
 def _smooth_in_time(values: torch.Tensor, window: int) -> torch.Tensor:
