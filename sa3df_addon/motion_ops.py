@@ -63,7 +63,9 @@ def _request(context, job: str, source_objects, source_rest, source_faces, frame
               "source_frames": frames, **_rig_arrays(rig)}
     if scale is None:
         scale = _size(arrays["mesh1_vertices"]) / max(_size(source_rest), 1e-12)
+    world_up_in_target = np.linalg.inv(np.array(target_armature.matrix_world, dtype=np.float64))[:3, :3] @ (0, 0, 1)
     params = {"mesh_names": [source_objects[0].name, target_meshes[0].name], "bone_names": rig.bone_names,
+              "up": [float(x) for x in world_up_in_target],
               "target_name": target_armature.name, "scale": scale, "placement": "origin",
               "features": feature_settings(context, train=context.scene.sa3df.train_on_selection)}
     objects = list(source_objects) + target_meshes
@@ -106,8 +108,9 @@ class SA3DF_OT_transfer_motion(BackendOperator):
                 raise UserError(f"Target armature '{names['target']}' is gone")
             result = _result(job, request.params["bone_names"])
             new = rig_io.bake_motion(armature, result, frames, f"{names['action']} → {armature.name}")
+            notes = "; ".join(request.info.get("warnings") or [])
             return (f"New action '{new.name}' on '{armature.name}': {len(frames)} frames, mean fit distance "
-                    f"{job.info.get('mean_residual', float('nan')):.1%} of its size")
+                    f"{job.info.get('mean_residual', float('nan')):.1%} of its size" + (f" ({notes})" if notes else ""))
 
         request = _request(context, "transfer_motion", source_meshes, _world_rest(source_rig, source),
                            source_rig.faces, clip, target, apply, scale=None)

@@ -61,13 +61,17 @@ def rig_from_objects(armature, meshes=None) -> Rig:
         if modifier.use_deform_preserve_volume:
             warnings.append(f"'{obj.name}' uses Preserve Volume; the fit models linear blend skinning")
         v, f = _rest_arrays(obj)
-        v = v @ (to_armature @ np.array(obj.matrix_world, dtype=np.float64))[:3, :3].T + (
-            to_armature @ np.array(obj.matrix_world))[:3, 3]
-        verts.append(v)
+        # The Armature modifier deforms in armature space: mesh object -> world -> armature object.
+        into_armature = to_armature @ np.array(obj.matrix_world, dtype=np.float64)
+        verts.append(v @ into_armature[:3, :3].T + into_armature[:3, 3])
         faces.append(f + offset)
-        weights.append(_skin_weights(obj, index, deform) if modifier.use_vertex_groups else np.zeros((len(v), len(bones))))
+        use_groups = modifier.use_vertex_groups
+        weights.append(_skin_weights(obj, index, deform) if use_groups else np.zeros((len(v), len(bones))))
         sizes.append(len(v))
         offset += len(v)
+    constrained = [b.name for b in armature.pose.bones if any(c.enabled for c in b.constraints)]
+    if constrained:
+        warnings.append(f"bone constraints (e.g. on '{constrained[0]}') may override keyed poses")
     weights = np.concatenate(weights)
     if not weights.any():
         raise ValueError(f"Armature '{armature.name}': no vertex group of its meshes names a deform bone")
@@ -86,7 +90,7 @@ def rig_from_objects(armature, meshes=None) -> Rig:
 
 
 def _rest_arrays(obj) -> tuple[np.ndarray, np.ndarray]:
-    """Undeformed vertices (object space) and triangles of a mesh object."""
+    """Undeformed vertices (object space, shape keys not applied) and triangles of a mesh object."""
     mesh = obj.data
     n = len(mesh.vertices)
     co = np.empty(n * 3)

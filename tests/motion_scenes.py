@@ -88,8 +88,9 @@ def posed_world(character: Character, local: np.ndarray) -> tuple[np.ndarray, np
 
 def foot_sliding(vertices: np.ndarray, height: float, contact: float = 0.02) -> float:
     """Mean horizontal speed (per frame, / height) of vertices within ``contact`` * height of the clip's
-    floor in consecutive frames: how much feet skate while planted. ``vertices`` (T, N, 3) world, Z up."""
-    floor = vertices[..., 2].min()
+    floor (the median of the per-frame lowest points) in consecutive frames: how much feet skate while
+    planted. ``vertices`` (T, N, 3) world, Z up."""
+    floor = np.median(vertices[..., 2].min(axis=1))  # typical ground level: one stray low frame cannot move it
     low = (vertices[..., 2] - floor) < contact * height  # (T, N)
     planted = low[1:] & low[:-1]
     speed = np.linalg.norm(np.diff(vertices[..., :2], axis=0), axis=-1) / height

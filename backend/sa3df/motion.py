@@ -50,28 +50,35 @@ class MotionConfig:
     edge_weight: float = 0.01
     smooth_weight: float = 0.05
     rotation_smooth_weight: float = 1e-3
+    # Bone flips: a local rotation changing by more than flip_angle degrees between frames costs this much
+    # extra (a hinge: natural motion below the angle is not slowed down at all).
+    flip_weight: float = 1.0
+    flip_angle: float = 45.0
     rest_prior_weight: float = 1e-6
     twist_prior_weight: float = 1e-5
     # A wrong match stays wrong in every frame: vertices whose fitted residual is large over the whole clip
     # are down-weighted (Cauchy weights, scale = 2 x median) and the start refitted, this many times.
     reweight_rounds: int = 2
-    # Matches that land on another part of the source move with that part, not with the rest of their
-    # target bone: per bone, the source points' motion over the clip is fitted rigidly (robustly, this many
-    # rounds) and points that do not follow it are down-weighted. Needs T > 1; 0 turns it off.
-    rigidity_rounds: int = 0
-    # Space-time re-matching after the closed-form start (see fit_motion); 0 keeps the given matches.
+    # Space-time re-matching between short Adam passes (see fit_motion); 0 keeps the given matches.
     rematch_rounds: int = 2
     rematch_frames: int = 8
     rematch_iterations: int = 40  # Adam steps before each re-match
     rematch_tolerance: float = 2.0  # a given match is kept while no more than this times the nearest's distance
+    start_time_window: int = 5  # frames whose per-bone covariances are averaged in the start
     start_prior: float = 0.05  # pull of the closed-form start towards the rest pose (relative)
-    min_bone_vertices: int = 4  # bones with fewer matched skinned vertices follow their parent
+    # Bones with fewer matched skinned vertices (in the loss sample) than both of these follow their parent
+    # in the start: a handful of (often wrong) matches on a finger says less than the hand it hangs from.
+    min_bone_vertices: int = 4
+    min_bone_share: float = 0.015
     fit_scale: bool = True
     scale: float | None = None  # fixed source -> target scale (skips the estimate)
     # "centroid": the source's first-frame centre lands on the target's rest centre, scaled about it.
     # "origin": the caller already put the source's origin (floor point) on the target's armature origin;
     #           only scale about that origin. "none": use the source frames exactly as given (scale 1).
     placement: str = "centroid"
+    # Armature-space up axis (e.g. world Z mapped into the target armature): when given, the source is
+    # first turned about it to face the way the target does, so the target keeps its heading.
+    up: tuple | None = None
     device: str = "auto"
     seed: int = 0
 
@@ -139,8 +146,10 @@ def fit_motion(
     as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
 
     report(progress, 0.0, "placing the source")
-    matched = frames[:, matches] / size  # (T, Nt, 3), target-size units
     rest = target.rest_vertices / size
+    if config.up is not None and config.placement != "none":
+        frames = _face_like_target(frames, rest * size, matches, conf, config)
+    matched = frames[:, matches] / size  # (T, Nt, 3), target-size units
     src_centre, tgt_centre, scale0 = _placement(target, rest, matched, conf, config)
 
     free = target.translating_bones()
@@ -220,6 +229,28 @@ def _placement(target: Rig, rest, matched, conf, config):
         return np.zeros(3), np.zeros(3), scale
     w = conf / conf.sum()
     return w @ matched[0], w @ rest, scale
+
+
+def _face_like_target(frames, rest, matches, conf, config) -> np.ndarray:
+    """The source clip turned about the ``config.up`` axis (through the armature origin, or the matched
+    centroid for "centroid" placement) so that its first frame faces the way the target's rest pose does:
+    the yaw that best maps the matched source points onto the target's, in the plane across ``up``."""
+    up = np.asarray(config.up, dtype=np.float64)
+    if up.shape != (3,) or np.linalg.norm(up) == 0:
+        raise ValueError(f"up must be a non-zero 3-vector, got {config.up!r}")
+    up = up / np.linalg.norm(up)
+    w = conf / conf.sum()
+    src, tgt = frames[0][matches], rest
+    flat = lambda x: (x - w @ x) - np.outer((x - w @ x) @ up, up)  # noqa: E731  centred, across up
+    cov = (flat(tgt) * w[:, None]).T @ flat(src)  # sum w t s^T
+    a = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(up, a)
+    angle = np.arctan2(b @ cov @ a - a @ cov @ b, a @ cov @ a + b @ cov @ b)
+    k = np.array([[0, -up[2], up[1]], [up[2], 0, -up[0]], [-up[1], up[0], 0]])
+    turn = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    pivot = w @ src if config.placement == "centroid" else np.zeros(3)
+    return (frames - pivot) @ turn.T + pivot
 
 
 def _scale_estimate(target: Rig, rest, matched, conf) -> float:

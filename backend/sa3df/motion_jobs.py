@@ -6,8 +6,9 @@ frame (align_pose: T = 1, the static shape), already in the target armature's sp
 ``rig_parents`` (B,), ``rig_rest_matrices`` (B, 4, 4), ``rig_rest_vertices`` (Nt, 3), ``rig_weights``
 (Nt, B), ``rig_faces`` (F, 3) and ``rig_connected`` (B,). Params: ``mesh_names``, ``features`` (see
 :mod:`sa3df.jobs`), ``bone_names``, ``scale`` (source -> target size ratio, optional), ``placement``,
-``iterations`` (optional). Outputs: ``rotations`` (T, B, 4) pose-bone quaternions (w, x, y, z),
-``locations`` (T, B, 3), ``residuals`` (T,) in target armature units.
+``up`` (target armature-space up axis: keep the target's heading; optional), ``iterations`` (optional).
+Outputs: ``rotations`` (T, B, 4) pose-bone quaternions (w, x, y, z), ``locations`` (T, B, 3),
+``residuals`` (T,) in target armature units.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def _fit(ctx: JobContext, frames_key: str = "source_frames") -> JobOutput:
                     device=(ctx.params.get("features") or {}).get("device", "auto"))
     if ctx.params.get("scale"):
         settings.update(scale=float(ctx.params["scale"]), fit_scale=False)
+    if ctx.params.get("up") is not None:
+        settings.update(up=tuple(float(x) for x in ctx.params["up"]))
     if ctx.params.get("iterations") is not None:
         settings.update(iterations=int(ctx.params["iterations"]))
     result = fit_motion(rig, frames, matches, confidence, MotionConfig(**settings),

@@ -6,6 +6,7 @@ Lengths here are in units of the target's size (the rest skin's bounding-box dia
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,12 +83,10 @@ class Problem:
 
 
 def robust_start(model, target, problem: Problem, scale, src_c, tgt_c, free, config):
-    """Closed-form start with rigidity and consistency re-weighting; returns (rotations, locations, c)."""
+    """Closed-form start with consistency re-weighting of the matches; returns (rotations, locations, c)."""
     q0 = scale * (problem.q_raw - src_c) + tgt_c
     c = problem.c
     data_ids = problem.ids[: problem.n_data]
-    if config.rigidity_rounds > 0 and q0.shape[0] > 1:
-        c = c * _rigidity_weights(model.weights[data_ids], q0, c, config.rigidity_rounds)
     rotations, locations = closed_form_start(model, target, problem.sample, q0, c, free, config)
     for _ in range(config.reweight_rounds):
         c = c * _consistency_weights(model, data_ids, rotations, free, locations, q0, c)
@@ -144,9 +143,11 @@ def closed_form_start(model: TorchRig, target: Rig, sample, q, c, free, config):
     ids = torch.as_tensor(sample)
     w, rest = model.weights[ids], model.rest_vertices[ids]  # (n, B), (n, 3)
     core = (w > 0.3) & (c[:, None] > 0)
-    supported = (core.sum(0) >= config.min_bone_vertices).tolist()
+    needed = max(config.min_bone_vertices, config.min_bone_share * len(sample))
+    supported = (core.sum(0) >= needed).tolist()
     bone_w = (w * w * c[:, None] * core).T  # (B, n)
     cov, rest_mean, match_mean = weighted_covariances(rest, q, bone_w)
+    cov = _smooth_in_time(cov, config.start_time_window)
     # Pull each bone towards its parent's rotation (= its rest pose relative to the parent) with a small
     # weight: it decides what the points leave open (the twist of a thin limb, a degenerate set), so
     # independent frames cannot pick opposite twists.
@@ -178,23 +179,21 @@ def closed_form_start(model: TorchRig, target: Rig, sample, q, c, free, config):
     return rotations, locations
 
 
-def _rigidity_weights(weights: torch.Tensor, q: torch.Tensor, c: torch.Tensor, rounds: int) -> torch.Tensor:
-    """(n,) weights: how well each matched source point follows the rigid motion (frame 0 -> t) of the
-    other points matched to its target bone. ``weights`` (n, B) skin weights, ``q`` (T, n, 3) matches."""
-    core = (weights > 0.3) & (c[:, None] > 0)
-    owner = torch.where(core.any(1), (weights * core).argmax(1), -1)  # dominant bone per vertex
-    robust = torch.ones_like(c)
-    for _ in range(rounds):
-        bone_w = (core * (c * robust)[:, None]).T  # (B, n)
-        cov, first_mean, mean = weighted_covariances(q[0], q, bone_w)
-        rot = nearest_rotation(cov)  # (T, B, 3, 3): frame 0 -> t per bone
-        ok = owner >= 0
-        b = owner.clamp_min(0)
-        predicted = (rot[:, b] @ (q[0] - first_mean[b])[None, :, :, None])[..., 0] + mean[:, b]
-        residual = (predicted - q).norm(dim=-1).median(dim=0).values  # (n,)
-        scale = 2.0 * residual[ok & (c > 0)].median().clamp_min(1e-4)
-        robust = torch.where(ok, 1.0 / (1.0 + (residual / scale) ** 2), torch.ones_like(c))
-    return robust
+def _smooth_in_time(values: torch.Tensor, window: int) -> torch.Tensor:
+    """Binomial moving average over the frame axis (0) of (T, ...) values, ``window`` frames wide (odd).
+
+    Applied to per-frame covariances it lets neighbouring frames vote: a frame whose matches leave a
+    bone's rotation ambiguous takes its neighbours' answer instead of flipping."""
+    t = values.shape[0]
+    if window < 3 or t < 3:
+        return values
+    half = min(window // 2, (t - 1) // 2)
+    kernel = torch.tensor([float(math.comb(2 * half, k)) for k in range(2 * half + 1)], dtype=values.dtype)
+    kernel = (kernel / kernel.sum()).to(values.device)
+    flat = values.reshape(t, -1).T[:, None, :]  # (features, 1, T)
+    padded = torch.nn.functional.pad(flat, (half, half), mode="replicate")
+    smoothed = torch.nn.functional.conv1d(padded, kernel.view(1, 1, -1))
+    return smoothed[:, 0, :].T.reshape(values.shape)
 
 
 def _consistency_weights(model: TorchRig, ids, rotations, free, locations, q, c) -> torch.Tensor:
@@ -240,8 +239,11 @@ def _smooth_terms(joints, rot, config):
     if joints.shape[0] < 3:
         return joints.new_zeros(())
     accel = joints[2:] - 2 * joints[1:-1] + joints[:-2]
-    spin = rot[1:] - rot[:-1]
-    return config.smooth_weight * (accel**2).sum(-1).mean() + config.rotation_smooth_weight * (spin**2).sum((-1, -2)).mean()
+    spin = ((rot[1:] - rot[:-1]) ** 2).sum((-1, -2))  # (T-1, B) = 4 (1 - cos angle)
+    flip = torch.relu(spin - 4.0 * (1.0 - math.cos(math.radians(config.flip_angle))))
+    smooth = (accel**2).sum(-1).mean()
+    return (config.smooth_weight * smooth + config.rotation_smooth_weight * spin.mean()
+            + config.flip_weight * flip.mean())
 
 
 def _prior_terms(rot, config):

@@ -30,7 +30,9 @@ def apply_to_frames(matrix: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     return (matrix @ frames.permute(1, 0, 2).reshape(n, t * k)).reshape(-1, t, k).permute(1, 0, 2)
 
 
-def weighted_covariances(source: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def weighted_covariances(
+    source: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per group and frame, the centred cross-covariance of weighted ``source`` points and their ``targets``.
 
     ``source`` (n, 3) shared rest points, ``targets`` (T, n, 3) their matches per frame, ``weights`` (G, n)
@@ -58,17 +60,21 @@ def nearest_rotation(cov: torch.Tensor) -> torch.Tensor:
 def quaternion_from_matrix(matrix: np.ndarray) -> np.ndarray:
     """(..., 4) unit quaternions (w, x, y, z) from rotation matrices (..., 3, 3), numerically safe everywhere."""
     m = np.asarray(matrix, dtype=np.float64)
-    trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
+    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
+    trace = m00 + m11 + m22
+    # Row k is 4 * q_k * q, exact for any k; the row with the largest |q_k| is the best conditioned.
     candidates = np.stack(
         [
-            np.stack([1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-            np.stack([m[..., 2, 1] - m[..., 1, 2], 1 + 2 * m[..., 0, 0] - trace, m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-            np.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0], 1 + 2 * m[..., 1, 1] - trace, m[..., 1, 2] + m[..., 2, 1]], -1),
-            np.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1], 1 + 2 * m[..., 2, 2] - trace], -1),
+            np.stack([1 + trace, m21 - m12, m02 - m20, m10 - m01], -1),
+            np.stack([m21 - m12, 1 + 2 * m00 - trace, m01 + m10, m02 + m20], -1),
+            np.stack([m02 - m20, m01 + m10, 1 + 2 * m11 - trace, m12 + m21], -1),
+            np.stack([m10 - m01, m02 + m20, m12 + m21, 1 + 2 * m22 - trace], -1),
         ],
         axis=-2,
-    )  # (..., 4, 4): row k is 4 * q_k * q, exact for the largest |q_k|
-    diag = np.stack([1 + trace, 1 + 2 * m[..., 0, 0] - trace, 1 + 2 * m[..., 1, 1] - trace, 1 + 2 * m[..., 2, 2] - trace], -1)
+    )
+    diag = np.stack([1 + trace, 1 + 2 * m00 - trace, 1 + 2 * m11 - trace, 1 + 2 * m22 - trace], -1)
     best = np.argmax(diag, axis=-1)
     q = np.take_along_axis(candidates, best[..., None, None], axis=-2)[..., 0, :]
     q /= np.linalg.norm(q, axis=-1, keepdims=True)
