@@ -24,7 +24,8 @@ def laplacian_eigenpairs(mesh: Mesh, count: int) -> tuple[np.ndarray, np.ndarray
     k = int(min(count, mesh.n_vertices - 2))
     # Shift-invert just below zero: fast for the low end of the spectrum and safe for the
     # (several, on several components) zero eigenvalues.
-    evals, evecs = sla.eigsh(L, k=k, M=M, sigma=-1e-6, which="LM")
+    start = np.random.default_rng(0).standard_normal(L.shape[0])  # fixed: same features in every process
+    evals, evecs = sla.eigsh(L, k=k, M=M, sigma=-1e-6, which="LM", v0=start)
     order = np.argsort(evals)
     return np.maximum(evals[order], 0.0), evecs[:, order], np.asarray(M.diagonal())
 
