@@ -54,3 +54,47 @@ def posed_vertices(mesh_obj, frame: int) -> np.ndarray:
 
     bpy.context.scene.frame_set(frame)
     return mesh_arrays(mesh_obj, evaluated=True)[0]
+
+
+EXTENSION_MODULE = "bl_ext.user_default.sa3df_tools"
+
+
+def install_extension(cache_dir, **preferences):
+    """Build the extension zip (only when sources changed) and install and enable it in headless
+    Blender, unless it is already enabled; then set ``preferences`` and the cache folder.
+    Returns the add-on's preferences."""
+    import bpy
+
+    import build_addon
+
+    if EXTENSION_MODULE not in bpy.context.preferences.addons:
+        zip_path = build_addon.ensure_built()
+        result = bpy.ops.extensions.package_install_files(
+            filepath=str(zip_path), repo="user_default", enable_on_install=True)
+        assert result == {"FINISHED"}, f"installing {zip_path.name} failed: {result}"
+    prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
+    for name, value in preferences.items():
+        setattr(prefs, name, value)
+    prefs.cache_dir = str(cache_dir)
+    return prefs
+
+
+def clear_scene():
+    """Empty the scene's data without resetting preferences (that would disable the extension)."""
+    import bpy
+
+    for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.armatures, bpy.data.actions,
+                       bpy.data.materials):
+        for item in list(collection):
+            collection.remove(item)
+
+
+def add_character(path: Path):
+    """Import an FBX character into the current scene; returns (armature, its largest mesh)."""
+    import bpy
+
+    before = set(bpy.data.objects)
+    bpy.ops.import_scene.fbx(filepath=str(path))
+    new = [o for o in bpy.data.objects if o not in before]
+    armature = next(o for o in new if o.type == "ARMATURE")
+    return armature, max((o for o in new if o.type == "MESH"), key=lambda o: len(o.data.vertices))

@@ -21,44 +21,25 @@ bpy = pytest.importorskip("bpy", reason="bpy (Blender as a module) is not instal
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import build_addon  # noqa: E402
+import build_addon  # noqa: E402,F401  (the zip the tests install)
+from blender_scene import EXTENSION_MODULE, add_character, clear_scene, install_extension  # noqa: E402
 
 pytestmark = pytest.mark.blender
-MODULE = "bl_ext.user_default.sa3df_tools"
+MODULE = EXTENSION_MODULE
 
 
 @pytest.fixture(scope="module")
 def addon(tmp_path_factory):
     """The built zip installed and enabled in headless Blender; returns the add-on's preferences.
     Disabled again afterwards, so later modules can register the add-on from the source tree."""
-    zip_path = build_addon.ensure_built()
-    assert bpy.ops.extensions.package_install_files(
-        filepath=str(zip_path), repo="user_default", enable_on_install=True) == {"FINISHED"}
-    prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.extractor, prefs.effort, prefs.device = "geometric", "off", "cpu"
-    prefs.cache_dir = str(tmp_path_factory.mktemp("sa3df-cache"))
+    prefs = install_extension(tmp_path_factory.mktemp("sa3df-cache"), extractor="geometric", effort="off",
+                              device="cpu")
     yield prefs
     import addon_utils
 
     sys.modules[f"{MODULE}.client"].release_shared_client()
     addon_utils.disable(MODULE, default_set=True)
     assert not hasattr(bpy.types, "SA3DF_PT_main")
-
-
-def clear_scene() -> None:
-    for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.armatures, bpy.data.actions, bpy.data.materials):
-        for item in list(collection):
-            collection.remove(item)
-
-
-def import_fbx(path: Path):
-    """Import a character into the current scene; returns (armature, mesh) of the new objects."""
-    before = set(bpy.data.objects)
-    bpy.ops.import_scene.fbx(filepath=str(path))
-    new = [o for o in bpy.data.objects if o not in before]
-    armature = next(o for o in new if o.type == "ARMATURE")
-    mesh = max((o for o in new if o.type == "MESH"), key=lambda o: len(o.data.vertices))
-    return armature, mesh
 
 
 def select(objects, active) -> None:
@@ -110,7 +91,7 @@ def dominant_bones(obj) -> np.ndarray:
 @pytest.fixture
 def man(addon, data_dir):
     clear_scene()
-    return import_fbx(data_dir / "humanoids" / "quaternius_male_casual.fbx")
+    return add_character(data_dir / "humanoids" / "quaternius_male_casual.fbx")
 
 
 def test_installed_extension_registers_panel_operators_and_preferences(addon):
@@ -185,8 +166,8 @@ def test_trained_features_match_two_animation_frames(man, addon):
 
 def test_parts_are_consistent_across_two_characters_of_one_rig(addon, data_dir):
     clear_scene()
-    man_rig, man = import_fbx(data_dir / "humanoids" / "quaternius_male_casual.fbx")
-    woman_rig, woman = import_fbx(data_dir / "humanoids" / "quaternius_female_casual.fbx")
+    man_rig, man = add_character(data_dir / "humanoids" / "quaternius_male_casual.fbx")
+    woman_rig, woman = add_character(data_dir / "humanoids" / "quaternius_female_casual.fbx")
     for rig in (man_rig, woman_rig):
         rig.data.pose_position = "REST"
     bpy.context.scene.sa3df.part_source, bpy.context.scene.sa3df.part_count = "KMEANS", 6
@@ -220,8 +201,8 @@ def bone_agreement(man, woman, man_labels, woman_labels) -> float:
 
 def test_vertex_groups_transfer_to_a_character_of_the_same_rig(addon, data_dir):
     clear_scene()
-    man_rig, man = import_fbx(data_dir / "humanoids" / "quaternius_male_casual.fbx")
-    woman_rig, woman = import_fbx(data_dir / "humanoids" / "quaternius_female_casual.fbx")
+    man_rig, man = add_character(data_dir / "humanoids" / "quaternius_male_casual.fbx")
+    woman_rig, woman = add_character(data_dir / "humanoids" / "quaternius_female_casual.fbx")
     for rig in (man_rig, woman_rig):
         rig.data.pose_position = "REST"
     own_bone = np.array([("sa3df_" + b) if b else "" for b in dominant_bones(woman)], dtype=object)
@@ -241,8 +222,8 @@ def test_vertex_groups_transfer_to_a_character_of_the_same_rig(addon, data_dir):
 
 def test_transferred_skin_weights_deform_the_target_with_the_source_armature(addon, data_dir):
     clear_scene()
-    man_rig, man = import_fbx(data_dir / "humanoids" / "quaternius_male_casual.fbx")
-    woman_rig, woman = import_fbx(data_dir / "humanoids" / "quaternius_female_casual.fbx")
+    man_rig, man = add_character(data_dir / "humanoids" / "quaternius_male_casual.fbx")
+    woman_rig, woman = add_character(data_dir / "humanoids" / "quaternius_female_casual.fbx")
     for rig in (man_rig, woman_rig):
         rig.data.pose_position = "REST"
     bpy.context.view_layer.update()

@@ -8,34 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_scene import bpy_or_skip
+from blender_scene import EXTENSION_MODULE, bpy_or_skip, clear_scene, install_extension
 
 pytestmark = pytest.mark.blender
-MODULE = "bl_ext.user_default.sa3df_tools"
+MODULE = EXTENSION_MODULE
 
 
 @pytest.fixture(scope="module")
 def addon(tmp_path_factory):
     """The built extension installed and enabled (reused when another test module already did it)."""
     bpy = bpy_or_skip()
-    import build_addon
-
-    if MODULE not in bpy.context.preferences.addons:
-        zip_path = build_addon.ensure_built()
-        assert bpy.ops.extensions.package_install_files(
-            filepath=str(zip_path), repo="user_default", enable_on_install=True) == {"FINISHED"}
-    prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.extractor, prefs.effort, prefs.device = "geometric", "fast", "cpu"
-    prefs.cache_dir = str(tmp_path_factory.mktemp("sa3df-motion-cache"))
+    install_extension(tmp_path_factory.mktemp("sa3df-motion-cache"), extractor="geometric", effort="fast",
+                      device="cpu")
     yield bpy
     sys.modules[f"{MODULE}.client"].release_shared_client()
-
-
-def reset_scene(bpy) -> None:
-    """Empty the scene without resetting preferences (that would disable the extension)."""
-    for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.armatures, bpy.data.actions):
-        for item in list(collection):
-            collection.remove(item)
 
 
 def _import(path: Path):
@@ -60,7 +46,7 @@ def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, d
     from blender_scene import set_action
     from sa3df_addon import rig_io
 
-    reset_scene(bpy)
+    clear_scene()
     bpy.context.scene.sa3df.train_on_selection = True
     man, man_actions = _import(data_dir / "humanoids/quaternius_male_casual.fbx")
     horse, horse_actions = _import(data_dir / "quadrupeds/quaternius_horse.fbx")
@@ -94,7 +80,7 @@ def test_align_pose_operator_poses_the_target_like_a_mesh(addon, data_dir):
     from blender_scene import set_action
     from sa3df_addon import rig_io
 
-    reset_scene(bpy)
+    clear_scene()
     bpy.context.scene.sa3df.train_on_selection = True
     horse, horse_actions = _import(data_dir / "quadrupeds/quaternius_horse.fbx")
     set_action(horse, next(a.name for a in horse_actions if "Walk" in a.name))
