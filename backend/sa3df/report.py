@@ -94,5 +94,8 @@ def format_report(report: dict) -> str:
     lines = [f"{len(report['pairs'])} pair(s), base extractor '{report['extractor']}'",
              f"{'metric':<28}{'base':>12}{'surface-aware':>16}"]
     for key in mean["base"]:
-        lines.append(f"{key:<28}{mean['base'][key]:>12.4f}{mean['embedding'][key]:>16.4f}")
+        fmt = "d" if key.endswith("count") else ".4f"  # counts are whole numbers
+        base, ours = mean["base"][key], mean["embedding"][key]
+        base, ours = (int(base), int(ours)) if fmt == "d" else (base, ours)
+        lines.append(f"{key:<28}{base:>12{fmt}}{ours:>16{fmt}}")
     return "\n".join(lines)
