@@ -71,7 +71,8 @@ def feature_correspondence(source, target):
     from sa3df.train import TrainConfig
 
     meshes = [mesh.from_arrays(c.rest_world, c.rig.faces, name=n) for c, n in ((source, "source"), (target, "target"))]
-    result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=300))
+    result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=300),
+                                      face_alike_up="z")
     source_features, target_features = (f.embedding for f in result.features)
     corr = match.correspondence(source_features, target_features, target_faces=meshes[1].faces)
     # Cleaning welds coincident vertices: map back to every input (rig) vertex, as the worker job does.

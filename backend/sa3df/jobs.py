@@ -144,7 +144,8 @@ def meshes_to_inputs(meshes: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, n
 def _settings_key(meshes: list[Mesh], settings: dict, extractor) -> str:
     """Cache key: the meshes' contents, the extractor actually chosen (with its settings), the
     training settings, and the checkpoint's weights file (its path and modification time)."""
-    relevant = {k: settings.get(k) for k in ("effort", "seed")}
+    relevant = {k: settings.get(k) for k in ("effort", "seed", "up_axis")}
+    relevant["faced_alike"] = True  # meshes are turned to face like the first before extraction
     relevant["extractor"] = extractor.cache_key()
     checkpoint = settings.get("checkpoint")
     if checkpoint:
@@ -177,9 +178,13 @@ def surface_features(meshes: list[Mesh], settings: dict, state: WorkerState,
 
 
 def _compute_features(meshes: list[Mesh], settings: dict, extractor, progress: ProgressFn | None) -> FeatureSet:
-    """Effort "off" without a checkpoint: the (unit-row) base features stand in for the embedding."""
+    """Effort "off" without a checkpoint: the (unit-row) base features stand in for the embedding.
+
+    All meshes are first turned about the up axis to face like the first (extrinsic cues then agree)."""
+    from .orient import face_like_first
     from .pipeline import FeatureCache, compute_surface_features
 
+    meshes = face_like_first(meshes, settings.get("up_axis", "y"))
     effort = settings.get("effort", "fast")
     if effort not in EFFORT_STEPS:
         raise ValueError(f"Unknown training effort '{effort}' (use one of {', '.join(EFFORT_STEPS)})")

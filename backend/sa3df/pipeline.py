@@ -21,6 +21,7 @@ from .extractors import BaseExtractor, create_extractor
 from .geodesics import AnchorCache
 from .mesh import Mesh
 from .network import SurfaceNetwork
+from .orient import face_like_first
 from .progress import ProgressFn, report, sub_progress
 from .train import TrainConfig, TrainingSample, embed, train_surface_network
 
@@ -116,7 +117,7 @@ def compute_surface_features(
     meshes: list[Mesh], extractor: str | BaseExtractor = "geometric", checkpoint: str | os.PathLike | None = None,
     train_config: TrainConfig | None = None, cache_dir: str | os.PathLike | None = None,
     progress: ProgressFn | None = None, feature_cache: FeatureCache | None = None,
-    anchor_cache: AnchorCache | None = None,
+    anchor_cache: AnchorCache | None = None, face_alike_up: str | None = None,
 ) -> PipelineResult:
     """Surface-aware features of ``meshes`` (each (N_i, E) float32, unit rows, in mesh vertex order).
 
@@ -127,8 +128,10 @@ def compute_surface_features(
 
     ``extractor`` is a registered name or an instance. ``cache_dir`` keeps base features and
     geodesic anchor pools on disk (``features/`` and ``anchors/``); explicit ``feature_cache`` /
-    ``anchor_cache`` objects take precedence. Raises ``ValueError`` when the checkpoint was made
-    for other base features (width or extractor name).
+    ``anchor_cache`` objects take precedence. ``face_alike_up`` ("x", "y" or "z"): before base
+    features are computed, turn every mesh after the first about that up axis to face like the first
+    (:func:`sa3df.orient.face_like_first`), so extrinsic cues agree between meshes that face different
+    ways. Raises ``ValueError`` when the checkpoint was made for other base features (width or extractor name).
     """
     if not meshes:
         raise ValueError("compute_surface_features needs at least one mesh")
@@ -137,6 +140,8 @@ def compute_surface_features(
     feature_cache = feature_cache or FeatureCache(cache_dir / "features" if cache_dir else None)
     anchor_cache = anchor_cache or AnchorCache(cache_dir / "anchors" if cache_dir else None)
 
+    if face_alike_up:
+        meshes = face_like_first(meshes, face_alike_up)
     base = []
     for i, mesh in enumerate(meshes):
         stage = sub_progress(progress, 0.3 * i / len(meshes), 0.3 * (i + 1) / len(meshes))
