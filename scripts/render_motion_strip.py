@@ -90,7 +90,8 @@ def feature_matches(source_rest, source_faces, target_rest, target_faces, steps:
 
     meshes = [mesh.from_arrays(source_rest, source_faces, name="source"),
               mesh.from_arrays(target_rest, target_faces, name="target")]
-    result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=steps))
+    result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=steps),
+                                      face_alike_up="z")  # the two characters face different ways
     source_features, target_features = (f.embedding for f in result.features)
     corr = match.correspondence(source_features, target_features, target_faces=meshes[1].faces)
     matches = meshes[1].to_input(meshes[0].input_index[corr.target_to_source], fill=-1)
