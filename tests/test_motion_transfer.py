@@ -168,7 +168,6 @@ def test_target_keeps_its_heading_when_given_the_up_axis(data_dir):
     assert kept.normalized_residuals.mean() < 0.02
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("source_path,target_path", [(MAN, HUMAN), (HORSE, COW), (FOX, WOLF)])
 def test_different_skeletons_with_surface_features(data_dir, source_path, target_path):
     bpy_or_skip()
@@ -177,6 +176,8 @@ def test_different_skeletons_with_surface_features(data_dir, source_path, target
     matches, weights = feature_correspondence(source, target)
     result = transfer(source, target, matches, weights)
     verts, _ = posed_world(target, result.local_matrices())
-    assert result.normalized_residuals.mean() < 0.08
-    assert foot_sliding(verts, target.height) <= 1.5 * foot_sliding(source.clip, source.height) + 0.005
-    assert rotation_jumps(result.rotations).max() < 90.0
+    # measured (residual, sliding vs source's, largest jump): human 0.014, 0.042 vs 0.040, 41 deg;
+    # cow 0.032, 0.010 vs 0.010, 32 deg; wolf 0.014, 0.035 vs 0.035, 17 deg
+    assert result.normalized_residuals.mean() < 0.05
+    assert foot_sliding(verts, target.height) <= 1.2 * foot_sliding(source.clip, source.height) + 0.002
+    assert rotation_jumps(result.rotations).max() < 60.0
