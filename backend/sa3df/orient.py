@@ -14,6 +14,7 @@ from .mesh import Mesh
 
 AXES = {"x": 0, "y": 1, "z": 2}
 MAX_POINTS = 3000  # per shape, for the overlay score
+KEEP_MARGIN = 0.1  # a turn must overlay at least 10% better than facing as given
 
 
 def rotation_about(axis: int, angle: float) -> np.ndarray:
@@ -38,7 +39,9 @@ def _sample(points: np.ndarray, seed: int = 0) -> np.ndarray:
 def yaw_to_match(reference: np.ndarray, moving: np.ndarray, up: str = "z", turns: int = 16) -> np.ndarray:
     """The 3x3 rotation about ``up`` ("x", "y" or "z") that best overlays ``moving`` (M, 3) on
     ``reference`` (N, 3): the smallest symmetric mean nearest-point distance after centring and scaling
-    both bounding boxes, over ``turns`` evenly spaced angles."""
+    both bounding boxes, over ``turns`` evenly spaced angles. The identity is kept unless a turn scores
+    clearly better (by ``KEEP_MARGIN``): meshes that already face alike, such as two poses of one
+    character, are never turned by a near tie."""
     from scipy.spatial import cKDTree
 
     if up not in AXES:
@@ -47,14 +50,14 @@ def yaw_to_match(reference: np.ndarray, moving: np.ndarray, up: str = "z", turns
     ref = _normalise(_sample(np.asarray(reference, dtype=np.float64)))
     ref_tree = cKDTree(ref)
     moving = _sample(np.asarray(moving, dtype=np.float64), seed=1)
-    best_score, best = np.inf, np.eye(3)
+    scores = []
     for k in range(turns):
-        rotation = rotation_about(axis, 2 * np.pi * k / turns)
-        turned = _normalise(moving @ rotation.T)
-        score = ref_tree.query(turned)[0].mean() + cKDTree(turned).query(ref)[0].mean()
-        if score < best_score - 1e-12:
-            best_score, best = score, rotation
-    return best
+        turned = _normalise(moving @ rotation_about(axis, 2 * np.pi * k / turns).T)
+        scores.append(ref_tree.query(turned)[0].mean() + cKDTree(turned).query(ref)[0].mean())
+    best = int(np.argmin(scores))
+    if scores[best] > (1 - KEEP_MARGIN) * scores[0]:
+        best = 0
+    return rotation_about(axis, 2 * np.pi * best / turns)
 
 
 def face_like_first(meshes: list[Mesh], up: str) -> list[Mesh]:
