@@ -98,11 +98,14 @@ class BackendOperator(bpy.types.Operator):
         return running_job() is None
 
     # -- synchronous (background, scripts) ------------------------------------------------------
-    def execute(self, context):
+    def _start(self, context):
+        """(request, job) of a job now running in the worker, or (None, None) after a reported refusal."""
         request = self._request_or_report(context)
-        if request is None:
-            return {"CANCELLED"}
-        job = self._submit(request)
+        job = None if request is None else self._submit(request)
+        return (request, job) if job is not None else (None, None)
+
+    def execute(self, context):
+        request, job = self._start(context)
         if job is None:
             return {"CANCELLED"}
         shown = [-1]
@@ -119,10 +122,7 @@ class BackendOperator(bpy.types.Operator):
     def invoke(self, context, event):
         if bpy.app.background:
             return self.execute(context)
-        request = self._request_or_report(context)
-        if request is None:
-            return {"CANCELLED"}
-        job = self._submit(request)
+        request, job = self._start(context)
         if job is None:
             return {"CANCELLED"}
         self._request, self._job = request, job

@@ -8,6 +8,8 @@ which keeps Embree's float32 exact and the camera distances meaningful for any i
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 import torch
 
@@ -46,11 +48,11 @@ class RenderedExtractor(BaseExtractor):
     def cache_key(self) -> str:
         return f"{self.name}-{self.rig}{self.views}-r{self.resolution}-up{self.up_axis}"
 
+    @abstractmethod
     def featurize(self, views: RenderedViews, mesh: Mesh,
                   progress: ProgressFn | None = None) -> list[list[torch.Tensor]]:
         """Per view of the batch, its feature blocks [(D_i, h_i, w_i), ...] covering the image.
         ``progress`` spans this batch; long featurisers report (and may be cancelled) through it."""
-        raise NotImplementedError
 
     def load(self) -> None:
         """Load models (once per instance; :meth:`release` frees them)."""
