@@ -188,3 +188,19 @@ def test_cancel_between_steps_and_input_errors():
         fit_motion(rig, clip, np.arange(rig.n_vertices), config=MotionConfig(placement="sideways"))
     with pytest.raises(ValueError, match="parents first"):
         Rig(["a", "b"], [1, -1], np.tile(np.eye(4), (2, 1, 1)), np.zeros((1, 3)), np.ones((1, 2)))
+
+
+def test_ik_style_controls_are_attached_to_their_limb_ends():
+    """A foot hanging from an unskinned root with its head at the end of the leg chain is found as attached
+    to the leg's end bone; the leg itself (translating too) is not attached to its own ancestors."""
+    from sa3df.motion_terms import attachments
+
+    heads = [[0, 0, 0], [0, 1.0, 0], [0, 0.1, 0], [0, 0.1, 0]]  # root, leg (down to y=0.1), leg end, foot
+    rest = np.array([_frame(np.eye(3), h) for h in heads])
+    verts = np.array([[0.1, 0.9, 0], [-0.1, 0.5, 0], [0.1, 0.3, 0], [0.1, 0.05, 0], [0.2, 0.0, 0], [0, 0, 0.1]])
+    weights = np.zeros((6, 4))
+    weights[:3, 1], weights[3:, 3] = 1.0, 1.0
+    rig = Rig(["root", "leg", "leg_end", "foot"], [-1, 0, 1, 0], rest, verts, weights)
+    free = rig.translating_bones()
+    assert 3 in free and 1 in free
+    assert attachments(rig, free, 0.005).tolist() == [[3, 2]]

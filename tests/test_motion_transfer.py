@@ -111,8 +111,12 @@ def test_same_skeleton_feature_transfer_tracks_the_copied_pose(man_and_woman):
     error = centred_joint_error(woman, joints, truth)
     major = centred_joint_error(woman, joints, truth, major_only=True)
     baseline_major = centred_joint_error(woman, baseline_joints, truth, major_only=True)
-    assert error < 0.03, error  # measured 0.017 (all skinned bones; nearest-bone baseline 0.011)
-    assert major < baseline_major, (major, baseline_major)  # measured 0.013 vs 0.018
+    # measured 0.015-0.019 over seeds (all skinned bones; nearest-bone baseline 0.011: the hand, finger and
+    # thumb bones, whose few vertices match the forearm, are still worse than the baseline's)
+    assert error < 0.03, error
+    # measured 0.009 vs 0.018 (0.013 before the IK feet were kept at their legs' ends: their vertices
+    # match the shins, which alone put the feet's heads 4-5 % of the height off)
+    assert major < 0.7 * baseline_major, (major, baseline_major)
     assert rotation_jumps(result.rotations).max() < 45.0
 
 
@@ -124,10 +128,10 @@ def test_same_skeleton_geometric_transfer_beats_nearest_bone_baseline(man_and_wo
     _, joints = posed_world(woman, result.local_matrices())
     _, baseline_joints = posed_world(woman, nearest_bone_baseline(man, woman))
     error = centred_joint_error(woman, joints, truth)
-    assert error < 0.02, error  # measured 0.0087 (baseline 0.0106)
+    assert error < 0.02, error  # measured 0.0088 (baseline 0.0106)
     major = centred_joint_error(woman, joints, truth, major_only=True)
     baseline_major = centred_joint_error(woman, baseline_joints, truth, major_only=True)
-    assert major < baseline_major, (major, baseline_major)  # measured 0.0063 vs 0.018
+    assert major < baseline_major, (major, baseline_major)  # measured 0.0072 vs 0.018
 
 
 @pytest.mark.parametrize(

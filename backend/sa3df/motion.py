@@ -12,7 +12,8 @@ rotations and root motion that bring its skinned vertices onto their matched sou
    into local ones (bones without enough skin inherit their parent's, i.e. stay at rest).
 3. **Refinement**, all frames batched in torch with Adam: a robust (Charbonnier, trimmed) vertex term, a
    per-bone matched-centroid term (averages out wrong matches), edge-length preservation, temporal
-   smoothness of joints and rotations, and a small prior that keeps unobservable twists at rest.
+   smoothness of joints and rotations, a small prior that keeps unobservable twists at rest, and a pull
+   that keeps IK-style controls (a foot hanging from the root) at the end of their limb chains.
 4. **Space-time re-matching** between short refinement passes: once the target moves like the source, a
    match that strays far from its target vertex over the clip is replaced by the source vertex that stays
    nearest (features confuse look-alike parts; their motion tells them apart). Then the final pass.
@@ -70,6 +71,11 @@ class MotionConfig:
     # in the start: a handful of (often wrong) matches on a finger says less than the hand it hangs from.
     min_bone_vertices: int = 4
     min_bone_share: float = 0.015
+    follow_parent: bool = False  # ... and keep following it (rest relative to it) through the refinement
+    # IK-style controls: a translating bone whose rest head sits on another bone's head (within
+    # attach_distance x size; e.g. a foot hanging from the root at the end of its leg) is kept there.
+    attach_weight: float = 1.0
+    attach_distance: float = 0.005
     fit_scale: bool = True
     scale: float | None = None  # fixed source -> target scale (skips the estimate)
     # "centroid": the source's first-frame centre lands on the target's rest centre, scaled about it.

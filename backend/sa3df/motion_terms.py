@@ -37,8 +37,20 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
     rest_edges = model.rest_vertices[ids][edge_rows]
     rest_len = (rest_edges[:, 0] - rest_edges[:, 1]).norm(dim=-1)
     bone_w = model.weights[ids][:n_data] * c[:, None]  # (n, B) per-bone centroid weights
+    # Optionally, bones too poorly observed to fit on their own (see supported_bones) keep following their
+    # parent through the refinement too, not only in the start: a few wrong matches cannot twist a finger,
+    # but neither can a few right ones (off by default: the fox's ears and tail tips must move).
+    frozen = None
+    if config.follow_parent:
+        frozen = ~supported_bones(model, problem.sample, problem.c, config)
+        frozen &= torch.as_tensor([p >= 0 for p in model.rig.parents], device=frozen.device)
+        frozen = frozen[None, :, None, None]
+        eye = torch.eye(3, device=c.device)
+    attached = attachments(model.rig, free, config.attach_distance)
     for it in range(iterations):
         rot = matrix_from_6d(six)
+        if frozen is not None:
+            rot = torch.where(frozen, eye, rot)
         q = log_scale.exp() * (q_raw - src_c) + tgt_c
         verts, joints = model.pose(local_matrices(rot, free, locations), ids)
         trim = config.trim_fraction if it >= iterations // 3 else 0.0
@@ -48,13 +60,19 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
         loss = _data_terms(verts[:, :n_data], q, c, bone_w, centroid, config.robust_scale, trim)
         loss = loss + config.edge_weight * _edge_term(verts, edge_rows, rest_len)
         loss = loss + _smooth_terms(joints, rot, config) + _prior_terms(rot, config)
+        if len(attached):
+            gap = joints[:, attached[:, 0]] - joints[:, attached[:, 1]]
+            loss = loss + config.attach_weight * (gap * gap).sum(-1).mean() / (2 * config.robust_scale)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         schedule.step()
         if it % 10 == 0:
             report(progress, it / iterations, f"fitting ({it}/{iterations})")
-    return matrix_from_6d(six.detach()), locations.detach(), float(log_scale.detach().exp())
+    rot = matrix_from_6d(six.detach())
+    if frozen is not None:
+        rot = torch.where(frozen, eye, rot)
+    return rot, locations.detach(), float(log_scale.detach().exp())
 
 
 @dataclass
@@ -143,8 +161,7 @@ def closed_form_start(model: TorchRig, target: Rig, sample, q, c, free, config):
     ids = torch.as_tensor(sample)
     w, rest = model.weights[ids], model.rest_vertices[ids]  # (n, B), (n, 3)
     core = (w > 0.3) & (c[:, None] > 0)
-    needed = max(config.min_bone_vertices, config.min_bone_share * len(sample))
-    supported = (core.sum(0) >= needed).tolist()
+    supported = supported_bones(model, sample, c, config).tolist()
     bone_w = (w * w * c[:, None] * core).T  # (B, n)
     cov, rest_mean, match_mean = weighted_covariances(rest, q, bone_w)
     cov = _smooth_in_time(cov, config.start_time_window)
@@ -177,6 +194,41 @@ def closed_form_start(model: TorchRig, target: Rig, sample, q, c, free, config):
         head = (fits[:, bone] @ (model.rest[bone, :3, 3] - rest_mean[bone])[:, None])[..., 0] + match_mean[:, bone]
         locations[:, k] = ((head - frame[:, :3, 3])[:, None, :] @ frame[:, :3, :3])[:, 0]
     return rotations, locations
+
+
+def attachments(rig: Rig, free, distance: float) -> np.ndarray:
+    """(K, 2) pairs (translating bone, bone) whose rest heads coincide (within ``distance`` x size), the
+    second neither an ancestor nor a descendant of the first: an IK foot or hand control sitting at the end
+    of its limb chain. The fit keeps them together, as the rig's IK constraint would."""
+    heads = rig.rest_matrices[:, :3, 3]
+    pairs = []
+    for k in free:
+        if rig.parents[k] < 0 and k == rig.root:
+            continue
+        related = {k}
+        for b in range(rig.n_bones):  # ancestors and descendants (parents are listed first)
+            a = b
+            while a >= 0 and a != k:
+                a = rig.parents[a]
+            if a == k:
+                related.add(b)
+        a = rig.parents[k]
+        while a >= 0:
+            related.add(a)
+            a = rig.parents[a]
+        gaps = np.linalg.norm(heads - heads[k], axis=1) / rig.size
+        gaps[list(related)] = np.inf
+        if gaps.min() <= distance:
+            pairs.append((k, int(np.argmin(gaps))))
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def supported_bones(model: TorchRig, sample, c, config) -> torch.Tensor:
+    """(B,) bool: bones with enough matched skinned vertices (weight > 0.3) in the loss sample to be fitted
+    on their own; the others follow their parent (stay at rest relative to it)."""
+    core = (model.weights[torch.as_tensor(sample)] > 0.3) & (c[:, None] > 0)
+    needed = max(config.min_bone_vertices, config.min_bone_share * len(sample))
+    return core.sum(0) >= needed
 
 
 def _smooth_in_time(values: torch.Tensor, window: int) -> torch.Tensor:
