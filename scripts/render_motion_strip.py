@@ -92,11 +92,8 @@ def feature_matches(source_rest, source_faces, target_rest, target_faces, steps:
               mesh.from_arrays(target_rest, target_faces, name="target")]
     result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=steps),
                                       face_alike_up="z")  # the two characters face different ways
-    source_features, target_features = (f.embedding for f in result.features)
-    corr = match.correspondence(source_features, target_features, target_faces=meshes[1].faces)
-    matches = meshes[1].to_input(meshes[0].input_index[corr.target_to_source], fill=-1)
-    weights = meshes[1].to_input(np.where(corr.mutual, 1.0, 0.5), fill=0.0)
-    return np.maximum(matches, 0), np.where(matches >= 0, weights, 0.0)
+    matches, weights, _ = match.input_vertex_matches(*meshes, *(f.embedding for f in result.features))
+    return matches, weights
 
 
 def nearest_rest_matches(source_rest, target_rest):

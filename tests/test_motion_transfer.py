@@ -73,12 +73,8 @@ def feature_correspondence(source, target):
     meshes = [mesh.from_arrays(c.rest_world, c.rig.faces, name=n) for c, n in ((source, "source"), (target, "target"))]
     result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=300),
                                       face_alike_up="z")
-    source_features, target_features = (f.embedding for f in result.features)
-    corr = match.correspondence(source_features, target_features, target_faces=meshes[1].faces)
-    # Cleaning welds coincident vertices: map back to every input (rig) vertex, as the worker job does.
-    matches = meshes[1].to_input(meshes[0].input_index[corr.target_to_source], fill=-1)
-    weights = meshes[1].to_input(np.where(corr.mutual, 1.0, 0.5), fill=0.0)
-    return np.maximum(matches, 0), np.where(matches >= 0, weights, 0.0)
+    matches, weights, _ = match.input_vertex_matches(*meshes, *(f.embedding for f in result.features))
+    return matches, weights
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .device import choose_device
+from .mesh import Mesh
 from .progress import ProgressFn, report
 
 DEFAULT_BUDGET_BYTES = 64 * 2**20  # similarity chunk: 64 MB (≈ 1,600 rows against 10k references)
@@ -199,3 +200,16 @@ def correspondence(
     else:
         mutual = round_trip == np.arange(n_target)
     return Correspondence(t2s, s2t, sim, mutual)
+
+
+def input_vertex_matches(source_mesh: Mesh, target_mesh: Mesh, source_features: np.ndarray,
+                         target_features: np.ndarray) -> tuple[np.ndarray, np.ndarray, Correspondence]:
+    """Matches for fitting a rig: for every *input* vertex of the target, its matched *input* vertex of
+    the source (N_target_input,) int64 and a confidence (N_target_input,) in [0, 1] — 1 for a mutual
+    match, 0.5 otherwise, 0 (with match 0) for a dropped vertex. Also returns the correspondence itself.
+    """
+    corr = correspondence(source_features, target_features, target_faces=target_mesh.faces)
+    matches = target_mesh.to_input(source_mesh.input_index[corr.target_to_source], fill=-1)
+    confidence = target_mesh.to_input(np.where(corr.mutual, 1.0, 0.5), fill=0.0)
+    usable = matches >= 0
+    return np.where(usable, matches, 0).astype(np.int64), np.where(usable, confidence, 0.0), corr

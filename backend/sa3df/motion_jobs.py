@@ -36,19 +36,14 @@ def _target_rig(ctx: JobContext):
 
 def _matches(ctx: JobContext, share: float):
     """Target -> source vertex ids (input order) and confidences from surface features."""
-    from .match import correspondence
+    from .match import input_vertex_matches
 
     meshes, features = features_for_job(ctx, share=share)
     if len(meshes) != 2:
         raise ValueError(f"The motion job needs a source and a target mesh, got {len(meshes)}")
-    source, target = meshes
     report(ctx.progress, share, "matching the surfaces")
-    corr = correspondence(features.embedding[0], features.embedding[1], target_faces=target.faces)
-    matches = target.to_input(source.input_index[corr.target_to_source], fill=-1)
-    confidence = np.where(corr.mutual, 1.0, 0.5)  # non-mutual matches count half
-    confidence = target.to_input(confidence, fill=0.0)
-    usable = matches >= 0
-    return np.where(usable, matches, 0).astype(np.int64), np.where(usable, confidence, 0.0), meshes, corr
+    matches, confidence, corr = input_vertex_matches(*meshes, features.embedding[0], features.embedding[1])
+    return matches, confidence, meshes, corr
 
 
 def _fit(ctx: JobContext, frames_key: str = "source_frames") -> JobOutput:
