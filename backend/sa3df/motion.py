@@ -239,23 +239,34 @@ def _placement(target: Rig, rest, matched, conf, config):
 
 def _face_like_target(frames, rest, matches, conf, config) -> np.ndarray:
     """The source clip turned about the ``config.up`` axis (through the armature origin, or the matched
-    centroid for "centroid" placement) so that its first frame faces the way the target's rest pose does:
-    the yaw that best maps the matched source points onto the target's, in the plane across ``up``."""
+    centroid for "centroid" placement) to face the way the target's rest pose does: the yaw that best maps
+    the matched source points onto the target's across ``up``, over the clip (each frame centred).
+
+    The turn is kept only when it fits clearly better (by ``orient.KEEP_MARGIN``) than none: a walk's
+    own sway turns single frames by ±20°, which must not become a heading offset for the whole clip.
+    """
+    from .orient import KEEP_MARGIN
+
     up = np.asarray(config.up, dtype=np.float64)
     if up.shape != (3,) or np.linalg.norm(up) == 0:
         raise ValueError(f"up must be a non-zero 3-vector, got {config.up!r}")
     up = up / np.linalg.norm(up)
     w = conf / conf.sum()
-    src, tgt = frames[0][matches], rest
     flat = lambda x: (x - w @ x) - np.outer((x - w @ x) @ up, up)  # noqa: E731  centred, across up
-    cov = (flat(tgt) * w[:, None]).T @ flat(src)  # sum w t s^T
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), 32)).round().astype(int))
+    src = [flat(frames[i][matches]) for i in picks]
+    tgt = flat(rest)
+    cov = sum((tgt * w[:, None]).T @ s for s in src)  # sum over frames of sum_v w t s^T
     a = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
     a /= np.linalg.norm(a)
     b = np.cross(up, a)
     angle = np.arctan2(b @ cov @ a - a @ cov @ b, a @ cov @ a + b @ cov @ b)
     k = np.array([[0, -up[2], up[1]], [up[2], 0, -up[0]], [-up[1], up[0], 0]])
     turn = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-    pivot = w @ src if config.placement == "centroid" else np.zeros(3)
+    misfit = lambda r: sum(w @ ((s @ r.T - tgt) ** 2).sum(1) for s in src)  # noqa: E731
+    if misfit(turn) > (1 - KEEP_MARGIN) * misfit(np.eye(3)):
+        return frames
+    pivot = w @ frames[0][matches] if config.placement == "centroid" else np.zeros(3)
     return (frames - pivot) @ turn.T + pivot
 
 
