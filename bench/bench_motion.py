@@ -6,8 +6,9 @@ against a name-agnostic baseline.
    mesh edges; residuals are then measured on all vertices. Reports the closed-form start alone and the
    full fit (two 40-step passes each followed by space-time re-matching, then 200 steps).
 2. Accuracy: man -> woman walk (same skeleton, so copying the man's pose is the ground truth): mean joint
-   error / height of the feature-based transfer, of a geometric stand-in correspondence (nearest rest vertex
-   after box normalisation), and of the nearest-bone-by-rest-position baseline.
+   error / height of the feature-based transfer (as the add-on's job matches: with the rest-pose proximity
+   prior, and without it), of a geometric stand-in correspondence (nearest rest vertex after box
+   normalisation), and of the nearest-bone-by-rest-position baseline.
 
 Run: python bench/bench_motion.py [--threads N] [--skip-features]. Needs bpy and the shared data.
 """
@@ -84,13 +85,14 @@ def accuracy(data: Path, with_features: bool) -> None:
     _, truth = posed_world(woman, man.basis)
     rows = []
     if with_features:
-        start = time.perf_counter()
-        matches, weights = feature_correspondence(man, woman)
-        rows.append(("surface features (geometric, 300 steps)", matches, weights, time.perf_counter() - start))
+        for label, prior in (("features + rest prior (job default)", None), ("features, no rest prior", 0.0)):
+            start = time.perf_counter()
+            matches, weights = feature_correspondence(man, woman, prior)
+            rows.append((label, matches, weights, time.perf_counter() - start))
     matches, weights = nearest_rest_correspondence(man, woman)
     rows.append(("nearest rest vertex (stand-in)", matches, weights, 0.0))
     print(f"accuracy: man -> woman walk, {len(man.frames)} frames; mean joint error / height vs copied pose "
-          "(all skinned bones | bones with >= 1 % of the skin)")
+          "(all skinned bones | bones with >= 1 % of the skin); features: geometric, 300 test-time steps")
 
     def errors(joints) -> str:
         every = centred_joint_error(woman, joints, truth)

@@ -114,6 +114,7 @@ class SA3DF_OT_transfer_motion(BackendOperator):
 
         request = _request(context, "transfer_motion", source_meshes, _world_rest(source_rig, source),
                            source_rig.faces, clip, target, apply, scale=None)
+        request.params["rest_prior"] = float(context.scene.sa3df.rest_prior)  # both skins are at rest
         return request
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, IntProperty, PointerProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty
 
 
 class SA3DF_SceneSettings(bpy.types.PropertyGroup):
@@ -23,6 +23,12 @@ class SA3DF_SceneSettings(bpy.types.PropertyGroup):
             ("KMEANS", "K-Means", "Find parts jointly over the selection"),
             ("GROUPS", "Active's Vertex Groups", "Carry the active mesh's vertex groups over to the others"),
         ],
+    )
+    rest_prior: FloatProperty(
+        name="Rest-Pose Prior", default=0.2, min=0.0, max=1.0,
+        description="Transfer Motion: how much matching favours vertices at the same place in the two rest "
+                    "shapes (both scaled to their bounding boxes, faced alike). Keeps hands and feet from "
+                    "matching the arm or leg next to them; 0 matches on features alone (rest poses far apart)",
     )
 
 

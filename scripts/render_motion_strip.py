@@ -85,6 +85,7 @@ def size_of(vertices: np.ndarray) -> float:
 def feature_matches(source_rest, source_faces, target_rest, target_faces, steps: int):
     """Target -> source vertex matches and confidences from surface features, as the worker job does."""
     from sa3df import match, mesh
+    from sa3df.motion_jobs import REST_PRIOR
     from sa3df.pipeline import compute_surface_features
     from sa3df.train import TrainConfig
 
@@ -92,7 +93,8 @@ def feature_matches(source_rest, source_faces, target_rest, target_faces, steps:
               mesh.from_arrays(target_rest, target_faces, name="target")]
     result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=steps),
                                       face_alike_up="z")  # the two characters face different ways
-    matches, weights, _ = match.input_vertex_matches(*meshes, *(f.embedding for f in result.features))
+    matches, weights, _ = match.input_vertex_matches(*meshes, *(f.embedding for f in result.features),
+                                                     rest_prior=REST_PRIOR, up="z")
     return matches, weights
 
 

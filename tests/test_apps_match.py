@@ -108,3 +108,38 @@ def test_half_precision_path_reports_exact_similarities():
     assert (np.diff(sim, axis=1) <= 0).all()
     best = np.take_along_axis(full, np.argsort(-full, axis=1)[:, :1], 1)[:, 0]
     assert np.all(best - sim[:, 0] < 2e-3)  # float16 may only swap near-ties
+
+
+def test_rest_proximity_breaks_feature_ties_by_place_and_reports_cosines():
+    """Two source parts with identical features (a left and a right hand to a blind descriptor): the prior
+    sends each target vertex to the part at its own place, whatever the chunk size, and whatever scale
+    and offset the target mesh has (positions are box-normalised)."""
+    rng = np.random.default_rng(2)
+    part = rng.normal(size=(40, 8)).astype(np.float32)
+    source_points = np.concatenate([rng.uniform(-1, 0, (40, 3)), rng.uniform(0, 1, (40, 3))])
+    source_points[[0, -1]] = [-1, -1, -1], [1, 1, 1]  # both boxes span the cube
+    source_features = np.concatenate([part, part])
+    target_points = source_points * 3.0 + 5.0
+    for chunk in (None, 7):
+        prior = match.RestProximity(target_points, source_points, weight=0.2, sigma=0.03)
+        plain, _ = match.nearest_neighbors(source_features, source_features, chunk_size=chunk)
+        idx, sim = match.nearest_neighbors(source_features, source_features, chunk_size=chunk, proximity=prior)
+        assert (plain < 40).all()  # without the prior every tie goes to the first copy
+        np.testing.assert_array_equal(idx, np.arange(80))
+        np.testing.assert_allclose(sim, 1.0, atol=1e-5)  # the cosine, not cosine + bonus
+
+
+def test_rest_proximity_bonus_is_bounded_so_clear_features_win():
+    features = np.array([[1.0, 0.0], [0.6, 0.8]], dtype=np.float32)  # cosine to [1, 0]: 1.0 and 0.6
+    points = np.array([[0.0, 0, 0], [1.0, 1, 1]])
+    queries, query_points = features[[0, 0]], points[::-1]  # the first query sits on the worse-matching vertex
+
+    def nearest(weight):
+        return match.nearest_neighbors(queries, features, proximity=match.RestProximity(query_points, points, weight))[0]
+
+    np.testing.assert_array_equal(nearest(0.2), [0, 0])  # a 0.4 cosine gap outweighs a 0.2 bonus
+    np.testing.assert_array_equal(nearest(0.5), [1, 0])
+    with pytest.raises(ValueError, match="proximity has 2 query and 2 reference points for 1 query"):
+        match.nearest_neighbors(features[:1], features, proximity=match.RestProximity(query_points, points))
+    with pytest.raises(ValueError, match="sigma > 0"):
+        match.RestProximity(query_points, points, sigma=0.0)
