@@ -93,7 +93,7 @@ class SA3DF_OT_segment_parts(BackendOperator):
             objects = selected_meshes(context, min_count=2, need_active=True)
             labels, names = vertex_group_labels(objects[0])
             group_names = [f"sa3df_{name}" for name in names]
-            params, arrays = {"mode": "transfer"}, {"source_labels": labels}
+            params, arrays = {"mode": "transfer", "rest_prior": float(settings.rest_prior)}, {"source_labels": labels}
         else:
             objects = selected_meshes(context)
             count = settings.part_count
@@ -153,7 +153,8 @@ class SA3DF_OT_transfer_skin_weights(BackendOperator):
                 results.add_armature_modifier(target, rig, ARMATURE_MODIFIER)
             return f"Skin weights of {len(bones)} bones of '{armature_name}' on {len(objects) - 1} mesh(es)"
 
-        return _request(context, "transfer_weights", objects, apply, extra_arrays={"source_weights": weights})
+        return _request(context, "transfer_weights", objects, apply, extra_arrays={"source_weights": weights},
+                        extra_params={"rest_prior": float(context.scene.sa3df.rest_prior)})
 
 
 class SA3DF_OT_clear(bpy.types.Operator):

@@ -43,13 +43,13 @@ class SA3DF_PT_main(bpy.types.Panel):
         box = layout.box()
         box.enabled = not busy
         box.prop(settings, "part_source")
-        if settings.part_source == "KMEANS":
-            box.prop(settings, "part_count")
+        box.prop(settings, "part_count" if settings.part_source == "KMEANS" else "rest_prior")
         box.operator("sa3df.segment_parts", icon="MOD_EXPLODE")
         column = layout.column(align=True)
         column.enabled = not busy
+        column.prop(settings, "rest_prior")  # used by skin weights and motion alike
         column.operator("sa3df.transfer_skin_weights", icon="MOD_VERTEX_WEIGHT")
-        self._draw_motion(layout, settings, busy)
+        self._draw_motion(layout, busy)
         layout.separator()
         layout.operator("sa3df.clear", icon="TRASH")
 
@@ -64,7 +64,7 @@ class SA3DF_PT_main(bpy.types.Panel):
         layout.label(text=text, icon="MESH_DATA")
 
     @staticmethod
-    def _draw_motion(layout, settings, running: bool) -> None:
+    def _draw_motion(layout, running: bool) -> None:
         """Motion operators, when the motion module is installed."""
         names = [(n, i) for n, i in (("transfer_motion", "ANIM"), ("align_pose", "ARMATURE_DATA"))
                  if hasattr(bpy.types, f"SA3DF_OT_{n}")]
@@ -75,7 +75,6 @@ class SA3DF_PT_main(bpy.types.Panel):
         column.label(text="Motion")
         for name, icon in names:
             column.operator(f"sa3df.{name}", icon=icon)
-        column.prop(settings, "rest_prior")
 
 
 classes = (SA3DF_PT_main,)

@@ -26,9 +26,10 @@ class SA3DF_SceneSettings(bpy.types.PropertyGroup):
     )
     rest_prior: FloatProperty(
         name="Rest-Pose Prior", default=0.2, min=0.0, max=1.0,
-        description="Transfer Motion: how much matching favours vertices at the same place in the two rest "
-                    "shapes (both scaled to their bounding boxes, faced alike). Keeps hands and feet from "
-                    "matching the arm or leg next to them; 0 matches on features alone (rest poses far apart)",
+        description="Carrying vertex groups (Segment Parts), Transfer Skin Weights and Transfer Motion: how "
+                    "much matching favours vertices at the same place in the two shapes (both scaled to their "
+                    "bounding boxes, faced alike). Keeps hands and feet from matching the arm or leg next to "
+                    "them; 0 matches on features alone (for meshes in very different poses)",
     )
 
 

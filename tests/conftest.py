@@ -42,3 +42,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "heavy" in item.keywords:
             item.add_marker(skip)
+
+
+_EXIT_STATUS = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS["code"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """bpy 4.2 as a module crashes in its exit handlers once the glTF importer has run (segfault after the
+    last test, turning a green run red); once pytest is done, leave without running them."""
+    bpy = sys.modules.get("bpy")
+    version = getattr(getattr(bpy, "app", None), "version", None)
+    if version is not None and tuple(version) < (4, 3) and "code" in _EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS["code"])

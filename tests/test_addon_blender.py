@@ -217,7 +217,7 @@ def test_vertex_groups_transfer_to_a_character_of_the_same_rig(addon, data_dir):
     has_label = weights.max(axis=1) > 0
     accuracy = float((transferred[has_label] == own_bone[has_label]).mean())
     print(f"vertex-group transfer man -> woman: {accuracy:.1%} of vertices get their own bone's group")
-    assert has_label.mean() > 0.95 and accuracy > 0.6
+    assert has_label.mean() > 0.95 and accuracy > 0.85  # measured 0.912 (0.880 without the rest-pose prior)
 
 
 def test_transferred_skin_weights_deform_the_target_with_the_source_armature(addon, data_dir):
@@ -262,7 +262,7 @@ def test_transferred_skin_weights_deform_the_target_with_the_source_armature(add
     error = np.linalg.norm(posed - truth, axis=1).mean()
     print(f"skin-weight transfer: mean error {error:.4f} vs mean motion {motion:.4f} ({error / motion:.1%})")
     assert motion > 0.01 * np.ptp(rest, axis=0).max()
-    assert error < 0.25 * motion
+    assert error < 0.1 * motion  # measured 1.4 % (3.6 % without the rest-pose prior)
 
 
 def _stop_midway(action: str, addon) -> dict:

@@ -101,3 +101,23 @@ def test_joint_clusters_sit_on_the_same_body_parts(characters):
     moved = segment.transfer_labels(labels_man, man["features"], woman["features"])
     on_shared = np.isin(labels_woman, shared)
     assert (moved[on_shared] == labels_woman[on_shared]).mean() > 0.8
+
+
+def test_skin_weight_job_with_the_rest_prior_man_to_woman(characters):
+    """The add-on's job (surface features, 300 test-time steps): with the rest-pose prior more of the woman's
+    vertices get their weights peaking on their own bone; without it her hands take the forearms' weights."""
+    from sa3df.jobs import WorkerState, meshes_to_inputs, run_job
+
+    man, woman = characters["man"], characters["woman"]
+    inputs = meshes_to_inputs([(man["rest"].vertices, man["rest"].faces), (woman["rest"].vertices, woman["rest"].faces)])
+    inputs["source_weights"] = man["weights"].astype(np.float32)
+    settings = {"extractor": "geometric", "effort": "fast", "device": "cpu", "up_axis": "z"}
+    state = WorkerState()  # features are trained once and reused by the second run
+    truth = woman["weights"].argmax(axis=1)
+    agree = {}
+    for prior in (0.0, 0.2):
+        out = run_job("transfer_weights", inputs, {"features": settings, "rest_prior": prior}, state=state)
+        agree[prior] = float((out.arrays["weights1"].argmax(axis=1) == truth).mean())
+    print(f"skin weights man -> woman, own bone's weight largest: {agree[0.0]:.1%} without the rest prior, "
+          f"{agree[0.2]:.1%} with it")
+    assert agree[0.2] > 0.9 and agree[0.2] > agree[0.0] + 0.05, agree

@@ -134,3 +134,30 @@ def test_label_colors_distinct():
     np.testing.assert_allclose(colors.label_colors(np.array([-1, 0]), 2)[0], colors.UNLABELLED)
     with pytest.raises(ValueError, match="out of range"):
         colors.label_colors(np.array([5]), 3)
+
+
+def _mirrored_hands(rng):
+    """A 'left' and a 'right' part whose features are identical (what a left/right-blind descriptor gives)
+    at opposite places; the target is the same shape, scaled and moved."""
+    part = rng.normal(size=(30, 8))
+    features = np.concatenate([part, part])
+    points = np.concatenate([rng.uniform(-1, -0.5, (30, 3)), rng.uniform(0.5, 1, (30, 3))])
+    return features, points, points * 2.0 + 1.0
+
+
+def test_rest_proximity_sends_labels_and_weights_to_the_part_at_the_same_place():
+    from sa3df.match import RestProximity
+
+    rng = np.random.default_rng(5)
+    features, points, target_points = _mirrored_hands(rng)
+    side = np.repeat([0, 1], 30)
+    prior = RestProximity(target_points, points, weight=0.2)
+    blind = segment.transfer_labels(side, features, features, k=4)
+    assert (blind == 0).all()  # ties go to the first copy: every right vertex is called left
+    np.testing.assert_array_equal(segment.transfer_labels(side, features, features, k=4, proximity=prior), side)
+
+    # weights: one unweighted source vertex (left out of the matching) must not shift the prior's points
+    weights = np.eye(2)[side]
+    weights[0] = 0.0
+    out = transfer.transfer_vertex_weights(weights, features, features, smooth_iterations=0, proximity=prior)
+    np.testing.assert_array_equal(out[1:].argmax(1), side[1:])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .jobs import JobContext, JobOutput, clean_notes, features_for_job, job, job_names
+from .match import rest_proximity
 from .progress import report
 
 
@@ -72,7 +73,8 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
 def segment_job(ctx: JobContext) -> JobOutput:
     """Consistent parts over all meshes: ``labels{i}`` (N_i,) int32 (-1 where a vertex was dropped)
     and ``colors{i}``. ``params["mode"]``: "kmeans" (joint k-means, ``params["k"]`` parts) or
-    "transfer" (input ``source_labels`` (N_0,) on mesh 0, -1 = unlabelled, carried to the others)."""
+    "transfer" (input ``source_labels`` (N_0,) on mesh 0, -1 = unlabelled, carried to the others; param
+    ``rest_prior`` as in :func:`transfer_weights_job`)."""
     from . import segment
     from .colors import label_colors
 
@@ -105,8 +107,11 @@ def _transferred_labels(ctx: JobContext, meshes, features, transfer_labels) -> l
     if not known.any():
         raise ValueError(f"Mesh '{meshes[0].name}' has no labelled vertex to transfer")
     out = [np.where(known, source_labels, 0)]
+    weight, up = float(ctx.params.get("rest_prior", 0.0)), (ctx.params.get("features") or {}).get("up_axis", "y")
     for t in range(1, len(meshes)):
-        out.append(transfer_labels(source_labels[known], features.embedding[0][known], features.embedding[t]))
+        prior = rest_proximity(meshes[0], meshes[t], weight, up)
+        out.append(transfer_labels(source_labels[known], features.embedding[0][known], features.embedding[t],
+                                   proximity=prior.among_references(known) if prior else None))
     if not known.all():  # give the source's unlabelled vertices the label of their best match too
         out[0] = transfer_labels(source_labels[known], features.embedding[0][known], features.embedding[0])
         out[0][known] = source_labels[known]
@@ -116,7 +121,8 @@ def _transferred_labels(ctx: JobContext, meshes, features, transfer_labels) -> l
 @job("transfer_weights")
 def transfer_weights_job(ctx: JobContext) -> JobOutput:
     """Skin weights of mesh 0 (input ``source_weights`` (N_0, K), rows of vertex-group weights)
-    carried to every other mesh t: ``weights{t}`` (N_t, K) float32, rows summing to 1."""
+    carried to every other mesh t: ``weights{t}`` (N_t, K) float32, rows summing to 1. Param
+    ``rest_prior`` (default 0): weight of the rest-pose proximity bonus, for meshes posed alike."""
     from .transfer import transfer_vertex_weights
 
     meshes, features = features_for_job(ctx)
@@ -128,11 +134,14 @@ def transfer_weights_job(ctx: JobContext) -> JobOutput:
             f"Mesh '{meshes[0].name}': source weights must be ({meshes[0].input_vertex_count}, K), got {weights.shape}"
         )
     source_weights = weights[meshes[0].input_index]
+    up = (ctx.params.get("features") or {}).get("up_axis", "y")
     arrays = {}
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"weights for {meshes[t].name}")
+        prior = rest_proximity(meshes[0], meshes[t], float(ctx.params.get("rest_prior", 0.0)), up)
         target_weights = transfer_vertex_weights(
-            source_weights, features.embedding[0], features.embedding[t], target_faces=meshes[t].faces
+            source_weights, features.embedding[0], features.embedding[t], target_faces=meshes[t].faces,
+            proximity=prior,
         )
         arrays[f"weights{t}"] = meshes[t].to_input(np.asarray(target_weights, np.float32), fill=0.0)
     return JobOutput(arrays, {"cleaned": clean_notes(meshes)})

@@ -14,6 +14,7 @@ trained without any cross-mesh term tend to do.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,13 +84,42 @@ class RestProximity:
 
     def swapped(self) -> "RestProximity":
         """The same prior for matching the other way round."""
-        return RestProximity(self.reference_points, self.query_points, self.weight, self.sigma)
+        other = copy.copy(self)  # the points are normalised already
+        other.query_points, other.reference_points = self.reference_points, self.query_points
+        return other
+
+    def among_references(self, rows) -> "RestProximity":
+        """The same prior against a subset of the reference points (kept in the whole set's frame)."""
+        other = copy.copy(self)
+        other.reference_points = self.reference_points[rows]
+        return other
+
+    def pair_bonus(self, indices: np.ndarray) -> np.ndarray:
+        """(Nq, k) bonus of every query row against its reference rows ``indices`` (Nq, k): to blend or
+        vote k neighbours by the same score they were ranked by."""
+        offsets = self.query_points[:, None, :] - self.reference_points[np.asarray(indices)]
+        return self.weight * np.exp((offsets**2).sum(-1) / (-2.0 * self.sigma**2))
 
     def bonus(self, rows: slice, device: torch.device) -> torch.Tensor:
         """(rows, Nr) float32 bonus of the query rows ``rows`` against every reference point."""
         q = torch.as_tensor(self.query_points[rows], device=device)
         r = torch.as_tensor(self.reference_points, device=device)
         return self.weight * torch.exp(torch.cdist(q, r).square() / (-2.0 * self.sigma**2))
+
+
+def rest_proximity(source_mesh: Mesh, target_mesh: Mesh, weight: float, up: str | None = None,
+                   ) -> RestProximity | None:
+    """The :class:`RestProximity` prior of ``weight`` for matching ``target_mesh`` (queries) to ``source_mesh``
+    (None when ``weight`` is 0). With ``up`` ("x", "y", "z") the target is first turned about it to face
+    like the source (:func:`sa3df.orient.yaw_to_match`), as the features were."""
+    if weight <= 0:
+        return None
+    target = target_mesh.vertices
+    if up:
+        from .orient import yaw_to_match
+
+        target = target @ yaw_to_match(source_mesh.vertices, target, up).T
+    return RestProximity(target, source_mesh.vertices, weight=weight)
 
 
 def k_nearest_neighbors(
@@ -272,13 +302,7 @@ def input_vertex_matches(source_mesh: Mesh, target_mesh: Mesh, source_features: 
     ``rest_prior`` > 0 (both meshes at rest, as rigs are) adds a :class:`RestProximity` bonus of that
     weight; with ``up`` ("x", "y", "z") the target is first turned about it to face like the source.
     """
-    proximity = None
-    if rest_prior > 0:
-        from .orient import yaw_to_match
-
-        turned = target_mesh.vertices @ yaw_to_match(source_mesh.vertices, target_mesh.vertices, up).T if up \
-            else target_mesh.vertices
-        proximity = RestProximity(turned, source_mesh.vertices, weight=rest_prior)
+    proximity = rest_proximity(source_mesh, target_mesh, rest_prior, up)
     corr = correspondence(source_features, target_features, target_faces=target_mesh.faces, proximity=proximity)
     matches = target_mesh.to_input(source_mesh.input_index[corr.target_to_source], fill=-1)
     confidence = target_mesh.to_input(np.where(corr.mutual, 1.0, 0.5), fill=0.0)

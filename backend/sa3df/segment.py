@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .device import choose_device
-from .match import _as_features, _unit_rows, auto_chunk_size, k_nearest_neighbors, vertex_adjacency
+from .match import RestProximity, _as_features, _unit_rows, auto_chunk_size, k_nearest_neighbors, vertex_adjacency
 from .progress import ProgressFn, report
 
 
@@ -134,17 +134,23 @@ def joint_kmeans(
 
 
 def transfer_labels(source_labels, source_features, target_features, k: int = 8,
-                    device: str | None = None, progress: ProgressFn | None = None) -> np.ndarray:
+                    device: str | None = None, progress: ProgressFn | None = None,
+                    proximity: RestProximity | None = None) -> np.ndarray:
     """Label each target vertex by a similarity-weighted vote of its ``k`` most similar source vertices.
 
     ``source_labels`` (Ns,) ints (negative = unlabelled, never voted for), features (Ns, E)/(Nt, E).
-    Returns (Nt,) int64; a target vertex whose neighbours are all unlabelled gets -1.
+    Returns (Nt,) int64; a target vertex whose neighbours are all unlabelled gets -1. ``proximity``
+    adds a rest-pose spatial bonus (:class:`sa3df.match.RestProximity`) to the similarities that rank
+    and weigh the neighbours.
     """
     labels = np.asarray(source_labels)
     if labels.ndim != 1 or len(labels) != len(source_features):
         raise ValueError(f"source_labels must be (Ns,) = ({len(source_features)},), got {labels.shape}")
     k = int(min(k, len(labels)))
-    idx, sim = k_nearest_neighbors(target_features, source_features, k=k, device=device, progress=progress)
+    idx, sim = k_nearest_neighbors(target_features, source_features, k=k, device=device, progress=progress,
+                                   proximity=proximity)
+    if proximity is not None:  # vote by the score the neighbours were ranked by
+        sim = sim + proximity.pair_bonus(idx)
     neighbour_labels = labels[idx]
     n_labels = int(labels.max()) + 1 if (labels >= 0).any() else 0
     if n_labels == 0:

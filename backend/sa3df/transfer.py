@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .match import k_nearest_neighbors, vertex_adjacency
+from .match import RestProximity, k_nearest_neighbors, vertex_adjacency
 from .progress import ProgressFn, sub_progress
 
 
@@ -62,7 +62,7 @@ def transfer_vertex_weights(
     source_weights, source_features, target_features, k: int = 4, temperature: float = 0.01,
     target_faces: np.ndarray | None = None, smooth_iterations: int = 2, normalize: bool = True,
     max_influences: int | None = 4, min_weight: float = 1e-3, device: str | None = None,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, proximity: RestProximity | None = None,
 ) -> np.ndarray:
     """Transfer per-vertex weights (skinning weights, or any (Ns, K) field) from source to target.
 
@@ -73,7 +73,9 @@ def transfer_vertex_weights(
     ``max_influences`` weights per vertex are kept (None = all), weights under ``min_weight`` × row
     sum dropped, rows normalised to 1 when ``normalize``. Source vertices without any weight are
     left out of the matching (they would hand their emptiness on). Returns (Nt, K) float32.
-    With k=1 and no smoothing, identical meshes get their weights back exactly.
+    With k=1 and no smoothing, identical meshes get their weights back exactly. ``proximity`` (target
+    points as queries, source points as references) adds a rest-pose spatial bonus
+    (:class:`sa3df.match.RestProximity`) to the similarities that rank and blend the neighbours.
     """
     weights = np.asarray(source_weights, dtype=np.float64)
     if weights.ndim != 2 or len(weights) != len(source_features):
@@ -85,10 +87,14 @@ def transfer_vertex_weights(
     if not weighted.any():
         raise ValueError("source_weights are all zero: no source vertex belongs to any group")
     reference = np.asarray(source_features)[weighted] if not weighted.all() else source_features
+    if proximity is not None and not weighted.all():
+        proximity = proximity.among_references(weighted)
     weights = weights[weighted]
     k = int(min(max(k, 1), len(weights)))
     indices, similarity = k_nearest_neighbors(target_features, reference, k=k, device=device,
-                                              progress=sub_progress(progress, 0.0, 0.9))
+                                              progress=sub_progress(progress, 0.0, 0.9), proximity=proximity)
+    if proximity is not None:  # blend by the score the neighbours were ranked by
+        similarity = similarity + proximity.pair_bonus(indices)
     blended = blend_weights(weights, indices, similarity.astype(np.float64), temperature)
     if target_faces is not None:
         faces = np.asarray(target_faces)
