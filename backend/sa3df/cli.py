@@ -32,6 +32,9 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
                    help="folder of model weights for dino/diff3f (hub ids as sub-folders, or a hub cache)")
     g.add_argument("--allow-downloads", action="store_true",
                    help="let dino/diff3f download missing weights from the model hub")
+    g.add_argument("--up", choices=("x", "y", "z"),
+                   help="turn every mesh about this axis to face like the first before features (for "
+                        "characters facing different ways; default: as given)")
 
 
 def _features_for(args, paths: list[Path]):
@@ -58,6 +61,7 @@ def _compute(args, meshes):
     print(f"base features: {extractor.name}", file=sys.stderr)
     return compute_surface_features(
         meshes, extractor=extractor, checkpoint=args.checkpoint, train_config=train_config, cache_dir=args.cache,
+        face_alike_up=args.up,
     )
 
 
@@ -86,10 +90,13 @@ def cmd_train(args) -> None:
 def cmd_match(args) -> None:
     (source, target), _ = _features_for(args, [args.source, args.target])
     from .colors import correspondence_colors
-    from .match import correspondence
+    from .match import correspondence, rest_proximity
 
+    if args.rest_prior < 0:
+        raise ValueError(f"--rest-prior must be 0 or more, got {args.rest_prior}")
     features = "base" if args.base else "embedding"
-    corr = correspondence(getattr(source, features), getattr(target, features))
+    prior = rest_proximity(source.mesh, target.mesh, args.rest_prior, args.up)
+    corr = correspondence(getattr(source, features), getattr(target, features), proximity=prior)
     args.out.mkdir(parents=True, exist_ok=True)
     np.savetxt(args.out / "target_to_source.txt", source.mesh.input_index[corr.target_to_source], fmt="%d",
                header=f"for each vertex of {target.mesh.name}: matched vertex of {source.mesh.name}")
@@ -160,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", type=Path)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--base", action="store_true", help="match with the base features (the baseline)")
+    p.add_argument("--rest-prior", type=float, default=0.0, metavar="W",
+                   help="bonus (up to W) for candidates at the same place in the box-normalised shapes, for "
+                        "meshes posed alike such as characters at rest (0.2 in the add-on); default 0: off")
     _add_feature_options(p)
     p.set_defaults(run=cmd_match)
 
