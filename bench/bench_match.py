@@ -1,4 +1,5 @@
-"""Benchmark: chunked feature matching vs a naive full-matrix argmax, and joint k-means.
+"""Benchmark: chunked feature matching vs a naive full-matrix argmax (and with the rest-pose prior), and
+joint k-means.
 
 Run: python bench/bench_match.py. Each matcher runs in its own child process so peak memory is
 measured cleanly: torch's allocations are invisible to tracemalloc, so we read the kernel's peak
@@ -40,6 +41,11 @@ def worker(kind: str) -> dict:
     start = time.perf_counter()
     if kind == "chunked":
         idx, _ = match.nearest_neighbors(query, reference, device="cpu")
+    elif kind == "prior":  # same features, plus a spatial bonus on random points (weight 0: same winners)
+        g = torch.Generator().manual_seed(SEED + 1)
+        points = torch.rand(2, N, 3, generator=g).numpy()
+        idx, _ = match.nearest_neighbors(query, reference, device="cpu",
+                                         proximity=match.RestProximity(points[0], points[1], weight=0.0))
     else:  # the reference implementation's way: the whole Nq×Nr cosine matrix, then argmax
         q = torch.nn.functional.normalize(query, dim=1)
         r = torch.nn.functional.normalize(reference, dim=1)
@@ -88,14 +94,16 @@ def bench_kmeans() -> dict:
 def main() -> None:
     from sa3df import match
 
-    chunked, naive = run_child("chunked"), run_child("naive")
-    assert chunked["checksum"] == naive["checksum"], "chunked and naive matchers disagree"
+    chunked, naive, prior = run_child("chunked"), run_child("naive"), run_child("prior")
+    assert chunked["checksum"] == naive["checksum"] == prior["checksum"], "the matchers disagree"
     budget_mb = match.auto_chunk_size(N) * N * 4 / 2**20
     print(f"matching {N}x{N}, E={E}, torch CPU (median of 3 fresh processes each)")
     print(f"  chunked  : {chunked['seconds']:.3f} s, extra peak RSS {chunked['extra_peak_mb']:.0f} MB "
           f"(similarity chunk {budget_mb:.0f} MB)")
     print(f"  naive    : {naive['seconds']:.3f} s, extra peak RSS {naive['extra_peak_mb']:.0f} MB "
           f"(full matrix {N * N * 4 / 2**20:.0f} MB)")
+    print(f"  with rest prior: {prior['seconds']:.3f} s, extra peak RSS {prior['extra_peak_mb']:.0f} MB "
+          f"(time ratio to chunked {prior['seconds'] / chunked['seconds']:.2f})")
     print(f"  time ratio chunked/naive  : {chunked['seconds'] / naive['seconds']:.2f}")
     print(f"  memory ratio chunked/naive: {chunked['extra_peak_mb'] / max(naive['extra_peak_mb'], 1e-9):.2f}")
     km = bench_kmeans()

@@ -100,11 +100,15 @@ class RestProximity:
         offsets = self.query_points[:, None, :] - self.reference_points[np.asarray(indices)]
         return self.weight * np.exp((offsets**2).sum(-1) / (-2.0 * self.sigma**2))
 
-    def bonus(self, rows: slice, device: torch.device) -> torch.Tensor:
-        """(rows, Nr) float32 bonus of the query rows ``rows`` against every reference point."""
-        q = torch.as_tensor(self.query_points[rows], device=device)
-        r = torch.as_tensor(self.reference_points, device=device)
-        return self.weight * torch.exp(torch.cdist(q, r).square() / (-2.0 * self.sigma**2))
+    def add_bonus(self, block: torch.Tensor, rows: slice) -> torch.Tensor:
+        """Add the bonus of the query rows ``rows`` against every reference point to ``block`` (rows, Nr)
+        float32, in place, with one extra block of memory (squared distances as |q|² + |r|² − 2 q·r)."""
+        q = torch.as_tensor(self.query_points[rows], device=block.device)
+        r = torch.as_tensor(self.reference_points, device=block.device)
+        bonus = q @ r.T
+        bonus.mul_(-2.0).add_(q.square().sum(1, keepdim=True)).add_(r.square().sum(1)).clamp_(min=0.0)
+        bonus.mul_(-0.5 / self.sigma**2).exp_().mul_(self.weight)
+        return block.add_(bonus)
 
 
 def rest_proximity(source_mesh: Mesh, target_mesh: Mesh, weight: float, up: str | None = None,
@@ -150,8 +154,8 @@ def k_nearest_neighbors(
     fast = compute_dtype or (torch.float16 if dev.type == "cuda" else torch.float32)
     q_unit, r_unit = _unit_rows(q), _unit_rows(r)
     r_dev = r_unit.to(dev, fast)
-    # a spatial bonus needs two more (rows, Nr) blocks per chunk (distances and bonus)
-    chunk = int(chunk_size or max(1, auto_chunk_size(r.shape[0], k) // (3 if proximity is not None else 1)))
+    # a spatial bonus needs one more (rows, Nr) block per chunk
+    chunk = int(chunk_size or max(1, auto_chunk_size(r.shape[0], k) // (2 if proximity is not None else 1)))
     if chunk < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     indices = torch.empty((q.shape[0], k), dtype=torch.int64)
@@ -160,7 +164,7 @@ def k_nearest_neighbors(
         rows = slice(start, start + chunk)
         block = q_unit[rows].to(dev, fast) @ r_dev.T
         if proximity is not None:
-            block = block.float() + proximity.bonus(rows, dev)
+            block = proximity.add_bonus(block.float(), rows)
         values, winners = block.topk(k, dim=1)
         del block
         indices[rows] = winners.cpu()
