@@ -38,6 +38,7 @@ ADDON_DIR, BACKEND_DIR = ROOT / "sa3df_addon", ROOT / "backend"
 WHEELS_DIR, BUILD_DIR, DIST_DIR = ROOT / "wheels", ROOT / "build", ROOT / "dist"
 PYTHON_VERSION = "3.11"  # Blender 4.2-5.0 embed CPython 3.11
 BLENDER_NUMPY = "1.26.4"  # the numpy Blender ships (4.2-5.0); bundled wheels must accept it
+LAST_PYTHON_311_BLENDER = (5, 1, 0)  # blender_version_max (exclusive) for CPython 3.11 wheels
 SEMANTIC = ["transformers", "diffusers", "accelerate"]
 EXCLUDED = {"numpy", "bpy"}  # provided by Blender
 
@@ -199,11 +200,16 @@ def check_manifest(manifest: dict) -> list[str]:
         problems.append(f"manifest: tagline must be 1-64 characters without end punctuation: {tagline!r}")
     if get("type") not in ("add-on", "theme"):
         problems.append(f"manifest: type must be 'add-on' or 'theme', not {get('type')!r}")
-    try:
-        if tuple(int(x) for x in str(get("blender_version_min")).split(".")) < (4, 2, 0):
-            problems.append("manifest: blender_version_min must be at least 4.2.0 (extensions need 4.2)")
-    except ValueError:
+    min_version = _version(get("blender_version_min"))
+    if min_version is None:
         problems.append(f"manifest: blender_version_min {get('blender_version_min')!r} is not X.Y.Z")
+    elif min_version < (4, 2, 0):
+        problems.append("manifest: blender_version_min must be at least 4.2.0 (extensions need 4.2)")
+    max_version = _version(get("blender_version_max"))
+    if max_version is None or max_version > LAST_PYTHON_311_BLENDER:
+        problems.append(f"manifest: blender_version_max {get('blender_version_max')!r} must be set, at most "
+                        f"{'.'.join(map(str, LAST_PYTHON_311_BLENDER))}: the wheels are for CPython {PYTHON_VERSION}, "
+                        "and Blender 5.1 embeds Python 3.13")
     licences = get("license") or []
     if not licences or not all(str(x).startswith("SPDX:") for x in licences):
         problems.append(f"manifest: license must be a list of 'SPDX:…' identifiers, got {licences!r}")
@@ -218,6 +224,11 @@ def check_manifest(manifest: dict) -> list[str]:
         elif not isinstance(reason, str) or not reason or len(reason) > 64 or reason[-1] in ".,;:!?":
             problems.append(f"manifest: permission {key!r} needs a reason of 1-64 characters without end punctuation")
     return problems
+
+
+def _version(text) -> tuple[int, ...] | None:
+    """(X, Y, Z) of an "X.Y.Z" string, else None."""
+    return tuple(int(x) for x in str(text).split(".")) if re.fullmatch(r"\d+\.\d+\.\d+", str(text)) else None
 
 
 def check_wheel(name: str, platforms: list[str]) -> list[str]:

@@ -17,7 +17,8 @@ import build_addon  # noqa: E402
 GOOD_MANIFEST = {
     "schema_version": "1.0.0", "id": "sa3df_tools", "version": "0.1.0", "name": "SA3DF",
     "tagline": "Dense correspondence from 3D features", "maintainer": "us", "type": "add-on",
-    "blender_version_min": "4.2.0", "license": ["SPDX:GPL-3.0-or-later"], "platforms": ["linux-x64"],
+    "blender_version_min": "4.2.0", "blender_version_max": "5.1.0", "license": ["SPDX:GPL-3.0-or-later"],
+    "platforms": ["linux-x64"],
     "permissions": {"files": "Keeps computed features in a cache"},
 }
 
@@ -31,6 +32,11 @@ def test_manifest_check_accepts_a_good_manifest_and_names_each_problem():
     problems = "\n".join(build_addon.check_manifest(bad))
     for expected in ("maintainer", "tagline", "4.2.0", "SPDX", "amiga", "id", "'files'", "telepathy"):
         assert expected in problems
+    for version in (None, "5.2.0", "5.1"):  # CPython 3.11 wheels: Blender 5.1 (Python 3.13) must be excluded
+        manifest = dict(GOOD_MANIFEST, blender_version_max=version)
+        if version is None:
+            del manifest["blender_version_max"]
+        assert any("blender_version_max" in p and "Python 3.13" in p for p in build_addon.check_manifest(manifest))
 
 
 @pytest.mark.parametrize("wheel, platforms, problem", [
