@@ -412,7 +412,7 @@ def test_panel_draws_every_button_and_the_motion_ones_once_they_exist(man):
         "sa3df.transfer_skin_weights", "sa3df.clear"]
     assert ("label", f"Source: {body.name}") in drawn and not any(e[0] == "progress" for e in drawn)
     assert {("prop", "extractor"), ("prop", "effort"), ("prop", "part_count"), ("prop", "rest_prior")} <= set(drawn)
-    assert drawn.index(("prop", "rest_prior")) == drawn.index(("operator", "sa3df.transfer_skin_weights")) - 1
+    assert drawn[drawn.index(("operator", "sa3df.transfer_skin_weights")) - 1] == ("prop", "rest_prior")
     if hasattr(bpy.types, "SA3DF_OT_transfer_motion"):  # the zip ships motion_ops: registered and drawn
         assert set(motion) <= set(operators)
         return

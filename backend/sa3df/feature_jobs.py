@@ -134,11 +134,11 @@ def transfer_weights_job(ctx: JobContext) -> JobOutput:
             f"Mesh '{meshes[0].name}': source weights must be ({meshes[0].input_vertex_count}, K), got {weights.shape}"
         )
     source_weights = weights[meshes[0].input_index]
-    up = (ctx.params.get("features") or {}).get("up_axis", "y")
+    weight, up = float(ctx.params.get("rest_prior", 0.0)), (ctx.params.get("features") or {}).get("up_axis", "y")
     arrays = {}
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"weights for {meshes[t].name}")
-        prior = rest_proximity(meshes[0], meshes[t], float(ctx.params.get("rest_prior", 0.0)), up)
+        prior = rest_proximity(meshes[0], meshes[t], weight, up)
         target_weights = transfer_vertex_weights(
             source_weights, features.embedding[0], features.embedding[t], target_faces=meshes[t].faces,
             proximity=prior,
