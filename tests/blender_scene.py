@@ -1,4 +1,5 @@
-"""Helpers for tests that drive real Blender (the bpy module): import characters, pose, export arrays."""
+"""Helpers for tests that drive real Blender (the bpy module): import characters, pose, export arrays,
+select objects and read what the add-on wrote."""
 
 from __future__ import annotations
 
@@ -98,3 +99,57 @@ def add_character(path: Path):
     new = [o for o in bpy.data.objects if o not in before]
     armature = next(o for o in new if o.type == "ARMATURE")
     return armature, max((o for o in new if o.type == "MESH"), key=lambda o: len(o.data.vertices))
+
+
+def select(objects, active) -> None:
+    """Select exactly ``objects`` and make ``active`` the active object."""
+    import bpy
+
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(False)
+    for obj in objects:
+        obj.select_set(True)
+    bpy.context.view_layer.objects.active = active
+
+
+def mesh_from_vertices(name: str, vertices: np.ndarray, template):
+    """A new mesh object with ``template``'s polygons (quads stay quads) and the given world vertices."""
+    import bpy
+
+    polygons = [tuple(p.vertices) for p in template.data.polygons]
+    data = bpy.data.meshes.new(name)
+    data.from_pydata(vertices.tolist(), [], polygons)
+    obj = bpy.data.objects.new(name, data)
+    bpy.context.scene.collection.objects.link(obj)
+    return obj
+
+
+def attribute(obj, name: str) -> np.ndarray:
+    """Values of a point attribute: (N,) int32, or (N, 4) float32 for a colour."""
+    attr = obj.data.attributes[name]
+    width = 4 if attr.data_type == "FLOAT_COLOR" else 1
+    values = np.empty(len(attr.data) * width, dtype=np.float32 if width == 4 else np.int32)
+    attr.data.foreach_get("color" if width == 4 else "value", values)
+    return values.reshape(-1, width) if width == 4 else values
+
+
+def scene_state() -> dict:
+    """Everything the add-on could write, per object."""
+    import bpy
+
+    state = {}
+    for obj in bpy.data.objects:
+        attrs = sorted(obj.data.attributes.keys()) if obj.type == "MESH" else []
+        state[obj.name] = (attrs, sorted(obj.vertex_groups.keys()), [m.name for m in obj.modifiers], sorted(obj.keys()))
+    return state
+
+
+def dominant_bones(obj) -> np.ndarray:
+    """(N,) name of each vertex's strongest deform group ('' when none)."""
+    from sa3df_addon.mesh_io import vertex_group_weights
+
+    names = [g.name for g in obj.vertex_groups]
+    weights = vertex_group_weights(obj, names)
+    out = np.array(names, dtype=object)[weights.argmax(axis=1)]
+    out[weights.max(axis=1) <= 0] = ""
+    return out

@@ -22,7 +22,10 @@ bpy = pytest.importorskip("bpy", reason="bpy (Blender as a module) is not instal
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import build_addon  # noqa: E402,F401  (the zip the tests install)
-from blender_scene import EXTENSION_MODULE, add_character, clear_scene, install_extension  # noqa: E402
+from blender_scene import (  # noqa: E402
+    EXTENSION_MODULE, add_character, attribute, clear_scene, dominant_bones, install_extension, mesh_from_vertices,
+    scene_state, select,
+)
 
 pytestmark = pytest.mark.blender
 MODULE = EXTENSION_MODULE
@@ -40,52 +43,6 @@ def addon(tmp_path_factory):
     sys.modules[f"{MODULE}.client"].release_shared_client()
     addon_utils.disable(MODULE, default_set=True)
     assert not hasattr(bpy.types, "SA3DF_PT_main")
-
-
-def select(objects, active) -> None:
-    for obj in bpy.context.view_layer.objects:
-        obj.select_set(False)
-    for obj in objects:
-        obj.select_set(True)
-    bpy.context.view_layer.objects.active = active
-
-
-def mesh_from_vertices(name: str, vertices: np.ndarray, template) -> bpy.types.Object:
-    """A new mesh object with ``template``'s polygons (quads stay quads) and the given world vertices."""
-    polygons = [tuple(p.vertices) for p in template.data.polygons]
-    data = bpy.data.meshes.new(name)
-    data.from_pydata(vertices.tolist(), [], polygons)
-    obj = bpy.data.objects.new(name, data)
-    bpy.context.scene.collection.objects.link(obj)
-    return obj
-
-
-def attribute(obj, name: str) -> np.ndarray:
-    attr = obj.data.attributes[name]
-    width = 4 if attr.data_type == "FLOAT_COLOR" else 1
-    values = np.empty(len(attr.data) * width, dtype=np.float32 if width == 4 else np.int32)
-    attr.data.foreach_get("color" if width == 4 else "value", values)
-    return values.reshape(-1, width) if width == 4 else values
-
-
-def scene_state() -> dict:
-    """Everything the add-on could write, per object."""
-    state = {}
-    for obj in bpy.data.objects:
-        attrs = sorted(obj.data.attributes.keys()) if obj.type == "MESH" else []
-        state[obj.name] = (attrs, sorted(obj.vertex_groups.keys()), [m.name for m in obj.modifiers], sorted(obj.keys()))
-    return state
-
-
-def dominant_bones(obj) -> np.ndarray:
-    """(N,) name of each vertex's strongest deform group ('' when none)."""
-    from sa3df_addon.mesh_io import vertex_group_weights
-
-    names = [g.name for g in obj.vertex_groups]
-    weights = vertex_group_weights(obj, names)
-    out = np.array(names, dtype=object)[weights.argmax(axis=1)]
-    out[weights.max(axis=1) <= 0] = ""
-    return out
 
 
 @pytest.fixture

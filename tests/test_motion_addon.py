@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_scene import EXTENSION_MODULE, bpy_or_skip, clear_scene, install_extension
+from blender_scene import EXTENSION_MODULE, bpy_or_skip, clear_scene, install_extension, select
 
 pytestmark = pytest.mark.blender
 MODULE = EXTENSION_MODULE
@@ -33,14 +33,6 @@ def _import(path: Path):
     return armature, [a for a in bpy.data.actions if a not in before_actions]
 
 
-def _select(bpy, active, *others):
-    for obj in bpy.context.view_layer.objects:
-        obj.select_set(False)
-    for obj in (active, *others):
-        obj.select_set(True)
-    bpy.context.view_layer.objects.active = active
-
-
 def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, data_dir):
     bpy = addon
     from blender_scene import set_action
@@ -56,7 +48,7 @@ def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, d
     bpy.context.scene.frame_set(5)
     man_pose = rig_io.pose_basis(man, rig_io.rig_from_objects(man))
 
-    _select(bpy, man, horse)
+    select([man, horse], man)
     assert bpy.ops.sa3df.transfer_motion() == {"FINISHED"}
 
     new = set(bpy.data.actions) - actions_before
@@ -98,7 +90,7 @@ def test_align_pose_operator_poses_the_target_like_a_mesh(addon, data_dir):
         bone.location = (0, 0, 0)
     bpy.context.view_layer.update()
 
-    _select(bpy, shape, horse)
+    select([shape, horse], shape)
     assert bpy.ops.sa3df.align_pose() == {"FINISHED"}
     bpy.context.view_layer.update()
     posed = rig_io.source_clip(horse, [shape_mesh], [bpy.context.scene.frame_current])[0]
@@ -126,7 +118,7 @@ def test_transfer_motion_operator_man_to_woman_beats_nearest_bone_baseline(addon
     walk = set_action(man, next(a.name for a in man_actions if "Walk" in a.name))
     woman.animation_data_create()
     woman.animation_data.action = None
-    _select(bpy, man, woman)
+    select([man, woman], man)
     assert bpy.ops.sa3df.transfer_motion() == {"FINISHED"}
 
     def character(armature):
