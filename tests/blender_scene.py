@@ -153,3 +153,13 @@ def dominant_bones(obj) -> np.ndarray:
     out = np.array(names, dtype=object)[weights.argmax(axis=1)]
     out[weights.max(axis=1) <= 0] = ""
     return out
+
+
+def import_into_scene(path: Path):
+    """Import an FBX character into the current scene (no reset); returns (armature, its new actions)."""
+    import bpy
+
+    before_objects, before_actions = set(bpy.data.objects), set(bpy.data.actions)
+    bpy.ops.import_scene.fbx(filepath=str(path))
+    armature = next(o for o in bpy.data.objects if o not in before_objects and o.type == "ARMATURE")
+    return armature, [a for a in bpy.data.actions if a not in before_actions]

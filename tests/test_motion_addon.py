@@ -3,12 +3,11 @@ into headless Blender, the backend runs in its worker process, and the result is
 only (Transfer Motion) or the target's pose (Align Pose)."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from blender_scene import EXTENSION_MODULE, bpy_or_skip, clear_scene, install_extension, select
+from blender_scene import EXTENSION_MODULE, bpy_or_skip, clear_scene, import_into_scene, install_extension, select
 
 pytestmark = pytest.mark.blender
 MODULE = EXTENSION_MODULE
@@ -24,15 +23,6 @@ def addon(tmp_path_factory):
     sys.modules[f"{MODULE}.client"].release_shared_client()
 
 
-def _import(path: Path):
-    import bpy
-
-    before_objects, before_actions = set(bpy.data.objects), set(bpy.data.actions)
-    bpy.ops.import_scene.fbx(filepath=str(path))
-    armature = next(o for o in bpy.data.objects if o not in before_objects and o.type == "ARMATURE")
-    return armature, [a for a in bpy.data.actions if a not in before_actions]
-
-
 def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, data_dir):
     bpy = addon
     from blender_scene import set_action
@@ -40,8 +30,8 @@ def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, d
 
     clear_scene()
     bpy.context.scene.sa3df.train_on_selection = True
-    man, man_actions = _import(data_dir / "humanoids/quaternius_male_casual.fbx")
-    horse, horse_actions = _import(data_dir / "quadrupeds/quaternius_horse.fbx")
+    man, man_actions = import_into_scene(data_dir / "humanoids/quaternius_male_casual.fbx")
+    horse, horse_actions = import_into_scene(data_dir / "quadrupeds/quaternius_horse.fbx")
     walk = set_action(man, next(a.name for a in man_actions if "Walk" in a.name))
     horse.animation_data_create()
     actions_before = set(bpy.data.actions)
@@ -74,7 +64,7 @@ def test_align_pose_operator_poses_the_target_like_a_mesh(addon, data_dir):
 
     clear_scene()
     bpy.context.scene.sa3df.train_on_selection = True
-    horse, horse_actions = _import(data_dir / "quadrupeds/quaternius_horse.fbx")
+    horse, horse_actions = import_into_scene(data_dir / "quadrupeds/quaternius_horse.fbx")
     set_action(horse, next(a.name for a in horse_actions if "Walk" in a.name))
     bpy.context.scene.frame_set(8)
     shape_mesh = rig_io.skinned_meshes(horse)[0]
@@ -113,8 +103,8 @@ def test_transfer_motion_operator_man_to_woman_beats_nearest_bone_baseline(addon
     clear_scene()
     bpy.context.scene.sa3df.train_on_selection = True
     assert bpy.context.scene.sa3df.rest_prior == pytest.approx(0.2)
-    man, man_actions = _import(data_dir / "humanoids/quaternius_male_casual.fbx")
-    woman, _ = _import(data_dir / "humanoids/quaternius_female_casual.fbx")
+    man, man_actions = import_into_scene(data_dir / "humanoids/quaternius_male_casual.fbx")
+    woman, _ = import_into_scene(data_dir / "humanoids/quaternius_female_casual.fbx")
     walk = set_action(man, next(a.name for a in man_actions if "Walk" in a.name))
     woman.animation_data_create()
     woman.animation_data.action = None

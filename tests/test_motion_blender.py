@@ -2,12 +2,10 @@
 (metre, centimetre and scaled/rotated armature objects), and baking writes a NEW action on the target only,
 in each bone's own rotation mode, that Blender plays back as the fitted pose."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from blender_scene import bpy_or_skip, import_character, reset_scene, set_action
+from blender_scene import bpy_or_skip, import_character, import_into_scene, reset_scene, set_action
 from sa3df.motion import MotionConfig, fit_motion
 from sa3df.rig import pose_rig
 
@@ -44,16 +42,6 @@ def test_rig_model_deforms_like_blender(data_dir, path):
     assert all(p < i for i, p in enumerate(rig.parents))
 
 
-def _import_into_scene(path: Path):
-    """Import a character into the current scene (no reset); returns (armature, new actions)."""
-    import bpy
-
-    before_objects, before_actions = set(bpy.data.objects), set(bpy.data.actions)
-    bpy.ops.import_scene.fbx(filepath=str(path))
-    armature = next(o for o in bpy.data.objects if o not in before_objects and o.type == "ARMATURE")
-    return armature, [a for a in bpy.data.actions if a not in before_actions]
-
-
 def _fcurves(action, armature):
     """The F-curves of ``action`` for ``armature`` (layered actions in 4.4+, legacy list before)."""
     if hasattr(action, "layers") and action.layers:
@@ -70,8 +58,8 @@ def test_bake_writes_a_new_action_on_the_target_only(data_dir):
     from sa3df_addon import rig_io
 
     reset_scene()
-    man, man_actions = _import_into_scene(data_dir / "humanoids/quaternius_male_casual.fbx")
-    woman, woman_actions = _import_into_scene(data_dir / "humanoids/quaternius_female_casual.fbx")
+    man, man_actions = import_into_scene(data_dir / "humanoids/quaternius_male_casual.fbx")
+    woman, woman_actions = import_into_scene(data_dir / "humanoids/quaternius_female_casual.fbx")
     walk = next(a for a in man_actions if "Walk" in a.name)
     set_action(man, walk.name)
     own_walk = next(a for a in woman_actions if "Walk" in a.name)
