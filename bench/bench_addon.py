@@ -47,7 +47,7 @@ def bench_worker(vertices, faces) -> None:
     sys.path.insert(0, str(REPO / "sa3df_addon"))
     import client as worker_client
 
-    from sa3df import jobs
+    from sa3df.service import jobs
 
     arrays = jobs.meshes_to_inputs([(vertices, faces)])
     params = {"mesh_names": ["grid"], "mode": "none"}
@@ -63,7 +63,7 @@ def bench_worker(vertices, faces) -> None:
     through_worker = best_of(lambda: client.wait(client.submit("environment", {}, {})))
     direct = best_of(lambda: jobs.run_job("bench_mesh_roundtrip", arrays, params))
     with tempfile.TemporaryDirectory() as tmp:
-        from sa3df.worker import load_arrays, save_arrays
+        from sa3df.service.worker import load_arrays, save_arrays
 
         def files():
             save_arrays(Path(tmp) / "in.npz", arrays)

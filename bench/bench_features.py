@@ -8,9 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from sa3df import examples, mesh
-from sa3df.extractors import create_extractor
-from sa3df.geodesics import farthest_point_anchors
+from sa3df import examples
+from sa3df.core import mesh
+from sa3df.features.extractors import create_extractor
+from sa3df.core.geodesics import farthest_point_anchors
 
 DATA = Path(os.environ.get("SA3DF_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -34,7 +34,7 @@ def _inputs():
 def worker(kind: str) -> dict:
     import torch
 
-    from sa3df import match
+    from sa3df.apps import match
 
     query, reference = _inputs()
     before = _peak_rss_mb()
@@ -72,7 +72,7 @@ def bench_kmeans() -> dict:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    from sa3df import segment
+    from sa3df.apps import segment
 
     rng = np.random.default_rng(SEED)
     centres = rng.normal(size=(8, E))
@@ -92,7 +92,7 @@ def bench_kmeans() -> dict:
 
 
 def main() -> None:
-    from sa3df import match
+    from sa3df.apps import match
 
     chunked, naive, prior = run_child("chunked"), run_child("naive"), run_child("prior")
     assert chunked["checksum"] == naive["checksum"] == prior["checksum"], "the matchers disagree"

@@ -53,8 +53,8 @@ def clip_of_actions(path: Path, frames_wanted: int):
 
 def speed(data: Path, frames: int) -> None:
     from motion_scenes import load_character, nearest_rest_correspondence
-    from sa3df.motion import MotionConfig, fit_motion
-    from sa3df.rig import place_in_armature
+    from sa3df.motion.fit import MotionConfig, fit_motion
+    from sa3df.motion.rig import place_in_armature
 
     fox = clip_of_actions(data / "quadrupeds/quaternius_fox.glb", frames)
     wolf = load_character(str(data / "quadrupeds/quaternius_wolf.glb"))

@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
 
-from sa3df import mesh as meshes  # noqa: E402
-from sa3df.extractors import cameras, lift, raycast, render  # noqa: E402
+from sa3df.core import mesh as meshes  # noqa: E402
+from sa3df.features.extractors import cameras, lift, raycast, render  # noqa: E402
 
 
 def load_mesh():

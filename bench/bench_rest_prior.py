@@ -25,8 +25,8 @@ ARM_PARTS = ("LowerArm", "Palm", "MiddleHand", "Fingers", "Thumb")
 
 def arms_turned(character, degrees: float) -> np.ndarray:
     """World-space skin with both upper arms turned by ``degrees`` about world Y (positive: raised)."""
-    from sa3df.orient import rotation_about
-    from sa3df.rig import pose_rig
+    from sa3df.core.orient import rotation_about
+    from sa3df.motion.rig import pose_rig
 
     names = character.rig.bone_names
     local = np.tile(np.eye(4), (1, character.rig.n_bones, 1, 1))
@@ -44,10 +44,11 @@ def main() -> None:
 
     from conftest import find_data_dir
     from motion_scenes import load_character
-    from sa3df import match, mesh
-    from sa3df.motion_jobs import REST_PRIOR
-    from sa3df.pipeline import compute_surface_features
-    from sa3df.train import TrainConfig
+    from sa3df.apps import match
+    from sa3df.core import mesh
+    from sa3df.service.motion_jobs import REST_PRIOR
+    from sa3df.features.pipeline import compute_surface_features
+    from sa3df.features.train import TrainConfig
 
     torch.set_num_threads(1)
     data = find_data_dir()

@@ -24,11 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "backend"))
 
-from sa3df import geodesics  # noqa: E402
-from sa3df.extractors import create_extractor  # noqa: E402
-from sa3df.mesh import Mesh, from_arrays, load  # noqa: E402
-from sa3df.network import NetworkConfig, SurfaceNetwork  # noqa: E402
-from sa3df.train import TrainConfig, TrainingSample, surface_losses, train_surface_network  # noqa: E402
+from sa3df.core import geodesics  # noqa: E402
+from sa3df.features.extractors import create_extractor  # noqa: E402
+from sa3df.core.mesh import Mesh, from_arrays, load  # noqa: E402
+from sa3df.features.network import NetworkConfig, SurfaceNetwork  # noqa: E402
+from sa3df.features.train import TrainConfig, TrainingSample, surface_losses, train_surface_network  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 TARGET_VERTICES = 5000

@@ -3,7 +3,7 @@ Align Pose (pose a target rig like any mesh), both without a bone map.
 
 Selection: the ACTIVE object is the source (an armature with an action, or one of its skinned meshes, for
 Transfer Motion; any mesh for Align Pose); another selected armature (or one of its skinned meshes) is
-the target. The backend job (``sa3df.motion_jobs``) matches the two skins with surface features and fits
+the target. The backend job (``sa3df.service.motion_jobs``) matches the two skins with surface features and fits
 the target's pose; the result is written only when the job succeeds: a NEW action (Transfer Motion) or the
 target's current pose (Align Pose).
 """
@@ -131,7 +131,7 @@ class SA3DF_OT_align_pose(BackendOperator):
             raise UserError("Make the mesh whose pose you want the active object")
         target = _target_armature(context, _armature_of(shape) if _armature_of(shape) is not None else None)
         vertices, faces = mesh_arrays(shape, evaluated=True, world=True)
-        from sa3df.rig import place_in_armature
+        from sa3df.motion.rig import place_in_armature
 
         frames = place_in_armature(vertices[None], np.array(target.matrix_world, dtype=np.float64))
         names = {"target": target.name, "shape": shape.name}

@@ -1,7 +1,7 @@
 """The panel's operators: features, correspondence, parts, skin weights, clear, and worker control.
 
 Each feature operator gathers the selected meshes (the active one first: it is the source),
-builds a backend job (see ``sa3df.jobs``), and writes the result under "sa3df_" names.
+builds a backend job (see ``sa3df.service.jobs``), and writes the result under "sa3df_" names.
 """
 
 from __future__ import annotations

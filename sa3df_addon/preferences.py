@@ -81,7 +81,7 @@ def default_cache_dir() -> str:
 
 
 def feature_settings(context, train: bool = True) -> dict:
-    """The backend's feature settings (see ``sa3df.jobs``) from the preferences."""
+    """The backend's feature settings (see ``sa3df.service.jobs``) from the preferences."""
     prefs = preferences(context)
     get = (lambda name, default: getattr(prefs, name)) if prefs is not None else (lambda name, default: default)
     return {

@@ -1,4 +1,4 @@
-"""Blender armatures and skinned meshes to :class:`sa3df.rig.Rig` arrays, source clips to vertex arrays,
+"""Blender armatures and skinned meshes to :class:`sa3df.motion.rig.Rig` arrays, source clips to vertex arrays,
 and fitted motion back to a new Action (Blender 4.2 legacy F-curves and 5.0 layered actions alike).
 
 Spaces: a rig lives in its armature object's local space (``bone.matrix_local``, armature units). Source
@@ -12,7 +12,7 @@ import bpy
 import numpy as np
 from mathutils import Euler, Quaternion
 
-from sa3df.rig import Rig, place_in_armature
+from sa3df.motion.rig import Rig, place_in_armature
 
 from .mesh_io import mesh_arrays
 
@@ -154,7 +154,7 @@ def action_frames(action) -> list[int]:
 
 
 def bake_motion(armature, result, frames, action_name: str, assign: bool = True):
-    """Write ``result`` (a :class:`sa3df.motion.MotionResult` for ``armature``'s rig) into a NEW Action.
+    """Write ``result`` (a :class:`sa3df.motion.fit.MotionResult` for ``armature``'s rig) into a NEW Action.
 
     Keys every rig bone's rotation in the bone's own ``rotation_mode`` (quaternion, axis-angle or Euler;
     the mode is never changed), its location (non-zero on the bones the fit may translate) and unit

@@ -6,7 +6,7 @@
 Imports the Quaternius man (its walk) and the Quaternius animated human (a different, Mixamo-style
 skeleton; CC0 both), then transfers the walk in process with the pieces the add-on uses:
 ``rig_io.rig_from_objects`` for the rigs, surface features (geometric extractor, test-time trained) and
-``sa3df.match.correspondence`` for the matching, ``sa3df.motion.fit_motion`` (origin placement, size
+``sa3df.apps.match.correspondence`` for the matching, ``sa3df.motion.fit.fit_motion`` (origin placement, size
 ratio of the rest skins, the target keeps its heading) and ``rig_io.bake_motion`` for the new action.
 
 - ``motion_transfer.png``: top row the man at ``--columns`` frames spread over the walk cycle, bottom row
@@ -84,10 +84,11 @@ def size_of(vertices: np.ndarray) -> float:
 
 def feature_matches(source_rest, source_faces, target_rest, target_faces, steps: int):
     """Target -> source vertex matches and confidences from surface features, as the worker job does."""
-    from sa3df import match, mesh
-    from sa3df.motion_jobs import REST_PRIOR
-    from sa3df.pipeline import compute_surface_features
-    from sa3df.train import TrainConfig
+    from sa3df.apps import match
+    from sa3df.core import mesh
+    from sa3df.service.motion_jobs import REST_PRIOR
+    from sa3df.features.pipeline import compute_surface_features
+    from sa3df.features.train import TrainConfig
 
     meshes = [mesh.from_arrays(source_rest, source_faces, name="source"),
               mesh.from_arrays(target_rest, target_faces, name="target")]
@@ -113,7 +114,7 @@ def transfer(man, human, walk, steps: int, fit_cache: Path | None, matching: str
     """Fit the human's rig to the man's walk and bake it as a new action; returns (action, frames, info)."""
     from types import SimpleNamespace
 
-    from sa3df.motion import MotionConfig, fit_motion
+    from sa3df.motion.fit import MotionConfig, fit_motion
 
     assign(man, walk)
     frames = rig_io.action_frames(walk)

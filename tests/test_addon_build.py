@@ -102,11 +102,11 @@ def test_bundled_wheels_alone_run_the_backend(built_zip, tmp_path):
         (numpy_only / "numpy.libs").symlink_to(numpy_dir.parent / "numpy.libs")
     script = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
-        "import sa3df, sa3df.jobs, torch, scipy, trimesh, embreex, potpourri3d, robust_laplacian, sklearn\n"
+        "import sa3df, sa3df.service.jobs, torch, scipy, trimesh, embreex, potpourri3d, robust_laplacian, sklearn\n"
         "import safetensors, tqdm\n"
         "assert sa3df.__file__.startswith(sys.argv[1]), sa3df.__file__\n"
         "assert torch.__file__.startswith(sys.argv[1]), torch.__file__\n"
-        "out = sa3df.jobs.run_job('environment', {}, {})\n"
+        "out = sa3df.service.jobs.run_job('environment', {}, {})\n"
         "print(out.info['torch'], out.info['device'], ','.join(out.info['jobs']))\n"
     )
     done = subprocess.run([sys.executable, "-S", "-c", script, str(site), str(numpy_only)],

@@ -26,7 +26,7 @@ def _load_client():
 
 worker_client = _load_client()
 
-from sa3df import jobs  # noqa: E402
+from sa3df.service import jobs  # noqa: E402
 
 
 @pytest.fixture

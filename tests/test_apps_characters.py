@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from blender_scene import bpy_or_skip, import_character, posed_vertices, set_action
-from sa3df import evaluate, match, mesh, segment, transfer
-from sa3df.extractors.geometric import GeometricExtractor
+from sa3df.apps import evaluate, match, segment, transfer
+from sa3df.core import mesh
+from sa3df.features.extractors.geometric import GeometricExtractor
 
 pytestmark = pytest.mark.blender
 FILES = {"man": "humanoids/quaternius_male_casual.fbx", "woman": "humanoids/quaternius_female_casual.fbx",
@@ -106,7 +107,7 @@ def test_joint_clusters_sit_on_the_same_body_parts(characters):
 def test_skin_weight_job_with_the_rest_prior_man_to_woman(characters):
     """The add-on's job (surface features, 300 test-time steps): with the rest-pose prior more of the woman's
     vertices get their weights peaking on their own bone; without it her hands take the forearms' weights."""
-    from sa3df.jobs import WorkerState, meshes_to_inputs, run_job
+    from sa3df.service.jobs import WorkerState, meshes_to_inputs, run_job
 
     man, woman = characters["man"], characters["woman"]
     inputs = meshes_to_inputs([(man["rest"].vertices, man["rest"].faces), (woman["rest"].vertices, woman["rest"].faces)])

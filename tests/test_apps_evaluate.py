@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from sa3df import evaluate, mesh
+from sa3df.apps import evaluate
+from sa3df.core import mesh
 
 
 def _sphere(subdivisions=4, radius=1.0, offset=(0, 0, 0)):

@@ -5,8 +5,8 @@ import pytest
 import torch
 import trimesh
 
-from sa3df import match
-from sa3df.progress import Cancelled
+from sa3df.apps import match
+from sa3df.core.progress import Cancelled
 
 
 def _unit(x):

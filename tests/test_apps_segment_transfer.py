@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from sa3df import colors, segment, transfer
+from sa3df.apps import colors, segment, transfer
 
 
 def _clusters(rng, centres, per_cluster, noise=0.05):
@@ -146,7 +146,7 @@ def _mirrored_hands(rng):
 
 
 def test_rest_proximity_sends_labels_and_weights_to_the_part_at_the_same_place():
-    from sa3df.match import RestProximity
+    from sa3df.apps.match import RestProximity
 
     rng = np.random.default_rng(5)
     features, points, target_points = _mirrored_hands(rng)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from sa3df import geodesics, mesh
+from sa3df.core import geodesics, mesh
 
 
 def test_quads_are_triangulated_and_order_kept():

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from sa3df.motion import MotionConfig, align_pose, fit_motion
-from sa3df.progress import Cancelled
-from sa3df.rig import Rig, pose_rig
-from sa3df.rotations import (
+from sa3df.motion.fit import MotionConfig, align_pose, fit_motion
+from sa3df.core.progress import Cancelled
+from sa3df.motion.rig import Rig, pose_rig
+from sa3df.motion.rotations import (
     continuous_quaternions, matrix_from_6d, matrix_from_quaternion, quaternion_from_matrix, rotation_angle,
     six_from_matrix,
 )
@@ -193,7 +193,7 @@ def test_cancel_between_steps_and_input_errors():
 def test_ik_style_controls_are_attached_to_their_limb_ends():
     """A foot hanging from an unskinned root with its head at the end of the leg chain is found as attached
     to the leg's end bone; the leg itself (translating too) is not attached to its own ancestors."""
-    from sa3df.motion_terms import attachments
+    from sa3df.motion.terms import attachments
 
     heads = [[0, 0, 0], [0, 1.0, 0], [0, 0.1, 0], [0, 0.1, 0]]  # root, leg (down to y=0.1), leg end, foot
     rest = np.array([_frame(np.eye(3), h) for h in heads])

@@ -15,9 +15,9 @@ import pytest
 
 from blender_scene import bpy_or_skip
 from motion_scenes import foot_sliding, load_character, nearest_rest_correspondence, posed_world, rotation_jumps
-from sa3df.motion import MotionConfig, fit_motion
-from sa3df.rig import place_in_armature
-from sa3df.rotations import quaternion_from_matrix
+from sa3df.motion.fit import MotionConfig, fit_motion
+from sa3df.motion.rig import place_in_armature
+from sa3df.motion.rotations import quaternion_from_matrix
 
 pytestmark = pytest.mark.blender
 MAN, WOMAN = "humanoids/quaternius_male_casual.fbx", "humanoids/quaternius_female_casual.fbx"
@@ -67,10 +67,11 @@ def feature_correspondence(source, target, rest_prior: float | None = None):
     """Surface-aware features (geometric base, test-time trained) matched target -> source as the motion
     job does (rest-pose proximity prior of weight ``rest_prior``, default the job's); non-mutual matches
     count half."""
-    from sa3df import match, mesh
-    from sa3df.motion_jobs import REST_PRIOR
-    from sa3df.pipeline import compute_surface_features
-    from sa3df.train import TrainConfig
+    from sa3df.apps import match
+    from sa3df.core import mesh
+    from sa3df.service.motion_jobs import REST_PRIOR
+    from sa3df.features.pipeline import compute_surface_features
+    from sa3df.features.train import TrainConfig
 
     meshes = [mesh.from_arrays(c.rest_world, c.rig.faces, name=n) for c, n in ((source, "source"), (target, "target"))]
     result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=300),

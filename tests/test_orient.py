@@ -2,9 +2,10 @@
 
 import numpy as np
 
-from sa3df import examples, orient
-from sa3df.extractors import create_extractor
-from sa3df.match import nearest_neighbors
+from sa3df import examples
+from sa3df.core import orient
+from sa3df.features.extractors import create_extractor
+from sa3df.apps.match import nearest_neighbors
 
 
 def test_turn_about_up_is_recovered_and_left_stays_left():
@@ -17,7 +18,7 @@ def test_turn_about_up_is_recovered_and_left_stays_left():
 
 
 def test_facing_alike_fixes_left_right_matches_between_turned_characters():
-    from sa3df.mesh import from_arrays
+    from sa3df.core.mesh import from_arrays
 
     rest, walk = examples.humanoid("rest").mesh, examples.humanoid("walk").mesh
     turned = from_arrays(walk.vertices @ orient.rotation_about(2, np.radians(90)).T, walk.faces, name="turned")

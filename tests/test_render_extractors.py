@@ -13,10 +13,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from sa3df import mesh as meshes  # noqa: E402
-from sa3df.extractors import MissingWeightsError, choose_extractor, create_extractor  # noqa: E402
-from sa3df.extractors.diff3f import UNetFeatureCollector, prompt_from_name, step_weights  # noqa: E402
-from sa3df.progress import Cancelled  # noqa: E402
+from sa3df.core import mesh as meshes  # noqa: E402
+from sa3df.features.extractors import MissingWeightsError, choose_extractor, create_extractor  # noqa: E402
+from sa3df.features.extractors.diff3f import UNetFeatureCollector, prompt_from_name, step_weights  # noqa: E402
+from sa3df.core.progress import Cancelled  # noqa: E402
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -224,7 +224,7 @@ def test_cancel_during_denoising_removes_the_unet_hook(tiny_models, chair):
 def test_real_dinov2_sees_left_and_right_alike(data_dir):
     """With real DINOv2 weights (cached locally; skipped otherwise), a vertex and its mirror image on
     a symmetric statue get similar features: the semantics sa3df then learns to tell apart."""
-    from sa3df.extractors.weights import weights_present
+    from sa3df.features.extractors.weights import weights_present
 
     model = os.environ.get("SA3DF_DINO_MODEL", "facebook/dinov2-small")
     if not weights_present(model):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from sa3df.extractors import cameras, render
-from sa3df.extractors.raycast import available_engines
+from sa3df.features.extractors import cameras, render
+from sa3df.features.extractors.raycast import available_engines
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_numpy_engine_agrees_with_embree(resolution):
 
 
 def test_missing_embree_falls_back_with_a_warning(monkeypatch):
-    from sa3df.extractors import raycast
+    from sa3df.features.extractors import raycast
 
     monkeypatch.setattr(raycast, "available_engines", lambda: ["numpy"])
     box = trimesh.creation.box()

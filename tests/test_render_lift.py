@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 import trimesh
 
-from sa3df.extractors import cameras, lift, render
+from sa3df.features.extractors import cameras, lift, render
 
 
 def two_boxes():

@@ -9,11 +9,11 @@ correspondence is the input vertex index.
 import numpy as np
 import pytest
 
-from sa3df.evaluate import flip_rate, geodesic_errors, mirrored_ground_truth
-from sa3df.match import nearest_neighbors
-from sa3df.mesh import from_arrays
-from sa3df.pipeline import compute_surface_features
-from sa3df.train import TrainConfig
+from sa3df.apps.evaluate import flip_rate, geodesic_errors, mirrored_ground_truth
+from sa3df.apps.match import nearest_neighbors
+from sa3df.core.mesh import from_arrays
+from sa3df.features.pipeline import compute_surface_features
+from sa3df.features.train import TrainConfig
 
 pytestmark = pytest.mark.blender
 

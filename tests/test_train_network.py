@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from sa3df import checkpoint
-from sa3df.network import NetworkConfig, SurfaceNetwork
-from sa3df.train import embed
+from sa3df.features import checkpoint
+from sa3df.features.network import NetworkConfig, SurfaceNetwork
+from sa3df.features.train import embed
 
 
 def test_paper_architecture_for_2048_features():

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import trimesh
 
-from sa3df import mesh
-from sa3df.extractors import BaseExtractor
-from sa3df.network import NetworkConfig, SurfaceNetwork
-from sa3df.checkpoint import save_checkpoint
-from sa3df.pipeline import FeatureCache, compute_surface_features
-from sa3df.train import TrainConfig
+from sa3df.core import mesh
+from sa3df.features.extractors import BaseExtractor
+from sa3df.features.network import NetworkConfig, SurfaceNetwork
+from sa3df.features.checkpoint import save_checkpoint
+from sa3df.features.pipeline import FeatureCache, compute_surface_features
+from sa3df.features.train import TrainConfig
 
 
 class CountingExtractor(BaseExtractor):

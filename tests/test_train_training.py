@@ -5,9 +5,10 @@ import pytest
 import torch
 import trimesh
 
-from sa3df import checkpoint, geodesics, mesh
-from sa3df.progress import Cancelled
-from sa3df.train import TrainConfig, TrainingSample, embed, train_surface_network
+from sa3df.features import checkpoint
+from sa3df.core import geodesics, mesh
+from sa3df.core.progress import Cancelled
+from sa3df.features.train import TrainConfig, TrainingSample, embed, train_surface_network
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """sa3df: surface-aware distilled 3D semantic features.
 
-Arrays in, arrays out; never imports Blender. One module per capability:
-``mesh`` (load/clean/normalise), ``geodesics`` (heat distances, anchor pools),
-``extractors`` (base features), ``network``/``train`` (surface-aware embedding),
-``match``, ``segment``, ``transfer``, ``evaluate``, ``rig``/``motion``.
+Arrays in, arrays out; never imports Blender. Subpackages, one capability per module:
+``core`` (mesh, geodesics, orient, device, progress, files), ``features`` (extractors, network, train,
+checkpoint, pipeline), ``apps`` (match, segment, transfer, colors, evaluate, report), ``motion`` (rig,
+rotations, fit, terms) and ``service`` (the worker process and its jobs); ``cli``, ``demo`` and
+``examples`` at the top.
 """
 
 __version__ = "0.1.0"

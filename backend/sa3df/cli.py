@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from . import files as sio
+from sa3df import __version__
+from sa3df.core import files as sio
 
 
 def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -> None:
@@ -48,13 +48,13 @@ def _features_for(args, paths: list[Path]):
 
 def _compute(args, meshes):
     """Base features, then the surface-aware embedding: test-time trained unless --steps 0."""
-    from .pipeline import compute_surface_features
-    from .train import TrainConfig
+    from sa3df.features.pipeline import compute_surface_features
+    from sa3df.features.train import TrainConfig
 
     if args.steps <= 0 and args.checkpoint is None:
         raise ValueError("--steps 0 needs --checkpoint (a trained network to embed with)")
     train_config = TrainConfig(steps=args.steps, seed=args.seed, device=args.device) if args.steps > 0 else None
-    from .extractors import choose_extractor
+    from sa3df.features.extractors import choose_extractor
 
     extractor = choose_extractor(args.extractor, device=args.device, weights_dir=args.weights_dir,
                                  allow_downloads=args.allow_downloads)
@@ -89,8 +89,8 @@ def cmd_train(args) -> None:
 
 def cmd_match(args) -> None:
     (source, target), _ = _features_for(args, [args.source, args.target])
-    from .colors import correspondence_colors
-    from .match import correspondence, rest_proximity
+    from sa3df.apps.colors import correspondence_colors
+    from sa3df.apps.match import correspondence, rest_proximity
 
     if args.rest_prior < 0:
         raise ValueError(f"--rest-prior must be 0 or more, got {args.rest_prior}")
@@ -108,8 +108,8 @@ def cmd_match(args) -> None:
 
 def cmd_segment(args) -> None:
     items, _ = _features_for(args, args.meshes)
-    from .colors import label_colors
-    from .segment import joint_kmeans
+    from sa3df.apps.colors import label_colors
+    from sa3df.apps.segment import joint_kmeans
 
     labels, _ = joint_kmeans([i.embedding for i in items], args.parts, seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,7 @@ def cmd_segment(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from .report import evaluate_pairs_report, format_report
+    from sa3df.apps.report import evaluate_pairs_report, format_report
 
     if args.folder:
         paths = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in sio.MESH_SUFFIXES)
@@ -140,7 +140,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from .demo import run_demo
+    from sa3df.demo import run_demo
 
     run_demo(args.out, steps=args.steps, device=args.device, seed=args.seed)
 

@@ -14,21 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import MeshFeatures, write_colored_ply
+from sa3df.core.files import MeshFeatures, write_colored_ply
 
 SOURCE_POSE, TARGET_POSE = "walk", "crouch"
 
 
 def run_demo(out: Path, steps: int = 600, device: str = "auto", seed: int = 0, parts: int = 8) -> dict:
     """Run the demo, write results into ``out``, print and return the report."""
-    from .colors import correspondence_colors, label_colors, pca_colors
-    from .evaluate import mirrored_ground_truth
-    from .examples import humanoid
-    from .match import correspondence
-    from .pipeline import compute_surface_features
-    from .report import format_report, score_pair
-    from .segment import joint_kmeans
-    from .train import TrainConfig
+    from sa3df.apps.colors import correspondence_colors, label_colors, pca_colors
+    from sa3df.apps.evaluate import mirrored_ground_truth
+    from sa3df.examples import humanoid
+    from sa3df.apps.match import correspondence
+    from sa3df.features.pipeline import compute_surface_features
+    from sa3df.apps.report import format_report, score_pair
+    from sa3df.apps.segment import joint_kmeans
+    from sa3df.features.train import TrainConfig
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .mesh import Mesh, from_arrays
+from sa3df.core.mesh import Mesh, from_arrays
 
 # name: (parent, head, tail, radius). Z up, the character faces -Y, its left side is +X (Blender's convention).
 SKELETON = {

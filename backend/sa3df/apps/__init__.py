@@ -1,0 +1,1 @@
+"""What the features are for: matching, segmentation, weight transfer, colours and evaluation."""

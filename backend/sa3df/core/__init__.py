@@ -1,0 +1,1 @@
+"""Mesh loading and cleaning, geodesics, orientation, device choice, progress and file storage."""
