@@ -26,7 +26,7 @@ ARM_PARTS = ("LowerArm", "Palm", "MiddleHand", "Fingers", "Thumb")
 def arms_turned(character, degrees: float) -> np.ndarray:
     """World-space skin with both upper arms turned by ``degrees`` about world Y (positive: raised)."""
     from sa3df.core.orient import rotation_about
-    from sa3df.motion.rig import pose_rig
+    from sa3df.motion.skinning import pose_rig
 
     names = character.rig.bone_names
     local = np.tile(np.eye(4), (1, character.rig.n_bones, 1, 1))
