@@ -11,7 +11,7 @@ import importlib.util
 
 import bpy
 
-from . import operators, panel, preferences, properties
+from . import backend, operators, panel, preferences, properties
 
 
 def _optional_modules() -> list:
@@ -22,7 +22,8 @@ def _optional_modules() -> list:
 
 
 def _classes() -> list:
-    return [preferences.SA3DF_AddonPreferences, *properties.classes, *operators.classes, *panel.classes]
+    return [preferences.SA3DF_AddonPreferences, *properties.classes, *operators.classes, *backend.classes,
+            *panel.classes]
 
 
 def register():

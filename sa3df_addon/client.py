@@ -56,12 +56,19 @@ class WorkerClient:
     """Starts, talks to and stops one backend worker process.
 
     ``python`` defaults to ``sys.executable`` (Blender's own Python inside Blender, the venv's with
-    the bpy module); the worker sees this process's ``sys.path`` (so the extension's wheels).
+    the bpy module). ``pythonpath``: folders put first on the worker's ``PYTHONPATH``; the bundled
+    backend passes this process's ``sys.path`` (the extension's wheels), while another interpreter
+    (managed or external, maybe another Python version) gets none: it finds ``sa3df`` itself.
+    ``expected_version``: the add-on's version; a worker whose ``sa3df`` differs is refused by name.
     """
 
-    def __init__(self, python: str | None = None, extra_env: dict[str, str] | None = None):
+    def __init__(self, python: str | None = None, extra_env: dict[str, str] | None = None,
+                 pythonpath: list[str] | None = None, expected_version: str | None = None):
         self.python = python or sys.executable
         self.extra_env = dict(extra_env or {})
+        self.pythonpath = [p for p in (sys.path if pythonpath is None and python is None else pythonpath or []) if p]
+        self.expected_version = expected_version
+        self.environment: dict | None = None  # the last "environment" job's report (versions, device)
         self.process: subprocess.Popen | None = None
         self.active: Job | None = None
         self.log_path: Path | None = None
@@ -83,7 +90,9 @@ class WorkerClient:
         if self.alive:
             return
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if self.pythonpath or inherited:
+            env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(self.pythonpath + inherited))
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         self.log_path = Path(tempfile.mkdtemp(prefix="sa3df-worker-")) / "worker.log"
@@ -221,6 +230,9 @@ class WorkerClient:
                     self._finish(job, FAILED, f"The sa3df worker process stopped unexpectedly (exit code {code})"
                                  + (f"; its last output:\n{tail}" if tail else ""))
             return
+        if kind == "ready":
+            self._check_version(event, job)
+            return
         if job is None or job.finished or event.get("job_id") != job.job_id:
             return
         if kind == "progress":
@@ -240,6 +252,16 @@ class WorkerClient:
             self._finish(job, FAILED, f"{event.get('kind', 'Error')}: {event.get('message', '')}")
             job.info = {"traceback": event.get("traceback", "")}
 
+    def _check_version(self, ready: dict, job: Job | None) -> None:
+        """A backend of another version than the add-on's is stopped with a message saying so."""
+        found = ready.get("version")
+        if self.expected_version is None or found == self.expected_version:
+            return
+        if job is not None and not job.finished:
+            self._finish(job, FAILED, f"The backend at {self.python} is sa3df {found or '(unknown version)'}, but "
+                         f"this add-on needs sa3df {self.expected_version}: reinstall it (Preferences > Backend)")
+        self.kill()
+
     def _finish(self, job: Job, state: str, error: str | None) -> None:
         job.state, job.error = state, error
         if state == DONE:
@@ -250,12 +272,22 @@ class WorkerClient:
 _shared: WorkerClient | None = None
 
 
-def shared_client() -> WorkerClient:
-    """The session's worker client (created on first use)."""
+def shared_client(**settings) -> WorkerClient:
+    """The session's worker client (created on first use). ``settings`` (``python``, ``pythonpath``,
+    ``expected_version``, as for :class:`WorkerClient`), when given and different from the current
+    client's, replace it: the old worker is released first."""
     global _shared
+    if _shared is not None and settings and not _same_settings(_shared, settings):
+        release_shared_client()
     if _shared is None:
-        _shared = WorkerClient()
+        _shared = WorkerClient(**settings)
     return _shared
+
+
+def _same_settings(client: WorkerClient, settings: dict) -> bool:
+    other = WorkerClient(**settings)
+    return (client.python, client.pythonpath, client.expected_version) == (
+        other.python, other.pythonpath, other.expected_version)
 
 
 def release_shared_client() -> None:

@@ -11,6 +11,8 @@ import numpy as np
 
 from . import client as worker_client
 from . import results
+from .backend import client_for
+from .backend_env import BackendEnvError, describe_device
 from .mesh_io import vertex_group_labels, vertex_group_weights
 from .preferences import feature_settings
 from .runner import BackendOperator, Request, UserError, mesh_inputs, selected_meshes
@@ -188,17 +190,17 @@ class SA3DF_OT_check_backend(bpy.types.Operator):
     bl_label = "Check Backend"
 
     def execute(self, context):
-        client = worker_client.shared_client()
         try:
+            client = client_for(context)
             job = client.wait(client.submit("environment", {}, {"device": feature_settings(context)["device"]}))
-        except worker_client.WorkerError as error:
+        except (worker_client.WorkerError, BackendEnvError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         if job.state != worker_client.DONE:
             self.report({"ERROR"}, f"The backend does not work: {job.error}")
             return {"CANCELLED"}
-        info = job.info
-        self.report({"INFO"}, f"sa3df {info['sa3df']}, torch {info['torch']}, device {info['device']}, "
+        info = client.environment = job.info
+        self.report({"INFO"}, f"sa3df {info['sa3df']} on Python {info.get('python', '?')}: {describe_device(info)}; "
                               f"extractors: {', '.join(info['extractors'])}")
         return {"FINISHED"}
 

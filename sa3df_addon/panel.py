@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bpy
 
+from .backend import backend_summary, bundled_torch
 from .preferences import preferences
 from .runner import running_job, selected_meshes
 
@@ -52,6 +53,19 @@ class SA3DF_PT_main(bpy.types.Panel):
         self._draw_motion(layout, busy)
         layout.separator()
         layout.operator("sa3df.clear", icon="TRASH")
+        self._draw_backend(layout, context, busy)
+
+    @staticmethod
+    def _draw_backend(layout, context, busy: bool) -> None:
+        """Which Python the worker runs in and the device it found; the way out when this build lacks torch."""
+        box = layout.box()
+        prefs = preferences(context)
+        if prefs is not None and prefs.backend == "BUNDLED" and not bundled_torch():
+            box.label(text="No torch in this build: Preferences > Add-ons > SA3DF > Backend", icon="ERROR")
+        box.label(text=backend_summary(context), icon="SYSTEM")
+        row = box.row()
+        row.enabled = not busy
+        row.operator("sa3df.check_backend", icon="FILE_REFRESH")
 
     @staticmethod
     def _draw_selection(layout, context) -> None:

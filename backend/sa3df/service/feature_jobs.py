@@ -15,16 +15,21 @@ from sa3df.core.progress import report
 @job("environment")
 def environment_job(ctx: JobContext) -> JobOutput:
     """Versions, the device "auto" picks, and the registered extractors (the add-on's "Check")."""
+    import platform
+
     import torch
 
     from sa3df import __version__
+    from sa3df.core.device import choose_device, default_dtype
     from sa3df.features import extractors
-    from sa3df.core.device import choose_device
 
     device = choose_device(ctx.params.get("device", "auto"))
     info = {
         "sa3df": __version__, "torch": torch.__version__, "numpy": np.__version__, "device": str(device),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "device_type": device.type, "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        # the rendered extractors (DINOv2, Diff3F) run their image models at this precision on this device
+        "precision": "fp16" if default_dtype(device) == torch.float16 else "fp32",
         "extractors": extractors.available_extractors(), "jobs": job_names(),
     }
     return JobOutput({}, info)

@@ -15,7 +15,7 @@ Requests (worker's stdin)::
 
 Events (worker's stdout)::
 
-    {"event": "ready", "pid": 123, "jobs": ["compute_features", ...]}
+    {"event": "ready", "pid": 123, "jobs": ["compute_features", ...], "version": "0.1.0", "python": "3.11.7"}
     {"event": "progress", "job_id": "7", "fraction": 0.4, "message": "training"}
     {"event": "done", "job_id": "7", "output": "/tmp/x/out.npz", "info": {...}, "seconds": 2.1}
     {"event": "cancelled", "job_id": "7"}
@@ -96,7 +96,10 @@ class Worker:
 
     def serve(self) -> None:
         threading.Thread(target=self._read_requests, name="sa3df-requests", daemon=True).start()
-        self._writer.send("ready", pid=os.getpid(), jobs=self._jobs.job_names())
+        from sa3df import __version__
+
+        self._writer.send("ready", pid=os.getpid(), jobs=self._jobs.job_names(), version=__version__,
+                          python=".".join(map(str, sys.version_info[:3])))
         while (request := self._queue.get()) is not None:
             self._run(request)
 
