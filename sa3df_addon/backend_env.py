@@ -80,7 +80,9 @@ def worker_settings(mode: str, addon_version: str, managed_root: Path, external_
                                   "sa3df (Preferences > Backend)")
     else:
         raise BackendEnvError(f"Unknown backend environment {mode!r}")
-    return {"python": str(python), "pythonpath": [], "expected_version": addon_version}
+    # A managed environment is self-contained (no PYTHONPATH leaks in); an external one runs as from a shell.
+    isolated = {"extra_env": {"PYTHONPATH": ""}} if mode == MANAGED else {}
+    return {"python": str(python), "pythonpath": [], "expected_version": addon_version, **isolated}
 
 
 def check_interpreter(python: str | Path, addon_version: str) -> dict:
@@ -168,11 +170,13 @@ class Installer:
             self.state, self.error, self.message = "failed", f"{type(error).__name__}: {error}", "failed"
 
     def _install(self, log) -> None:
-        sources = self._sources()
-        if self.target_python:
-            self._pip(self.target_python, [self._backend_wheel(), *sources], log, 0.1, "installing the backend")
+        if self.target_python:  # offline: the bundled wheels (and the local folder) hold what it lacks
+            local = ["--find-links", str(self.find_links)] if self.find_links else []
+            self._pip(self.target_python, [self._backend_wheel(), "--no-index", "--find-links", str(self.wheels),
+                                           *local], log, 0.1, "installing the backend")
             check_interpreter(self.target_python, self.addon_version)
             return
+        sources = self._sources()
         fresh = Path(self.root) / "venv.new"
         shutil.rmtree(fresh, ignore_errors=True)
         base = self.base_python or sys.executable
@@ -210,7 +214,10 @@ class Installer:
         self.fraction, self.message = fraction, message
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        except OSError as error:  # e.g. the base Python named in the preferences does not exist
+            raise BackendEnvError(f"{message} failed: {error}") from None
         if done.returncode != 0:
             tail = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
             raise BackendEnvError(f"{message} failed (exit code {done.returncode}): " + " / ".join(tail)

@@ -286,8 +286,8 @@ def shared_client(**settings) -> WorkerClient:
 
 def _same_settings(client: WorkerClient, settings: dict) -> bool:
     other = WorkerClient(**settings)
-    return (client.python, client.pythonpath, client.expected_version) == (
-        other.python, other.pythonpath, other.expected_version)
+    return (client.python, client.pythonpath, client.expected_version, client.extra_env) == (
+        other.python, other.pythonpath, other.expected_version, other.extra_env)
 
 
 def release_shared_client() -> None:

@@ -353,7 +353,7 @@ def _drawn(context) -> list:
     panel = bpy.types.SA3DF_PT_main
     log = []
     fake = SimpleNamespace(layout=RecordingLayout(log), _draw_selection=panel._draw_selection,
-                           _draw_motion=panel._draw_motion)
+                           _draw_motion=panel._draw_motion, _draw_backend=panel._draw_backend)
     panel.draw(fake, context)
     return log
 
@@ -366,7 +366,7 @@ def test_panel_draws_every_button_and_the_motion_ones_once_they_exist(man):
     motion = ["sa3df.transfer_motion", "sa3df.align_pose"]
     assert [op for op in operators if op not in motion] == [
         "sa3df.compute_features", "sa3df.show_correspondence", "sa3df.segment_parts",
-        "sa3df.transfer_skin_weights", "sa3df.clear"]
+        "sa3df.transfer_skin_weights", "sa3df.clear", "sa3df.check_backend"]
     assert ("label", f"Source: {body.name}") in drawn and not any(e[0] == "progress" for e in drawn)
     assert {("prop", "extractor"), ("prop", "effort"), ("prop", "part_count"), ("prop", "rest_prior")} <= set(drawn)
     assert drawn[drawn.index(("operator", "sa3df.transfer_skin_weights")) - 1] == ("prop", "rest_prior")
@@ -383,3 +383,20 @@ def test_panel_draws_every_button_and_the_motion_ones_once_they_exist(man):
         assert ("operator", "sa3df.transfer_motion") in _drawn(bpy.context)
     finally:
         bpy.utils.unregister_class(SA3DF_OT_transfer_motion)
+
+
+def test_panel_shows_the_backend_and_the_gpu_its_worker_reports(addon, man):
+    """No CUDA here: a faked report of the worker's device takes the panel's GPU path."""
+    shared = sys.modules[f"{MODULE}.client"].shared_client()
+    saved, shared.environment = shared.environment, {
+        "device": "cuda", "device_type": "cuda", "cuda": "NVIDIA GeForce RTX 4090", "torch": "2.8.0+cu128",
+        "precision": "fp16", "threads": 16}
+    try:
+        labels = [entry[1] for entry in _drawn(bpy.context) if entry[0] == "label"]
+    finally:
+        shared.environment = saved
+    mode = {"BUNDLED": "Bundled", "EXTERNAL": "External", "MANAGED": "Managed"}[addon.backend]
+    assert f"{mode}: CUDA: NVIDIA GeForce RTX 4090, torch 2.8.0+cu128, fp16" in labels
+    assert bpy.ops.sa3df.check_backend() == {"FINISHED"}  # the real report replaces it
+    labels = [entry[1] for entry in _drawn(bpy.context) if entry[0] == "label"]
+    assert any(label.startswith(f"{mode}: CPU, ") and "threads, torch" in label for label in labels), labels

@@ -5,6 +5,8 @@ Each is registered with :func:`sa3df.service.jobs.job`; see :mod:`sa3df.service.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from sa3df.service.jobs import JobContext, JobOutput, clean_notes, features_for_job, job, job_names
@@ -25,7 +27,7 @@ def environment_job(ctx: JobContext) -> JobOutput:
 
     device = choose_device(ctx.params.get("device", "auto"))
     info = {
-        "sa3df": __version__, "torch": torch.__version__, "numpy": np.__version__, "device": str(device),
+        "sa3df": __version__, "location": os.path.dirname(os.path.dirname(__file__)), "torch": torch.__version__, "numpy": np.__version__, "device": str(device),
         "device_type": device.type, "python": platform.python_version(), "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         # the rendered extractors (DINOv2, Diff3F) run their image models at this precision on this device
