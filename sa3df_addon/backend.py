@@ -50,8 +50,8 @@ def client_for(context) -> worker_client.WorkerClient:
 def backend_summary(context) -> str:
     """E.g. "Managed: CUDA: NVIDIA RTX 4090, torch 2.8.0, fp16" (the device of the last check)."""
     names = {BUNDLED: "Bundled", MANAGED: "Managed", EXTERNAL: "External"}
-    shared = worker_client._shared
-    return f"{names[_mode(context)]}: {backend_env.describe_device(shared.environment if shared else None)}"
+    current = worker_client.current_client()
+    return f"{names[_mode(context)]}: {backend_env.describe_device(current.environment if current else None)}"
 
 
 def start_install(context) -> backend_env.Installer:

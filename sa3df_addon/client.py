@@ -290,6 +290,11 @@ def _same_settings(client: WorkerClient, settings: dict) -> bool:
         other.python, other.pythonpath, other.expected_version, other.extra_env)
 
 
+def current_client() -> WorkerClient | None:
+    """The session's worker client if one was made (nothing is started)."""
+    return _shared
+
+
 def release_shared_client() -> None:
     """Stop the session's worker (add-on unregister, or the user's "Release" button)."""
     global _shared

@@ -51,7 +51,8 @@ def short_clip(armature, action, frames=(1, 6, 11)) -> None:
     for key, pose in enumerate(poses, start=1):
         for bone in armature.pose.bones:
             bone.matrix_basis = pose[bone.name]
-            bone.keyframe_insert("rotation_quaternion", frame=key)
+            bone.keyframe_insert("rotation_quaternion" if bone.rotation_mode == "QUATERNION" else "rotation_euler",
+                                 frame=key)
             bone.keyframe_insert("location", frame=key)
     bpy.context.scene.frame_set(1)
 
