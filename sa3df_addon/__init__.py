@@ -34,7 +34,7 @@ def register():
 
 
 def unregister():
-    from .client import release_shared_client
+    from sa3df.service.client import release_shared_client
 
     release_shared_client()
     for module in reversed(_optional_modules()):

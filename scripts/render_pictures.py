@@ -31,6 +31,7 @@ import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 
 import build_addon  # noqa: E402
+from sa3df.service import client as worker_client  # noqa: E402
 
 MODULE = "bl_ext.user_default.sa3df_tools"
 
@@ -229,7 +230,7 @@ def main() -> None:
     install_addon(args.effort, tempfile.mkdtemp(prefix="sa3df-cache-"))
     for name, seconds in pictures(args.data, args.out, args.size):
         print(f"{name}: rendered in {seconds:.2f} s ({(args.out / name).stat().st_size / 1024:.0f} KiB)")
-    sys.modules[f"{MODULE}.client"].release_shared_client()
+    worker_client.release_shared_client()
 
 
 if __name__ == "__main__":

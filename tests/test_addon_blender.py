@@ -26,6 +26,7 @@ from blender_scene import (  # noqa: E402
     EXTENSION_MODULE, add_character, attribute, clear_scene, dominant_bones, install_extension, mesh_from_vertices,
     scene_state, select,
 )
+from sa3df.service import client as worker_client  # noqa: E402
 
 pytestmark = pytest.mark.blender
 MODULE = EXTENSION_MODULE
@@ -40,7 +41,7 @@ def addon(tmp_path_factory):
     yield prefs
     import addon_utils
 
-    sys.modules[f"{MODULE}.client"].release_shared_client()
+    worker_client.release_shared_client()
     addon_utils.disable(MODULE, default_set=True)
     assert not hasattr(bpy.types, "SA3DF_PT_main")
 
@@ -71,7 +72,7 @@ def test_compute_features_colours_every_vertex_of_the_character(man):
     rgb = attribute(body, "sa3df_features")[:, :3]
     assert rgb.min() >= 0 and rgb.max() <= 1 and rgb.std(axis=0).min() > 0.05  # a real PCA view, not flat
     assert body.data.color_attributes.active_color.name == "sa3df_features"
-    client = sys.modules[f"{MODULE}.client"].shared_client()
+    client = worker_client.shared_client()
     assert client.active.info["features_from"] in ("computed", "disk")
     assert bpy.ops.sa3df.compute_features() == {"FINISHED"}  # same mesh content: the worker's memory
     assert client.active.info["features_from"] == "memory"
@@ -225,8 +226,7 @@ def test_transferred_skin_weights_deform_the_target_with_the_source_armature(add
 def _stop_midway(action: str, addon) -> dict:
     """Start Compute Features with training, then ``action`` ("kill" the worker process, or
     "cancel" the job) once training has started. Returns what happened."""
-    client_module = sys.modules[f"{MODULE}.client"]
-    client = client_module.shared_client()
+    client = worker_client.shared_client()
     addon.effort = "fast"
     outcome = {}
 
