@@ -170,13 +170,3 @@ def set_pose(armature, result) -> None:
 
 
 classes = (SA3DF_OT_transfer_motion, SA3DF_OT_align_pose)
-
-
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)

@@ -95,7 +95,8 @@ class SA3DF_OT_segment_parts(BackendOperator):
             objects = selected_meshes(context, min_count=2, need_active=True)
             labels, names = vertex_group_labels(objects[0])
             group_names = [f"sa3df_{name}" for name in names]
-            params, arrays = {"mode": "transfer", "rest_prior": float(settings.rest_prior)}, {protocol.SOURCE_LABELS: labels}
+            params = {"mode": "transfer", "rest_prior": float(settings.rest_prior)}
+            arrays = {protocol.SOURCE_LABELS: labels}
         else:
             objects = selected_meshes(context)
             count = settings.part_count
@@ -155,7 +156,8 @@ class SA3DF_OT_transfer_skin_weights(BackendOperator):
                 results.add_armature_modifier(target, rig, ARMATURE_MODIFIER)
             return f"Skin weights of {len(bones)} bones of '{armature_name}' on {len(objects) - 1} mesh(es)"
 
-        return _request(context, protocol.TRANSFER_WEIGHTS, objects, apply, extra_arrays={protocol.SOURCE_WEIGHTS: weights},
+        return _request(context, protocol.TRANSFER_WEIGHTS, objects, apply,
+                        extra_arrays={protocol.SOURCE_WEIGHTS: weights},
                         extra_params={"rest_prior": float(context.scene.sa3df.rest_prior)})
 
 

@@ -35,11 +35,12 @@ def compute_features_job(ctx: JobContext) -> JobOutput:
     """Features of every mesh; returns ``pca{i}`` (N_i, 3) colours from one joint PCA of the embeddings."""
     from sa3df.apps.colors import pca_colors
 
-    meshes, features = features_for_job(ctx, share=0.95)
-    colors = pca_colors(features.embeddings)
-    arrays = {keys.pca(i): m.to_input(np.asarray(c, np.float32), fill=0.5) for i, (m, c) in enumerate(zip(meshes, colors))}
-    dims = {"base_dim": int(features.features[0].base.shape[1]), "embedding_dim": int(features.embeddings[0].shape[1])}
-    return JobOutput(arrays, {**dims, "features_from": features.source, "cleaned": clean_notes(meshes)})
+    meshes, result = features_for_job(ctx, share=0.95)
+    colors = pca_colors(result.embeddings)
+    arrays = {keys.pca(i): m.to_input(np.asarray(c, np.float32), fill=0.5)
+              for i, (m, c) in enumerate(zip(meshes, colors))}
+    dims = {"base_dim": int(result.features[0].base.shape[1]), "embedding_dim": int(result.embeddings[0].shape[1])}
+    return JobOutput(arrays, {**dims, "features_from": result.source, "cleaned": clean_notes(meshes)})
 
 
 def correspondence_job(ctx: JobContext) -> JobOutput:
@@ -49,7 +50,7 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
     from sa3df.apps.colors import correspondence_colors
     from sa3df.apps.match import correspondence
 
-    meshes, features = features_for_job(ctx)
+    meshes, result = features_for_job(ctx)
     source = meshes[0]
     if len(meshes) < 2:
         raise ValueError(f"Correspondence needs a source and at least one target mesh; got only '{source.name}'")
@@ -58,7 +59,7 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"matching {meshes[t].name}")
         target = meshes[t]
-        corr = correspondence(features.embeddings[0], features.embeddings[t], target_faces=target.faces)
+        corr = correspondence(result.embeddings[0], result.embeddings[t], target_faces=target.faces)
         source_rgb, target_rgb = correspondence_colors(source.vertices, corr.target_to_source)
         arrays[keys.colors(0)] = source.to_input(np.asarray(source_rgb, np.float32), fill=0.5)
         arrays[keys.colors(t)] = target.to_input(np.asarray(target_rgb, np.float32), fill=0.5)
@@ -77,14 +78,14 @@ def segment_job(ctx: JobContext) -> JobOutput:
     from sa3df.apps import segment
     from sa3df.apps.colors import label_colors
 
-    meshes, features = features_for_job(ctx)
+    meshes, result = features_for_job(ctx)
     mode = ctx.params.get("mode", "kmeans")
     if mode == "kmeans":
         k = int(ctx.params.get("k", 8))
         report(ctx.progress, 0.85, f"k-means with {k} parts")
-        labels, _ = segment.joint_kmeans(features.embeddings, k, seed=int(ctx.params.get("seed", 0)))
+        labels, _ = segment.joint_kmeans(result.embeddings, k, seed=int(ctx.params.get("seed", 0)))
     elif mode == "transfer":
-        labels = _transferred_labels(ctx, meshes, features, segment.transfer_labels)
+        labels = _transferred_labels(ctx, meshes, result, segment.transfer_labels)
         k = int(max(int(np.max(l)) for l in labels) + 1)
     else:
         raise ValueError(f"Unknown segmentation mode '{mode}' (use 'kmeans' or 'transfer')")
@@ -98,7 +99,7 @@ def segment_job(ctx: JobContext) -> JobOutput:
     return JobOutput(arrays, {"k": k, "cleaned": clean_notes(meshes)})
 
 
-def _transferred_labels(ctx: JobContext, meshes, features, transfer_labels) -> list[np.ndarray]:
+def _transferred_labels(ctx: JobContext, meshes, result, transfer_labels) -> list[np.ndarray]:
     if keys.SOURCE_LABELS not in ctx.inputs:
         raise ValueError("Segment 'transfer' mode needs the source mesh's labels (input 'source_labels')")
     source_labels = np.asarray(ctx.inputs[keys.SOURCE_LABELS])[meshes[0].input_index]
@@ -109,10 +110,10 @@ def _transferred_labels(ctx: JobContext, meshes, features, transfer_labels) -> l
     weight, up = float(ctx.params.get("rest_prior", 0.0)), feature_settings(ctx.params).up_axis or "y"
     for t in range(1, len(meshes)):
         prior = rest_proximity(meshes[0], meshes[t], weight, up)
-        out.append(transfer_labels(source_labels[known], features.embeddings[0][known], features.embeddings[t],
+        out.append(transfer_labels(source_labels[known], result.embeddings[0][known], result.embeddings[t],
                                    proximity=prior.among_references(known) if prior else None))
     if not known.all():  # give the source's unlabelled vertices the label of their best match too
-        out[0] = transfer_labels(source_labels[known], features.embeddings[0][known], features.embeddings[0])
+        out[0] = transfer_labels(source_labels[known], result.embeddings[0][known], result.embeddings[0])
         out[0][known] = source_labels[known]
     return out
 
@@ -123,7 +124,7 @@ def transfer_weights_job(ctx: JobContext) -> JobOutput:
     ``rest_prior`` (default 0): weight of the rest-pose proximity bonus, for meshes posed alike."""
     from sa3df.apps.transfer import transfer_vertex_weights
 
-    meshes, features = features_for_job(ctx)
+    meshes, result = features_for_job(ctx)
     if len(meshes) < 2:
         raise ValueError(f"Skin-weight transfer needs a source and a target mesh; got only '{meshes[0].name}'")
     weights = np.asarray(ctx.inputs.get(keys.SOURCE_WEIGHTS), dtype=np.float32)
@@ -138,7 +139,7 @@ def transfer_weights_job(ctx: JobContext) -> JobOutput:
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"weights for {meshes[t].name}")
         prior = rest_proximity(meshes[0], meshes[t], weight, up)
         target_weights = transfer_vertex_weights(
-            source_weights, features.embeddings[0], features.embeddings[t], target_faces=meshes[t].faces,
+            source_weights, result.embeddings[0], result.embeddings[t], target_faces=meshes[t].faces,
             proximity=prior,
         )
         arrays[keys.weights(t)] = meshes[t].to_input(np.asarray(target_weights, np.float32), fill=0.0)

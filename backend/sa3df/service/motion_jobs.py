@@ -47,12 +47,12 @@ def _matches(ctx: JobContext, share: float, rest_prior: float):
     """Target -> source vertex ids (input order) and confidences from surface features."""
     from sa3df.apps.match import input_vertex_matches
 
-    meshes, features = features_for_job(ctx, share=share)
+    meshes, result = features_for_job(ctx, share=share)
     if len(meshes) != 2:
         raise ValueError(f"The motion job needs a source and a target mesh, got {len(meshes)}")
     report(ctx.progress, share, "matching the surfaces")
     matches, confidence, corr = input_vertex_matches(
-        *meshes, features.embeddings[0], features.embeddings[1],
+        *meshes, result.embeddings[0], result.embeddings[1],
         rest_prior=float(ctx.params.get("rest_prior", rest_prior)), up=feature_settings(ctx.params).up_axis or "y")
     return matches, confidence, meshes, corr
 
