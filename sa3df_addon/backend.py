@@ -8,9 +8,9 @@ import tempfile
 from pathlib import Path
 
 import bpy
+from sa3df.service import client as worker_client
 
 from . import backend_env
-from . import client as worker_client
 from .backend_env import BUNDLED, EXTERNAL, MANAGED, BackendEnvError
 from .preferences import preferences
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sa3df.service import client
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -27,7 +29,6 @@ def _addon_module(name: str):
 
 
 backend_env = _addon_module("backend_env")
-client = _addon_module("client")
 VERSION = backend_env.addon_version(REPO / "sa3df_addon")
 
 

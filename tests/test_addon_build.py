@@ -102,7 +102,7 @@ def test_built_zip_is_a_valid_extension_with_cpu_torch_and_without_numpy(built_z
     assert manifest["platforms"] == [build_addon.this_platform()]
     assert (manifest["blender_version_min"], manifest["blender_version_max"]) == ("4.2.0", "5.1.0")
     assert "network" not in manifest.get("permissions", {})  # no downloads without --semantic
-    assert {"__init__.py", "operators.py", "panel.py", "client.py", "blender_manifest.toml"} <= set(names)
+    assert {"__init__.py", "operators.py", "panel.py", "blender_manifest.toml"} <= set(names)
 
 
 def test_bundled_wheels_alone_run_the_backend(built_zip, tmp_path):
