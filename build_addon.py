@@ -160,7 +160,7 @@ def download_dependencies(python: str, platforms: list[str], requirements: list[
         found = _pip_download(python, platform_name, binary_pins + PLATFORM_EXTRAS.get(platform_name, []),
                               out / platform_name, ["--no-deps"])
         if not native_torch and bundles_torch(python, platform_name):
-            found = _pip_download(python, platform_name, [_torch_pin(constraints)], out / platform_name, [])
+            found = _torch_with_dependencies(python, platform_name, _torch_pin(constraints), out / platform_name)
         wheels.update({w.name: w.parent for w in found})
     return wheels
 
@@ -168,6 +168,29 @@ def download_dependencies(python: str, platforms: list[str], requirements: list[
 def _torch_pin(constraints: Path) -> str:
     pins = [line for line in constraints.read_text().splitlines() if line.startswith("torch==")]
     return pins[0] if pins else "torch"
+
+
+# Environment markers of each platform: pip would evaluate torch's against this machine (Linux: CUDA libraries).
+MARKERS = {
+    "windows-x64": {"sys_platform": "win32", "platform_system": "Windows", "platform_machine": "AMD64", "os_name": "nt"},
+    "windows-arm64": {"sys_platform": "win32", "platform_system": "Windows", "platform_machine": "ARM64", "os_name": "nt"},
+    "macos-arm64": {"sys_platform": "darwin", "platform_system": "Darwin", "platform_machine": "arm64", "os_name": "posix"},
+    "macos-x64": {"sys_platform": "darwin", "platform_system": "Darwin", "platform_machine": "x86_64", "os_name": "posix"},
+}
+
+
+def _torch_with_dependencies(python: str, platform_name: str, pin: str, out: Path) -> list[Path]:
+    """torch for another platform, and its dependencies as that platform's markers select them."""
+    found = _pip_download(python, platform_name, [pin], out, ["--no-deps"])
+    torch_wheel = next(w for w in found if canonicalize_name(parse_wheel_filename(w.name)[0]) == "torch")
+    environment = {**MARKERS[platform_name], "python_version": python, "python_full_version": f"{python}.0",
+                   "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    with zipfile.ZipFile(torch_wheel) as archive:
+        metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = archive.read(metadata).decode("utf-8", "replace").splitlines()
+    needed = [Requirement(line.split(":", 1)[1].strip()) for line in lines if line.startswith("Requires-Dist:")]
+    needed = [f"{r.name}{r.specifier}" for r in needed if r.marker is None or r.marker.evaluate(environment)]
+    return _pip_download(python, platform_name, needed, out, []) if needed else found
 
 
 def stage(wheels: list[Path], platforms: list[str], semantic: bool, python: str) -> Path:
