@@ -386,7 +386,7 @@ def test_panel_draws_every_button_and_the_motion_ones_once_they_exist(man):
 
 def test_panel_shows_the_backend_and_the_gpu_its_worker_reports(addon, man):
     """No CUDA here: a faked report of the worker's device takes the panel's GPU path."""
-    shared = sys.modules[f"{MODULE}.client"].shared_client()
+    shared = worker_client.shared_client()
     saved, shared.environment = shared.environment, {
         "device": "cuda", "device_type": "cuda", "cuda": "NVIDIA GeForce RTX 4090", "torch": "2.8.0+cu128",
         "precision": "fp16", "threads": 16}
@@ -399,3 +399,22 @@ def test_panel_shows_the_backend_and_the_gpu_its_worker_reports(addon, man):
     assert bpy.ops.sa3df.check_backend() == {"FINISHED"}  # the real report replaces it
     labels = [entry[1] for entry in _drawn(bpy.context) if entry[0] == "label"]
     assert any(label.startswith(f"{mode}: CPU, ") and "threads, torch" in label for label in labels), labels
+
+
+def test_preferences_show_each_backend_environment_with_its_settings_and_buttons(addon):
+    draw = sys.modules[f"{MODULE}.backend"].draw_backend_preferences
+    saved = addon.backend
+    drawn = {}
+    try:
+        for mode in ("BUNDLED", "MANAGED", "EXTERNAL"):
+            addon.backend = mode
+            drawn[mode] = []
+            draw(addon, RecordingLayout(drawn[mode]))
+    finally:
+        addon.backend = saved
+    for mode, props in (("MANAGED", {"managed_torch", "managed_python", "managed_wheels"}),
+                        ("EXTERNAL", {"external_python"})):
+        assert props <= {entry[1] for entry in drawn[mode] if entry[0] == "prop"}
+        assert ("operator", "sa3df.install_backend") in drawn[mode]
+    assert ("operator", "sa3df.install_backend") not in drawn["BUNDLED"]
+    assert all(("operator", "sa3df.check_backend") in entries for entries in drawn.values())

@@ -103,7 +103,9 @@ def main(report_path: str, data: str) -> None:
     prefs.backend = backend
     select([o["man_body"]], o["man_body"])
     press("compute_features")  # still usable afterwards
-    sys.modules[f"{EXTENSION_MODULE}.client"].release_shared_client()
+    from sa3df.service.client import release_shared_client
+
+    release_shared_client()
     Path(report_path).write_text(json.dumps({"blender": bpy.app.version_string, "steps": STEPS}, indent=1))
 
 
