@@ -16,6 +16,7 @@ from .preferences import preferences
 
 ADDON_DIR = Path(__file__).parent
 _installer: backend_env.Installer | None = None  # the latest installation (its state is shown until replaced)
+_checked: set[str] = set()  # interpreters found to have the add-on's sa3df and torch this session
 
 
 def managed_root() -> Path:
@@ -43,7 +44,11 @@ def client_for(context) -> worker_client.WorkerClient:
         raise BackendEnvError("This build of the extension has no torch (none exists for this platform and "
                               "Blender's Python): choose the Managed or External backend in the add-on's preferences")
     external = bpy.path.abspath(prefs.external_python) if prefs is not None else ""
-    settings = backend_env.worker_settings(mode, backend_env.addon_version(ADDON_DIR), managed_root(), external)
+    version = backend_env.addon_version(ADDON_DIR)
+    settings = backend_env.worker_settings(mode, version, managed_root(), external)
+    if mode != BUNDLED and settings["python"] not in _checked:  # a clear message, not a worker's traceback
+        backend_env.check_interpreter(settings["python"], version)
+        _checked.add(settings["python"])
     return worker_client.shared_client(**settings)
 
 
@@ -68,6 +73,7 @@ def start_install(context) -> backend_env.Installer:
         target_python=bpy.path.abspath(prefs.external_python) if external else "",
     )
     worker_client.release_shared_client()  # its files may be replaced
+    _checked.clear()
     _installer.start()
     return _installer
 
