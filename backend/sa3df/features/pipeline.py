@@ -19,6 +19,7 @@ import numpy as np
 from sa3df.features.checkpoint import load_checkpoint, save_checkpoint
 from sa3df.features.extractors import BaseExtractor, create_extractor
 from sa3df.core.geodesics import AnchorCache
+from sa3df.core import storage
 from sa3df.core.mesh import Mesh
 from sa3df.features.network import SurfaceNetwork
 from sa3df.core.orient import face_like_first
@@ -29,8 +30,9 @@ from sa3df.features.train import TrainConfig, TrainingSample, embed, train_surfa
 class FeatureCache:
     """Base features per (mesh content, extractor settings), in memory and, with ``folder``, on disk.
 
-    Files are ``<folder>/<mesh hash>_<extractor key>.npy`` (float32), written atomically so a
-    crash never leaves a truncated entry that a later run would trust.
+    Files are ``<folder>/<mesh hash>_<extractor key>.npz`` holding the float32 features and their key
+    (:mod:`sa3df.core.storage`: atomic, checked on read, the folder kept under its size limit). An
+    entry that is damaged, of the wrong shape or not finite is recomputed and replaced.
     """
 
     def __init__(self, folder: str | os.PathLike | None = None):
@@ -46,35 +48,37 @@ class FeatureCache:
         key = self.key(mesh, extractor)
         if key in self._memory:
             return self._memory[key]
-        path = self.folder / f"{key}.npy" if self.folder else None
-        features = self._read(path, mesh) if path is not None and path.exists() else None
+        require_surface(mesh)
+        path = self.folder / f"{key}.npz" if self.folder else None
+        features = self._read(path, key, mesh) if path is not None else None
         if features is None:
             features = np.asarray(extractor.extract(mesh, progress=progress), dtype=np.float32)
-            if features.shape[0] != mesh.n_vertices or features.ndim != 2:
+            if not storage.finite_array(features, (mesh.n_vertices, None)):
                 raise ValueError(
-                    f"Extractor '{extractor.name}' returned shape {features.shape} for mesh '{mesh.name}' "
-                    f"with {mesh.n_vertices} vertices"
+                    f"Extractor '{extractor.name}' returned {features.shape} values (finite: "
+                    f"{bool(np.isfinite(features).all())}) for mesh '{mesh.name}' with {mesh.n_vertices} vertices"
                 )
             if path is not None:
-                self._write(path, features)
+                storage.write_npz(path, {"key": key, "features": features})
+                storage.prune(self.folder, keep=path)
         self._memory[key] = features
         return features
 
     @staticmethod
-    def _read(path: Path, mesh: Mesh) -> np.ndarray | None:
-        try:
-            features = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            return None  # unreadable entry: recompute and overwrite it
-        return features if features.ndim == 2 and len(features) == mesh.n_vertices else None
+    def _read(path: Path, key: str, mesh: Mesh) -> np.ndarray | None:
+        arrays = storage.read_npz(path, key=key)
+        features = None if arrays is None else arrays.get("features")
+        return features if storage.finite_array(features, (mesh.n_vertices, None)) else None
 
-    @staticmethod
-    def _write(path: Path, features: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            np.save(handle, features, allow_pickle=False)
-        os.replace(tmp, path)
+
+MIN_VERTICES = 4
+
+
+def require_surface(mesh: Mesh) -> None:
+    """Raise ``ValueError`` for a mesh too small to have spectra or geodesics worth the name."""
+    if mesh.n_vertices < MIN_VERTICES or len(mesh.faces) < 2:
+        raise ValueError(f"Mesh '{mesh.name}' is too small: {mesh.n_vertices} vertices and {len(mesh.faces)} "
+                         f"face(s) after cleaning (sa3df needs at least {MIN_VERTICES} vertices and 2 faces)")
 
 
 @dataclass

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from sa3df.core import storage
 from sa3df.core.mesh import Mesh, from_arrays
 from sa3df.core.progress import ProgressFn, sub_progress
 
@@ -149,7 +149,7 @@ def _settings_key(meshes: list[Mesh], settings: dict, extractor) -> str:
     relevant["extractor"] = extractor.cache_key()
     checkpoint = settings.get("checkpoint")
     if checkpoint:
-        weights = Path(checkpoint, "model.safetensors")
+        weights = Path(checkpoint) if Path(checkpoint).is_file() else Path(checkpoint, "model.safetensors")
         relevant["checkpoint"] = [str(checkpoint), weights.stat().st_mtime if weights.exists() else None]
     text = json.dumps([sorted(m.content_hash() for m in meshes), relevant], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -168,7 +168,8 @@ def surface_features(meshes: list[Mesh], settings: dict, state: WorkerState,
     order = sorted(range(len(meshes)), key=lambda i: meshes[i].content_hash())
     cached, source = state.features.get(key), "memory"
     if cached is None:
-        cached, source = _read_feature_cache(settings.get("cache_dir"), key, len(meshes)), "disk"
+        ordered = [meshes[i] for i in order]
+        cached, source = _read_feature_cache(settings.get("cache_dir"), key, ordered), "disk"
     if cached is None:
         cached, source = _compute_features([meshes[i] for i in order], settings, extractor, progress), "computed"
         _write_feature_cache(settings.get("cache_dir"), key, cached)
@@ -250,27 +251,30 @@ def _cache_path(cache_dir: str | None, key: str) -> Path | None:
     return Path(cache_dir, "surface_features", f"{key}.npz") if cache_dir else None
 
 
-def _read_feature_cache(cache_dir: str | None, key: str, count: int) -> FeatureSet | None:
+def _read_feature_cache(cache_dir: str | None, key: str, meshes: list[Mesh]) -> FeatureSet | None:
+    """The cached features of ``meshes`` (in content-hash order), or ``None`` when the entry is missing,
+    damaged, another key's, or not one finite row per vertex: then they are recomputed."""
     path = _cache_path(cache_dir, key)
-    if path is None or not path.exists():
+    data = storage.read_npz(path, key=key) if path is not None else None
+    if data is None:
         return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return FeatureSet([data[f"base{i}"] for i in range(count)], [data[f"embedding{i}"] for i in range(count)])
-    except (OSError, KeyError, ValueError):  # a damaged cache entry is recomputed, not fatal
-        return None
+    base = [data.get(f"base{i}") for i in range(len(meshes))]
+    embedding = [data.get(f"embedding{i}") for i in range(len(meshes))]
+    for mesh, b, e in zip(meshes, base, embedding):
+        if not (storage.finite_array(b, (mesh.n_vertices, None)) and storage.finite_array(e, (mesh.n_vertices, None))):
+            return None
+    return FeatureSet(base, embedding)
 
 
 def _write_feature_cache(cache_dir: str | None, key: str, features: FeatureSet) -> None:
     path = _cache_path(cache_dir, key)
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"base{i}": b for i, b in enumerate(features.base)}
+    arrays = {"key": key}
+    arrays.update({f"base{i}": b for i, b in enumerate(features.base)})
     arrays.update({f"embedding{i}": e for i, e in enumerate(features.embedding)})
-    partial = path.with_name(path.stem + f".{os.getpid()}.partial.npz")
-    np.savez(partial, **arrays)
-    os.replace(partial, path)
+    storage.write_npz(path, arrays)
+    storage.prune(path.parent, keep=path)
 
 
 def features_for_job(ctx: JobContext, share: float = 0.8) -> tuple[list[Mesh], FeatureSet]:

@@ -34,12 +34,12 @@ import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from sa3df.core.progress import Cancelled
+from sa3df.core.storage import write_npz
 
 
 class ProtocolWriter:
@@ -73,10 +73,7 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write an ``.npz`` atomically: a reader never sees a half-written file."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, **{k: np.asarray(v) for k, v in arrays.items()})
-    os.replace(partial, path)
+    write_npz(path, arrays, make_folder=False)
 
 
 class Worker:
@@ -110,6 +107,10 @@ class Worker:
             except json.JSONDecodeError:
                 self._writer.send("error", job_id=None, kind="ProtocolError", message=f"not JSON: {line[:200]}")
                 continue
+            if not isinstance(request, dict):  # valid JSON but no request: answer and keep serving
+                self._writer.send("error", job_id=None, kind="ProtocolError",
+                                  message=f"a request must be a JSON object, got: {line[:200]}")
+                continue
             op = request.get("op")
             if op == "run":
                 self._queue.put(request)
@@ -120,6 +121,9 @@ class Worker:
                 self._writer.send("pong")
             elif op == "quit":
                 break
+            else:
+                self._writer.send("error", job_id=request.get("job_id"), kind="ProtocolError",
+                                  message=f"unknown op {op!r} (use run, cancel, ping or quit)")
         with self._lock:  # stdin closed (Blender quit or crashed) or quit: stop, then exit
             self._closing = True
         self._queue.put(None)
@@ -142,6 +146,9 @@ class Worker:
                 self._writer.send("progress", job_id=job_id, fraction=float(fraction), message=str(message))
 
         try:
+            missing = [key for key in ("name", "output") if not isinstance(request.get(key), str)]
+            if missing:  # refuse before the work, not after it
+                raise ValueError(f"the run request lacks {' and '.join(repr(k) for k in missing)}")
             if self._is_cancelled(job_id):
                 raise Cancelled(f"job {job_id} was cancelled before it started")
             inputs = load_arrays(request["input"]) if request.get("input") else {}
