@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sa3df.service.jobs import JobContext, JobOutput, clean_notes, features_for_job, job, job_names
+from sa3df.service.jobs import JobContext, JobOutput, feature_info, features_for_job, job, job_names
 from sa3df.apps.match import rest_proximity
 from sa3df.core.progress import report
 
@@ -39,7 +39,7 @@ def compute_features_job(ctx: JobContext) -> JobOutput:
     colors = pca_colors(features.embedding)
     arrays = {f"pca{i}": m.to_input(np.asarray(c, np.float32), fill=0.5) for i, (m, c) in enumerate(zip(meshes, colors))}
     dims = {"base_dim": int(features.base[0].shape[1]), "embedding_dim": int(features.embedding[0].shape[1])}
-    return JobOutput(arrays, {**dims, "features_from": features.source, "cleaned": clean_notes(meshes)})
+    return JobOutput(arrays, {**dims, **feature_info(meshes, features)})
 
 
 @job("correspondence")
@@ -67,7 +67,7 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
         arrays[f"similarity{t}"] = target.to_input(np.asarray(corr.target_similarity, np.float32), fill=0.0)
         arrays[f"mutual{t}"] = target.to_input(np.asarray(corr.mutual, np.int8), fill=0)
         mutual_share[target.name] = round(float(np.mean(corr.mutual)), 3)
-    return JobOutput(arrays, {"mutual_fraction": mutual_share, "cleaned": clean_notes(meshes)})
+    return JobOutput(arrays, {"mutual_fraction": mutual_share, **feature_info(meshes, features)})
 
 
 @job("segment")
@@ -97,7 +97,7 @@ def segment_job(ctx: JobContext) -> JobOutput:
         lab = np.asarray(lab, dtype=np.int32)
         arrays[f"labels{i}"] = mesh.to_input(lab, fill=-1)
         arrays[f"colors{i}"] = mesh.to_input(np.asarray(label_colors(lab, k), np.float32), fill=0.5)
-    return JobOutput(arrays, {"k": k, "cleaned": clean_notes(meshes)})
+    return JobOutput(arrays, {"k": k, **feature_info(meshes, features)})
 
 
 def _transferred_labels(ctx: JobContext, meshes, features, transfer_labels) -> list[np.ndarray]:
@@ -145,4 +145,4 @@ def transfer_weights_job(ctx: JobContext) -> JobOutput:
             proximity=prior,
         )
         arrays[f"weights{t}"] = meshes[t].to_input(np.asarray(target_weights, np.float32), fill=0.0)
-    return JobOutput(arrays, {"cleaned": clean_notes(meshes)})
+    return JobOutput(arrays, {**feature_info(meshes, features)})

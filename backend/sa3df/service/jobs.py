@@ -47,6 +47,7 @@ class FeatureSet:
     base: list[np.ndarray]
     embedding: list[np.ndarray]
     source: str = "computed"  # or "memory" / "disk" when a cache served it
+    extractor: str = ""  # the base-feature extractor that ran ("auto" resolved)
 
 
 class WorkerState:
@@ -175,7 +176,7 @@ def surface_features(meshes: list[Mesh], settings: dict, state: WorkerState,
         _write_feature_cache(settings.get("cache_dir"), key, cached)
     state.remember(key, cached)
     back = np.argsort(order)
-    return FeatureSet([cached.base[j] for j in back], [cached.embedding[j] for j in back], source)
+    return FeatureSet([cached.base[j] for j in back], [cached.embedding[j] for j in back], source, extractor.name)
 
 
 def _compute_features(meshes: list[Mesh], settings: dict, extractor, progress: ProgressFn | None) -> FeatureSet:
@@ -287,3 +288,8 @@ def features_for_job(ctx: JobContext, share: float = 0.8) -> tuple[list[Mesh], F
 def clean_notes(meshes: list[Mesh]) -> dict:
     """What cleaning changed per mesh (only meshes that needed cleaning), for the user."""
     return {m.name: m.report.summary() for m in meshes if m.report.summary() != "clean"}
+
+
+def feature_info(meshes: list[Mesh], features: FeatureSet) -> dict:
+    """What every feature-based job tells the user: cleaning notes, which extractor ran, which cache served."""
+    return {"cleaned": clean_notes(meshes), "extractor": features.extractor, "features_from": features.source}
