@@ -131,3 +131,19 @@ def test_an_anchor_cache_under_a_small_limit_keeps_the_entry_it_just_wrote(tmp_p
     cache.get(ball, count=4, seed=0)
     cache.get(ball, count=4, seed=1)
     assert [p.name.endswith("_s1.npz") for p in tmp_path.iterdir()] == [True]
+
+
+def test_a_damaged_feature_archive_is_named_not_used(tmp_path, ball):
+    from sa3df.core import files
+
+    item = files.MeshFeatures(ball, np.ones((ball.n_vertices, 4), np.float32),
+                              np.ones((ball.n_vertices, 2), np.float32), "geometric")
+    path = files.save_features(tmp_path / "ball.npz", item)
+    assert files.load_features(path).embedding.shape == (ball.n_vertices, 2)
+    _truncate(path)
+    with pytest.raises(ValueError, match="is not an sa3df feature archive, or it is damaged"):
+        files.load_features(path)
+    item.embedding[3] = np.nan
+    files.save_features(path, item)
+    with pytest.raises(ValueError, match="its embedding features are not one finite row per vertex"):
+        files.load_features(path)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sa3df.core.storage import UNREADABLE, finite_array
 from sa3df.core.mesh import MESH_SUFFIXES, Mesh, load  # noqa: F401  (MESH_SUFFIXES is re-exported for the CLI)
+from sa3df.core.storage import UNREADABLE, finite_array, write_npz
 
 
 @dataclass
@@ -41,12 +41,11 @@ def load_mesh(path: Path) -> Mesh:
 def save_features(path: Path, item: MeshFeatures) -> Path:
     """Write an .npz holding the cleaned mesh (with its map to input vertices) and both feature sets."""
     m = item.mesh
-    np.savez_compressed(
-        path, vertices=m.vertices, faces=m.faces, input_index=m.input_index, input_to_clean=m.input_to_clean,
+    return write_npz(path, dict(
+        vertices=m.vertices, faces=m.faces, input_index=m.input_index, input_to_clean=m.input_to_clean,
         input_vertex_count=m.input_vertex_count, name=m.name, base=item.base.astype(np.float16),
         embedding=item.embedding.astype(np.float32), extractor=item.extractor,
-    )
-    return Path(path)
+    ), compressed=True)
 
 
 def load_features(path: Path) -> MeshFeatures:

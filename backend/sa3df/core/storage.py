@@ -112,6 +112,7 @@ def prune(folder: str | os.PathLike, limit_bytes: int | None = None, keep: Path 
     """Delete least recently used entries until ``folder`` holds at most ``limit_bytes`` (default:
     :func:`cache_limit_bytes`); ``keep`` (the entry just written) stays. Returns how many were removed."""
     limit = cache_limit_bytes() if limit_bytes is None else limit_bytes
+    remove_stale_partials(folder)
     if limit <= 0:
         return 0
     files = cache_files(folder)

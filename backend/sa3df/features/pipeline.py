@@ -165,6 +165,10 @@ def compute_surface_features(
 
     report(progress, 0.95, "embedding")
     features = [SurfaceFeatures(base=f, embedding=embed(network, f)) for f in base]
+    for mesh, item in zip(meshes, features):
+        if not np.isfinite(item.embedding).all():  # never hand on (or save) an all-NaN result
+            raise ValueError(f"The surface-aware embedding of mesh '{mesh.name}' is not finite; training "
+                             "diverged or the network is damaged (try fewer steps or another seed)")
     report(progress, 1.0, "done")
     return PipelineResult(
         features=features, network=network, extractor_name=extractor.name, extractor_key=extractor.cache_key(),
