@@ -56,6 +56,8 @@ def export_walk_frames(name: str, folder: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--characters", nargs="+", default=list(CHARACTERS), choices=CHARACTERS,
+                        help="which to evaluate frame to frame (default: all)")
     args = parser.parse_args()
     if not DATA.exists():
         print(f"no shared data at {DATA}", file=sys.stderr)
@@ -68,7 +70,7 @@ def main() -> int:
         print(cleaning_row(name))
     from sa3df.cli import main as cli
 
-    for name in CHARACTERS:
+    for name in args.characters:
         with tempfile.TemporaryDirectory() as folder:
             export_walk_frames(name, Path(folder))
             print(f"\n{name}: walk frame B against frame A, geometric features, {args.steps} steps", flush=True)
