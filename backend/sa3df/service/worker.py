@@ -21,6 +21,10 @@ Events (worker's stdout)::
     {"event": "cancelled", "job_id": "7"}
     {"event": "error", "job_id": "7", "kind": "ValueError", "message": "...", "traceback": "..."}
 
+A line that is not a JSON object, or names an unknown op, is answered with an ``error`` event
+(``kind`` "ProtocolError", ``job_id`` null) and the worker keeps serving; a ``run`` without ``name``
+or ``output`` fails before its job starts.
+
 Arrays travel as ``.npz`` files (no pickle) whose paths the requests name. Anything the backend
 libraries print goes to stderr: stdout carries protocol lines only.
 """
