@@ -42,7 +42,11 @@ def _features_for(args, paths: list[Path]):
     """Meshes and their features: from .npz feature files, else computed (test-time trained)."""
     if all(p.suffix == ".npz" for p in paths):
         return [sio.load_features(p) for p in paths], None
-    result = _compute(args, [sio.load_mesh(p) for p in paths])
+    meshes = [sio.load_mesh(p) for p in paths]
+    for mesh in meshes:
+        if mesh.report.summary() != "clean":
+            print(f"{mesh.name}: cleaned: {mesh.report.summary()}", file=sys.stderr)
+    result = _compute(args, meshes)
     return result.features, result
 
 
@@ -66,7 +70,21 @@ def _compute(args, meshes):
     return result
 
 
+def _check_outputs(args, paths: list[Path] | None = None) -> None:
+    """Before any work: ``--out`` must be a folder (or not exist yet), and no two inputs may write
+    outputs of the same name into it (``a/body.obj`` and ``b/body.obj`` would overwrite each other)."""
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out '{args.out}' is a file; give a folder (it is created if missing)")
+    seen: dict[str, Path] = {}
+    for path in paths or []:
+        if path.stem in seen:
+            raise ValueError(f"Inputs '{seen[path.stem]}' and '{path}' would both write '{path.stem}' outputs "
+                             f"into '{args.out}'; rename one of them")
+        seen[path.stem] = path
+
+
 def cmd_features(args) -> None:
+    _check_outputs(args, args.meshes)
     items, result = _features_for(args, args.meshes)
     args.out.mkdir(parents=True, exist_ok=True)
     for item in items:
@@ -81,6 +99,7 @@ def cmd_features(args) -> None:
 def cmd_train(args) -> None:
     if args.steps <= 0:
         raise ValueError("--steps must be positive for training")
+    _check_outputs(args)
     meshes = [sio.load_mesh(p) for p in args.meshes]
     result = _compute(args, meshes)
     result.save(args.out)
@@ -89,6 +108,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_match(args) -> None:
+    _check_outputs(args)  # the PLYs are named *_source / *_target: same stems do not collide
     (source, target), _ = _features_for(args, [args.source, args.target])
     from sa3df.apps.colors import correspondence_colors
     from sa3df.apps.match import correspondence, rest_proximity
@@ -99,8 +119,10 @@ def cmd_match(args) -> None:
     prior = rest_proximity(source.mesh, target.mesh, args.rest_prior, args.up)
     corr = correspondence(getattr(source, features), getattr(target, features), proximity=prior)
     args.out.mkdir(parents=True, exist_ok=True)
-    np.savetxt(args.out / "target_to_source.txt", source.mesh.input_index[corr.target_to_source], fmt="%d",
-               header=f"for each vertex of {target.mesh.name}: matched vertex of {source.mesh.name}")
+    matched = target.mesh.to_input(source.mesh.input_index[corr.target_to_source], fill=-1)
+    np.savetxt(args.out / "target_to_source.txt", matched, fmt="%d",
+               header=f"for each input vertex of {target.mesh.name}: matched input vertex of {source.mesh.name} "
+                      "(-1: dropped in cleaning)")
     src_rgb, tgt_rgb = correspondence_colors(source.mesh.vertices, corr.target_to_source)
     sio.write_colored_ply(args.out / f"{source.mesh.name}_source.ply", source.mesh, src_rgb)
     sio.write_colored_ply(args.out / f"{target.mesh.name}_target.ply", target.mesh, tgt_rgb)
@@ -108,6 +130,7 @@ def cmd_match(args) -> None:
 
 
 def cmd_segment(args) -> None:
+    _check_outputs(args, args.meshes)
     items, _ = _features_for(args, args.meshes)
     from sa3df.apps.colors import label_colors
     from sa3df.apps.segment import joint_kmeans
@@ -138,6 +161,16 @@ def cmd_eval(args) -> None:
     print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
+
+
+def cmd_cache(args) -> None:
+    from sa3df.core import storage
+
+    if args.action == "clear":
+        removed, size = storage.clear_cache(args.cache)
+        print(f"removed {removed} cache file(s), {size / 2**20:.1f} MB, from {args.cache}")
+        return
+    print(storage.cache_summary(args.cache))
 
 
 def cmd_demo(args) -> None:
@@ -193,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_options(p)
     p.set_defaults(run=cmd_eval)
 
+    p = sub.add_parser("cache", help="size of the on-disk caches (info) or empty them (clear)")
+    p.add_argument("action", choices=("info", "clear"))
+    p.add_argument("--cache", type=Path, default=sio.default_cache_dir(), help="cache folder (default: %(default)s)")
+    p.set_defaults(run=cmd_cache)
+
     p = sub.add_parser("demo", help="the whole method on built-in example characters, offline")
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--steps", type=int, default=600)
@@ -209,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sa3df: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         if os.environ.get("SA3DF_DEBUG"):
             raise
         print(f"sa3df {args.command}: error: {error}", file=sys.stderr)

@@ -20,6 +20,7 @@ import numpy as np
 
 from sa3df.core.files import MeshFeatures
 from sa3df.core.geodesics import AnchorCache
+from sa3df.core import storage
 from sa3df.core.mesh import Mesh
 from sa3df.core.orient import face_like_first
 from sa3df.core.progress import ProgressFn, report, sub_progress
@@ -33,8 +34,9 @@ from sa3df.features.train import TrainConfig, TrainingSample, embed, train_surfa
 class FeatureCache:
     """Base features per (mesh content, extractor settings), in memory and, with ``folder``, on disk.
 
-    Files are ``<folder>/<mesh hash>_<extractor key>.npy`` (float32), written atomically so a
-    crash never leaves a truncated entry that a later run would trust.
+    Files are ``<folder>/<mesh hash>_<extractor key>.npz`` holding the float32 features and their key
+    (:mod:`sa3df.core.storage`: atomic, checked on read, the folder kept under its size limit). An
+    entry that is damaged, of the wrong shape or not finite is recomputed and replaced.
     """
 
     def __init__(self, folder: str | os.PathLike | None = None):
@@ -50,35 +52,37 @@ class FeatureCache:
         key = self.key(mesh, extractor)
         if key in self._memory:
             return self._memory[key]
-        path = self.folder / f"{key}.npy" if self.folder else None
-        features = self._read(path, mesh) if path is not None and path.exists() else None
+        require_surface(mesh)
+        path = self.folder / f"{key}.npz" if self.folder else None
+        features = self._read(path, key, mesh) if path is not None else None
         if features is None:
             features = np.asarray(extractor.extract(mesh, progress=progress), dtype=np.float32)
-            if features.shape[0] != mesh.n_vertices or features.ndim != 2:
+            if not storage.finite_array(features, (mesh.n_vertices, None)):
                 raise ValueError(
-                    f"Extractor '{extractor.name}' returned shape {features.shape} for mesh '{mesh.name}' "
-                    f"with {mesh.n_vertices} vertices"
+                    f"Extractor '{extractor.name}' returned {features.shape} values (finite: "
+                    f"{bool(np.isfinite(features).all())}) for mesh '{mesh.name}' with {mesh.n_vertices} vertices"
                 )
             if path is not None:
-                self._write(path, features)
+                storage.write_npz(path, {"key": key, "features": features})
+                storage.prune(self.folder, keep=path)
         self._memory[key] = features
         return features
 
     @staticmethod
-    def _read(path: Path, mesh: Mesh) -> np.ndarray | None:
-        try:
-            features = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            return None  # unreadable entry: recompute and overwrite it
-        return features if features.ndim == 2 and len(features) == mesh.n_vertices else None
+    def _read(path: Path, key: str, mesh: Mesh) -> np.ndarray | None:
+        arrays = storage.read_npz(path, key=key)
+        features = None if arrays is None else arrays.get("features")
+        return features if storage.finite_array(features, (mesh.n_vertices, None)) else None
 
-    @staticmethod
-    def _write(path: Path, features: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            np.save(handle, features, allow_pickle=False)
-        os.replace(tmp, path)
+
+MIN_VERTICES = 4
+
+
+def require_surface(mesh: Mesh) -> None:
+    """Raise ``ValueError`` for a mesh too small to have spectra or geodesics worth the name."""
+    if mesh.n_vertices < MIN_VERTICES or len(mesh.faces) < 2:
+        raise ValueError(f"Mesh '{mesh.name}' is too small: {mesh.n_vertices} vertices and {len(mesh.faces)} "
+                         f"face(s) after cleaning (sa3df needs at least {MIN_VERTICES} vertices and 2 faces)")
 
 
 class ResultCache:
@@ -95,7 +99,7 @@ class ResultCache:
         if key in self._memory:
             self._memory[key] = self._memory.pop(key)  # most recently used last
             return _with_source(self._memory[key], "memory")
-        arrays = self._read(key, len(meshes))
+        arrays = self._read(key, meshes)
         if arrays is None:
             return None
         features = [MeshFeatures(m, b, e, extractor.name) for m, (b, e) in zip(meshes, arrays)]
@@ -116,26 +120,29 @@ class ResultCache:
     def _path(self, key: str) -> Path | None:
         return self.folder / f"{key}.npz" if self.folder else None
 
-    def _read(self, key: str, count: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    def _read(self, key: str, meshes: list[Mesh]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """The entry's (base, embedding) per mesh, or None when it is missing, damaged, another key's or not
+        one finite row per vertex: then it is recomputed."""
         path = self._path(key)
-        if path is None or not path.exists():
+        data = storage.read_npz(path, key=key) if path is not None else None
+        if data is None:
             return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return [(data[f"base{i}"], data[f"embedding{i}"]) for i in range(count)]
-        except (OSError, KeyError, ValueError):  # a damaged cache entry is recomputed, not fatal
-            return None
+        pairs = [(data.get(f"base{i}"), data.get(f"embedding{i}")) for i in range(len(meshes))]
+        for mesh, (base, embedding) in zip(meshes, pairs):
+            shape = (mesh.n_vertices, None)
+            if not (storage.finite_array(base, shape) and storage.finite_array(embedding, shape)):
+                return None
+        return pairs
 
     def _write(self, key: str, result: PipelineResult) -> None:
         path = self._path(key)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"base{i}": f.base for i, f in enumerate(result.features)}
+        arrays = {"key": key}
+        arrays.update({f"base{i}": f.base for i, f in enumerate(result.features)})
         arrays.update({f"embedding{i}": f.embedding for i, f in enumerate(result.features)})
-        partial = path.with_name(path.stem + f".{os.getpid()}.partial.npz")
-        np.savez(partial, **arrays)
-        os.replace(partial, path)
+        storage.write_npz(path, arrays)
+        storage.prune(path.parent, keep=path)
 
 
 @dataclass
@@ -240,7 +247,8 @@ def result_key(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExt
     relevant = {"steps": int(settings.steps), "seed": int(settings.seed), "up_axis": settings.up_axis,
                 "training": settings.training, "extractor": extractor.cache_key()}
     if settings.checkpoint:
-        weights = Path(settings.checkpoint, "model.safetensors")
+        checkpoint = Path(settings.checkpoint)  # a folder, or a reference .pt file
+        weights = checkpoint if checkpoint.is_file() else checkpoint / "model.safetensors"
         relevant["checkpoint"] = [os.fspath(settings.checkpoint), weights.stat().st_mtime if weights.exists() else None]
     text = json.dumps([[m.content_hash() for m in meshes], relevant], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -270,6 +278,10 @@ def _compute(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExtra
 
     report(progress, 0.95, "embedding")
     embeddings = [embed(network, f) if network is not None else _unit_rows(f) for f in base]
+    for mesh, embedding in zip(meshes, embeddings):
+        if not np.isfinite(embedding).all():  # never hand on (or save) an all-NaN result
+            raise ValueError(f"The surface-aware embedding of mesh '{mesh.name}' is not finite; training "
+                             "diverged or the network is damaged (try fewer steps or another seed)")
     report(progress, 1.0, "done")
     return PipelineResult(
         features=[MeshFeatures(m, b, e, extractor.name) for m, b, e in zip(meshes, base, embeddings)],
