@@ -14,8 +14,9 @@ import trimesh
 from sa3df.core import geodesics, storage
 from sa3df.core.mesh import from_arrays
 from sa3df.features.extractors import create_extractor
-from sa3df.features.pipeline import FeatureCache
-from sa3df.service import jobs
+from sa3df.features.pipeline import FeatureCache, compute_surface_features
+from sa3df.features.settings import FeatureSettings
+from sa3df.service.context import WorkerState
 
 
 @pytest.fixture
@@ -64,14 +65,18 @@ def test_a_damaged_base_feature_cache_is_recomputed(tmp_path, ball):
 
 
 def test_a_damaged_surface_feature_cache_is_recomputed_by_the_worker(tmp_path, ball):
-    settings = {"extractor": "geometric", "effort": "off", "cache_dir": str(tmp_path)}
-    first = jobs.surface_features([ball], settings, jobs.WorkerState())
+    settings = FeatureSettings.from_params({"extractor": "geometric", "effort": "off", "cache_dir": str(tmp_path)})
+
+    def worker_features():  # a fresh worker each time: only the disk cache is shared
+        return compute_surface_features([ball], settings, caches=WorkerState().caches(settings.cache_dir))
+
+    first = worker_features()
     (path,) = (tmp_path / "surface_features").glob("*.npz")
     _truncate(path)
-    again = jobs.surface_features([ball], settings, jobs.WorkerState())
+    again = worker_features()
     assert again.source == "computed"
-    np.testing.assert_array_equal(again.embedding[0], first.embedding[0])
-    assert jobs.surface_features([ball], settings, jobs.WorkerState()).source == "disk"
+    np.testing.assert_array_equal(again.embeddings[0], first.embeddings[0])
+    assert worker_features().source == "disk"
 
 
 def _write_many(path, seed, count, failures):
