@@ -14,6 +14,7 @@ hold on a shared machine. Run: python bench/bench_train.py [seconds per method, 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from sa3df.core.mesh import Mesh, from_arrays, load  # noqa: E402
 from sa3df.features.network import NetworkConfig, SurfaceNetwork  # noqa: E402
 from sa3df.features.train import TrainConfig, TrainingSample, surface_losses, train_surface_network  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("SA3DF_DATA", ROOT.parent / "shared" / "data"))
 TARGET_VERTICES = 5000
 
 

@@ -21,6 +21,7 @@ from sa3df.features.extractors import BaseExtractor, create_extractor
 from sa3df.core.geodesics import AnchorCache
 from sa3df.core.mesh import Mesh
 from sa3df.features.network import SurfaceNetwork
+from sa3df.features.proxy import DEFAULT_PROXY_VERTICES, Proxy, build_proxy, needs_proxy
 from sa3df.core.orient import face_like_first
 from sa3df.core.progress import ProgressFn, report, sub_progress
 from sa3df.features.train import TrainConfig, TrainingSample, embed, train_surface_network
@@ -118,6 +119,7 @@ def compute_surface_features(
     train_config: TrainConfig | None = None, cache_dir: str | os.PathLike | None = None,
     progress: ProgressFn | None = None, feature_cache: FeatureCache | None = None,
     anchor_cache: AnchorCache | None = None, face_alike_up: str | None = None,
+    proxy_vertices: int | None = DEFAULT_PROXY_VERTICES,
 ) -> PipelineResult:
     """Surface-aware features of ``meshes`` (each (N_i, E) float32, unit rows, in mesh vertex order).
 
@@ -131,7 +133,10 @@ def compute_surface_features(
     ``anchor_cache`` objects take precedence. ``face_alike_up`` ("x", "y" or "z"): before base
     features are computed, turn every mesh after the first about that up axis to face like the first
     (:func:`sa3df.core.orient.face_like_first`), so extrinsic cues agree between meshes that face different
-    ways. Raises ``ValueError`` when the checkpoint was made for other base features (width or extractor name).
+    ways. ``proxy_vertices``: a mesh with clearly more vertices is computed on a simplified proxy of about
+    that size (base features, anchors, training, embedding) and the features are interpolated onto its
+    own vertices (:mod:`sa3df.features.proxy`); None or 0 computes at full resolution. Raises
+    ``ValueError`` when the checkpoint was made for other base features (width or extractor name).
     """
     if not meshes:
         raise ValueError("compute_surface_features needs at least one mesh")
@@ -142,6 +147,8 @@ def compute_surface_features(
 
     if face_alike_up:
         meshes = face_like_first(meshes, face_alike_up)
+    proxies = [build_proxy(m, proxy_vertices) if needs_proxy(m, proxy_vertices) else None for m in meshes]
+    meshes = [p.mesh if p is not None else m for m, p in zip(meshes, proxies)]  # what is computed on
     base = []
     for i, mesh in enumerate(meshes):
         stage = sub_progress(progress, 0.3 * i / len(meshes), 0.3 * (i + 1) / len(meshes))
@@ -160,12 +167,19 @@ def compute_surface_features(
         network, history = trained.network, trained.history
 
     report(progress, 0.95, "embedding")
-    features = [SurfaceFeatures(base=f, embedding=embed(network, f)) for f in base]
+    features = [_on_original(p, f, embed(network, f)) for p, f in zip(proxies, base)]
     report(progress, 1.0, "done")
     return PipelineResult(
         features=features, network=network, extractor_name=extractor.name, extractor_key=extractor.cache_key(),
         history=history, train_config=used_config.to_dict() if used_config else None,
     )
+
+
+def _on_original(proxy: Proxy | None, base: np.ndarray, embedding: np.ndarray) -> SurfaceFeatures:
+    """Features per vertex of the caller's mesh: as computed, or carried over from its proxy."""
+    if proxy is None:
+        return SurfaceFeatures(base=base, embedding=embedding)
+    return SurfaceFeatures(base=proxy.carry(base), embedding=proxy.carry(embedding, unit_rows=True))
 
 
 def _load_matching(folder, extractor: BaseExtractor, dim: int) -> SurfaceNetwork:
