@@ -15,6 +15,7 @@ import numpy as np
 
 from sa3df import __version__
 from sa3df.core import files as sio
+from sa3df.features.proxy import DEFAULT_PROXY_VERTICES
 
 
 def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -> None:
@@ -32,6 +33,9 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
                    help="folder of model weights for dino/diff3f (hub ids as sub-folders, or a hub cache)")
     g.add_argument("--allow-downloads", action="store_true",
                    help="let dino/diff3f download missing weights from the model hub")
+    g.add_argument("--proxy-vertices", type=int, default=DEFAULT_PROXY_VERTICES,
+                   help="compute larger meshes on a simplified proxy of about this many vertices and carry "
+                        "the features to every vertex (0: full resolution; default %(default)s)")
     g.add_argument("--up", choices=("x", "y", "z"),
                    help="turn every mesh about this axis to face like the first before features (for "
                         "characters facing different ways; default: as given)")
@@ -61,7 +65,7 @@ def _compute(args, meshes):
     print(f"base features: {extractor.name}", file=sys.stderr)
     return compute_surface_features(
         meshes, extractor=extractor, checkpoint=args.checkpoint, train_config=train_config, cache_dir=args.cache,
-        face_alike_up=args.up,
+        face_alike_up=args.up, proxy_vertices=args.proxy_vertices,
     )
 
 
