@@ -59,24 +59,20 @@ def run(repo: Path, meshes: list[Path], work: Path) -> dict:
 def effort_table(meshes: list[Path]) -> None:
     """Seconds of each add-on effort level on the pair (base features cached; process CPU time on one
     thread, which equals wall time on an idle core)."""
-    from sa3df.core.geodesics import AnchorCache
     from sa3df.core.mesh import load
-    from sa3df.features.pipeline import FeatureCache, compute_surface_features
-    from sa3df.features.train import TrainConfig
-    from sa3df.service.jobs import EFFORT_STEPS
+    from sa3df.features.pipeline import PipelineCaches, compute_surface_features
+    from sa3df.features.settings import EFFORT_STEPS, FeatureSettings
 
     pair = [load(p) for p in meshes]
-    features, anchors = FeatureCache(), AnchorCache()
+    caches = PipelineCaches.in_folder(None)  # base features and anchors are kept; results are not reused:
     t0 = time.process_time()
-    compute_surface_features(pair, "geometric", train_config=TrainConfig(steps=1), feature_cache=features,
-                             anchor_cache=anchors)
+    compute_surface_features(pair, FeatureSettings(steps=1), caches=caches)
     setup = time.process_time() - t0
     print(f"\neffort levels (add-on), this checkout: base features + anchors {setup:.1f} CPU s, then training")
     for effort, steps in EFFORT_STEPS.items():
         if steps:
             t0 = time.process_time()
-            compute_surface_features(pair, "geometric", train_config=TrainConfig(steps=steps),
-                                     feature_cache=features, anchor_cache=anchors)
+            compute_surface_features(pair, FeatureSettings(steps=steps), caches=caches)
             print(f"  {effort:9s} {steps:5d} steps  {time.process_time() - t0:6.1f} CPU s")
 
 

@@ -96,6 +96,7 @@ def quality_table() -> None:
     from sa3df.core.geodesics import GeodesicSolver
     from sa3df.core.mesh import from_arrays
     from sa3df.features.pipeline import compute_surface_features
+    from sa3df.features.settings import FeatureSettings
 
     print(f"\n{'fox frames 2 -> 14':20s} {'vertices':>9s} {'mode':>22s} {'seconds':>8s} {'error':>8s}")
     for levels in (1, 3):
@@ -107,7 +108,7 @@ def quality_table() -> None:
         errors = {}
         for mode, proxy in (("proxy 6000 (default)", 6000), ("full resolution", 0)):
             t0 = time.perf_counter()
-            result = compute_surface_features([a, b], "geometric", proxy_vertices=proxy)
+            result = compute_surface_features([a, b], FeatureSettings(proxy_vertices=proxy))
             seconds = time.perf_counter() - t0
             predicted, _ = nearest_neighbors(result.features[0].embedding[sources], result.features[1].embedding)
             errors[mode] = float(geodesic_errors(b, predicted, truth, solver=solver).mean())

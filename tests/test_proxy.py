@@ -8,7 +8,7 @@ from sa3df.core import mesh
 from sa3df.features.extractors import BaseExtractor
 from sa3df.features.pipeline import compute_surface_features
 from sa3df.features.proxy import build_proxy, needs_proxy
-from sa3df.features.train import TrainConfig
+from sa3df.features.settings import FeatureSettings
 
 
 class SizeRecordingExtractor(BaseExtractor):
@@ -70,10 +70,10 @@ def test_pipeline_computes_on_the_proxy_and_returns_every_vertex(bumpy_sphere):
     small = mesh.from_arrays(capsule.vertices, capsule.faces, name="capsule")
     assert needs_proxy(bumpy_sphere, 1500) and not needs_proxy(small, 1500)
     extractor = SizeRecordingExtractor()
-    config = TrainConfig(steps=20, device="cpu", cpu_threads=1, anchor_pool_size=16, anchors_per_step=8,
-                         vertices_per_step=64)
-    result = compute_surface_features([bumpy_sphere, small], extractor, train_config=config, proxy_vertices=1500)
-    assert extractor.sizes[0] <= 1600 and extractor.sizes[1] == small.n_vertices
+    training = dict(cpu_threads=1, anchor_pool_size=16, anchors_per_step=8, vertices_per_step=64)
+    settings = FeatureSettings(extractor=extractor, steps=20, device="cpu", proxy_vertices=1500, training=training)
+    result = compute_surface_features([bumpy_sphere, small], settings)
+    assert sorted(extractor.sizes)[0] == small.n_vertices and sorted(extractor.sizes)[1] <= 1600
     big, tiny = result.features
     assert big.embedding.shape == (bumpy_sphere.n_vertices, 128) and big.base.shape == (bumpy_sphere.n_vertices, 6)
     assert tiny.embedding.shape == (small.n_vertices, 128)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from sa3df.core.mesh import Mesh, from_arrays
+from sa3df.features.settings import DEFAULT_PROXY_VERTICES
 
-DEFAULT_PROXY_VERTICES = 6000  # meshes above this size are computed on a proxy of about this size
 CANDIDATE_TRIANGLES = 4  # nearest triangles (by centroid) searched for each vertex's closest point
 CLUSTER_FACTOR = 4  # grid clustering first brings very large meshes to this many times the proxy size
 CHUNK = 100_000  # vertices projected at a time (bounds the memory of the search)
