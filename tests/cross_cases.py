@@ -289,10 +289,10 @@ def surface_aware(case: CrossCase, steps: int = 600):
     steps on the two meshes (seed 0), cosine nearest neighbour of the embeddings, no rest prior."""
     from sa3df.apps.match import correspondence
     from sa3df.features.pipeline import compute_surface_features
-    from sa3df.features.train import TrainConfig
+    from sa3df.features.settings import FeatureSettings
 
-    result = compute_surface_features([case.source, case.target], extractor="geometric",
-                                      train_config=TrainConfig(steps=steps, seed=0, device="cpu"))
+    result = compute_surface_features([case.source, case.target],
+                                      FeatureSettings(extractor="geometric", steps=steps, seed=0, device="cpu"))
     features = tuple(f.embedding for f in result.features)
     return correspondence(*features).target_to_source, features
 
