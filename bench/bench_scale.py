@@ -25,7 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "backend"), str(ROOT), str(ROOT / "tests")]
-SPHERE_SIDES = {"5k": 71, "50k": 224, "200k": 447, "1M": 1000}  # UV sphere of about side² vertices
+SPHERE_SIDES = {"5k": 50, "50k": 158, "200k": 316, "1M": 707}  # UV sphere of about 2·side² vertices
 
 
 def fox_frames(levels: int) -> list[tuple[np.ndarray, np.ndarray]]:
