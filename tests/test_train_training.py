@@ -150,3 +150,15 @@ def test_progress_rises_to_one(sphere_sample, anchors):
     train_surface_network([sphere_sample], _tiny(steps=10), anchor_cache=anchors,
                           progress=lambda fraction, message: seen.append(fraction))
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) >= 10
+
+
+def test_small_networks_train_on_one_thread_and_the_setting_comes_back(sphere_sample, anchors):
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train_surface_network([sphere_sample], _tiny(steps=3, cpu_threads=None), anchor_cache=anchors,
+                              progress=lambda fraction, message: seen.append(torch.get_num_threads()))
+        assert seen[-1] == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
