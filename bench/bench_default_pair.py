@@ -46,7 +46,8 @@ def run(repo: Path, meshes: list[Path], work: Path) -> dict:
     """One `sa3df features` run from ``repo``: wall and CPU seconds, peak RSS."""
     out, cache = Path(tempfile.mkdtemp(dir=work)), Path(tempfile.mkdtemp(dir=work))
     env = dict(os.environ, PYTHONPATH=str(repo / "backend"))
-    command = [sys.executable, "-m", "sa3df.cli", "features", *map(str, meshes), "--out", str(out), "--cache", str(cache)]
+    command = [sys.executable, "-m", "sa3df.cli", "features", *map(str, meshes), "--out", str(out),
+               "--cache", str(cache)]
     t0 = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)

@@ -186,10 +186,11 @@ def main(budget: float = 240.0) -> None:
     extractor = create_extractor("geometric")
     features = [extractor.extract(m) for m in meshes]
     quality = Quality(meshes, features)
-    base_error = float(quality.table[nearest_neighbors(features[0], features[1])[0], quality.truth].mean()) / quality.scale
+    base_matches, _ = nearest_neighbors(features[0], features[1])
+    base_error = float(quality.table[base_matches, quality.truth].mean()) / quality.scale
     print(f"meshes: quaternius fox, Walk frames {FRAMES[0]} and {FRAMES[1]}, {meshes[0].n_vertices} vertices each; "
           f"geometric features {features[0].shape[1]}-d (base-feature error {base_error:.4f})")
-    print(f"reference budget {budget:.0f} s; torch on 1 CPU thread; machine may be shared (ratios hold, times do not)\n")
+    print(f"reference budget {budget:.0f} CPU s; torch on 1 CPU thread; the machine may be shared (CPU times hold)\n")
     reference = run_reference(meshes, quality, budget)
     ours = run_ours(meshes, features, quality)
     print_table(reference, ours)

@@ -26,7 +26,7 @@ DEVICES = [
 EFFORTS = [
     ("off", "Off", "No test-time training: use the checkpoint's embedding (or the base features without one)"),
     ("fast", "Fast (~8 s)", "300 training steps on the selection: about 8 s for two 5k-vertex meshes on a 2-core CPU"),
-    ("normal", "Normal (~13 s)", "600 training steps (the command line's default): about 13 s for two 5k-vertex meshes"),
+    ("normal", "Normal (~13 s)", "600 training steps (the command line's default): about 13 s for two 5k meshes"),
     ("thorough", "Thorough (~40 s)", "2000 training steps: about 40 s for two 5k-vertex meshes"),
 ]
 
