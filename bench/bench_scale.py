@@ -64,7 +64,7 @@ def run_cli(mesh_path: Path, work: Path) -> dict:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
         raise RuntimeError(f"sa3df features failed on {mesh_path.name}:\n{stderr[-2000:]}")
-    return {"wall": wall, "rss": usage.ru_maxrss * 1024, "archive": _size(out, "*.npz"), "cache": _size(cache, "*")}
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss": usage.ru_maxrss * 1024, "archive": _size(out, "*.npz"), "cache": _size(cache, "*")}
 
 
 def _size(folder: Path, pattern: str) -> int:
@@ -74,7 +74,7 @@ def _size(folder: Path, pattern: str) -> int:
 def scale_table(sizes: list[str], work: Path) -> None:
     import trimesh
 
-    print(f"{'mesh':14s} {'vertices':>9s} {'wall s':>7s} {'peak RSS':>9s} {'archive':>9s} {'cache':>9s}")
+    print(f"{'mesh':14s} {'vertices':>9s} {'wall s':>7s} {'CPU s':>7s} {'peak RSS':>9s} {'archive':>9s} {'cache':>9s}")
     fox_levels = {"5k": 1, "50k": 3, "200k": 4, "1M": 5}
     for size in sizes:
         for name, (v, f) in (("fox", fox_frames(fox_levels[size])[0]), ("uv sphere", sphere(SPHERE_SIDES[size]))):
@@ -82,7 +82,8 @@ def scale_table(sizes: list[str], work: Path) -> None:
             path = folder / f"{name.replace(' ', '_')}_{size}.ply"
             trimesh.Trimesh(v, f, process=False).export(path)
             r = run_cli(path, folder)
-            print(f"{name + ' ' + size:14s} {len(v):9d} {r['wall']:7.1f} {_mb(r['rss']):>9s} {_mb(r['archive']):>9s} "
+            print(f"{name + ' ' + size:14s} {len(v):9d} {r['wall']:7.1f} {r['cpu']:7.1f} {_mb(r['rss']):>9s} "
+                  f"{_mb(r['archive']):>9s} "
                   f"{_mb(r['cache']):>9s}", flush=True)
 
 
