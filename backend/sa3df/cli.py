@@ -15,7 +15,7 @@ import numpy as np
 
 from sa3df import __version__
 from sa3df.core import files as sio
-from sa3df.features.settings import FeatureSettings
+from sa3df.features.settings import DEFAULT_PROXY_VERTICES, FeatureSettings
 
 
 def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -> None:
@@ -33,6 +33,9 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
                    help="folder of model weights for dino/diff3f (hub ids as sub-folders, or a hub cache)")
     g.add_argument("--allow-downloads", action="store_true",
                    help="let dino/diff3f download missing weights from the model hub")
+    g.add_argument("--proxy-vertices", type=int, default=DEFAULT_PROXY_VERTICES,
+                   help="compute meshes above 1.25x this size on a simplified proxy of about this many vertices "
+                        "and carry the features to every vertex (0: full resolution; default %(default)s)")
     g.add_argument("--up", choices=("x", "y", "z"),
                    help="turn every mesh about this axis to face like the first before features (for "
                         "characters facing different ways; rendered extractors orbit it; default: as given)")
@@ -55,7 +58,7 @@ def feature_settings(args) -> FeatureSettings:
     return FeatureSettings(
         extractor=args.extractor, steps=max(args.steps, 0), seed=args.seed, device=args.device,
         checkpoint=args.checkpoint, weights_dir=args.weights_dir, cache_dir=args.cache,
-        allow_downloads=args.allow_downloads, up_axis=args.up,
+        allow_downloads=args.allow_downloads, up_axis=args.up, proxy_vertices=args.proxy_vertices,
     )
 
 

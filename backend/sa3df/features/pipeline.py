@@ -27,6 +27,7 @@ from sa3df.core.progress import ProgressFn, report, sub_progress
 from sa3df.features.checkpoint import load_checkpoint, save_checkpoint
 from sa3df.features.extractors import BaseExtractor, choose_extractor
 from sa3df.features.network import SurfaceNetwork
+from sa3df.features.proxy import Proxy, build_proxy, needs_proxy
 from sa3df.features.settings import FeatureSettings
 from sa3df.features.train import TrainConfig, TrainingSample, embed, train_surface_network
 
@@ -130,17 +131,17 @@ class ResultCache:
         pairs = [(data.get(f"base{i}"), data.get(f"embedding{i}")) for i in range(len(meshes))]
         for mesh, (base, embedding) in zip(meshes, pairs):
             shape = (mesh.n_vertices, None)
-            if not (storage.finite_array(base, shape) and storage.finite_array(embedding, shape)):
+            if not (storage.finite_array(base, shape, np.float16) and storage.finite_array(embedding, shape, np.float16)):
                 return None
-        return pairs
+        return [(base.astype(np.float32), embedding.astype(np.float32)) for base, embedding in pairs]
 
     def _write(self, key: str, result: PipelineResult) -> None:
         path = self._path(key)
         if path is None:
             return
-        arrays = {"key": key}
-        arrays.update({f"base{i}": f.base for i, f in enumerate(result.features)})
-        arrays.update({f"embedding{i}": f.embedding for i, f in enumerate(result.features)})
+        arrays = {"key": key}  # features as float16, like archives
+        arrays.update({f"base{i}": f.base.astype(np.float16) for i, f in enumerate(result.features)})
+        arrays.update({f"embedding{i}": f.embedding.astype(np.float16) for i, f in enumerate(result.features)})
         storage.write_npz(path, arrays)
         storage.prune(path.parent, keep=path)
 
@@ -245,7 +246,8 @@ def result_key(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExt
     """Cache key of a result: the meshes' contents (in order), the extractor actually chosen (with its
     settings), the training settings and the checkpoint's weights file (its path and modification time)."""
     relevant = {"steps": int(settings.steps), "seed": int(settings.seed), "up_axis": settings.up_axis,
-                "training": settings.training, "extractor": extractor.cache_key()}
+                "training": settings.training, "extractor": extractor.cache_key(),
+                "proxy_vertices": settings.proxy_vertices or 0}
     if settings.checkpoint:
         checkpoint = Path(settings.checkpoint)  # a folder, or a reference .pt file
         weights = checkpoint if checkpoint.is_file() else checkpoint / "model.safetensors"
@@ -256,8 +258,12 @@ def result_key(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExt
 
 def _compute(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExtractor, caches: PipelineCaches,
              progress: ProgressFn | None) -> PipelineResult:
-    """1. face alike, 2. base features, 3. load / train the network, 4. embed."""
+    """1. face alike, 2. proxies of large meshes, 3. base features, 4. load / train the network, 5. embed,
+    6. carry proxy features to every vertex."""
     featured = face_like_first(meshes, settings.up_axis) if settings.up_axis else list(meshes)
+    proxies = [build_proxy(m, settings.proxy_vertices) if needs_proxy(m, settings.proxy_vertices) else None
+               for m in featured]
+    featured = [p.mesh if p is not None else m for m, p in zip(featured, proxies)]  # what is computed on
     base = []
     for i, mesh in enumerate(featured):
         stage = sub_progress(progress, 0.3 * i / len(meshes), 0.3 * (i + 1) / len(meshes))
@@ -278,6 +284,7 @@ def _compute(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExtra
 
     report(progress, 0.95, "embedding")
     embeddings = [embed(network, f) if network is not None else _unit_rows(f) for f in base]
+    base, embeddings = zip(*[_on_original(p, b, e) for p, b, e in zip(proxies, base, embeddings)])
     for mesh, embedding in zip(meshes, embeddings):
         if not np.isfinite(embedding).all():  # never hand on (or save) an all-NaN result
             raise ValueError(f"The surface-aware embedding of mesh '{mesh.name}' is not finite; training "
@@ -288,6 +295,13 @@ def _compute(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExtra
         network=network, extractor_name=extractor.name, extractor_key=extractor.cache_key(), history=history,
         train_config=used_config.to_dict() if used_config else None,
     )
+
+
+def _on_original(proxy: Proxy | None, base: np.ndarray, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(base, embedding) per vertex of the caller's mesh: as computed, or carried over from its proxy."""
+    if proxy is None:
+        return base, embedding
+    return proxy.carry(base), proxy.carry(embedding, unit_rows=True)
 
 
 def _unit_rows(features: np.ndarray) -> np.ndarray:
