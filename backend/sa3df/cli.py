@@ -37,6 +37,21 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
                         "characters facing different ways; default: as given)")
 
 
+def _add_batch_options(p: argparse.ArgumentParser) -> None:
+    from sa3df.batch.plan import MANIFEST_HELP
+
+    g = p.add_argument_group("batch", f"SOURCE as a manifest: {MANIFEST_HELP}. With --steps 0 --checkpoint "
+                             "each mesh is one task; otherwise each group is test-time trained in one task.")
+    g.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster ('auto' or HOST:PORT; default: start "
+                   "a local Ray). Every node must see the mesh paths")
+    g.add_argument("--local-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    g.add_argument("--cpus-per-task", type=float, default=1.0)
+    g.add_argument("--gpus-per-task", type=float, default=0.0)
+    g.add_argument("--retries", type=int, default=3, help="runs again a task whose worker died (default: %(default)s)")
+    g.add_argument("--group-by", choices=("mesh", "folder"), default="mesh",
+                   help="training groups of a folder SOURCE: each mesh alone, or one per sub-folder")
+
+
 def _features_for(args, paths: list[Path]):
     """Meshes and their features: from .npz feature files, else computed (test-time trained)."""
     if all(p.suffix == ".npz" for p in paths):
@@ -46,7 +61,7 @@ def _features_for(args, paths: list[Path]):
     return [sio.MeshFeatures(m, f.base, f.embedding, result.extractor_name) for m, f in zip(meshes, result.features)], result
 
 
-def _compute(args, meshes):
+def _compute(args, meshes, extractor=None, feature_cache=None):
     """Base features, then the surface-aware embedding: test-time trained unless --steps 0."""
     from sa3df.features.pipeline import compute_surface_features
     from sa3df.features.train import TrainConfig
@@ -56,12 +71,12 @@ def _compute(args, meshes):
     train_config = TrainConfig(steps=args.steps, seed=args.seed, device=args.device) if args.steps > 0 else None
     from sa3df.features.extractors import choose_extractor
 
-    extractor = choose_extractor(args.extractor, device=args.device, weights_dir=args.weights_dir,
-                                 allow_downloads=args.allow_downloads)
+    extractor = extractor or choose_extractor(args.extractor, device=args.device, weights_dir=args.weights_dir,
+                                              allow_downloads=args.allow_downloads)
     print(f"base features: {extractor.name}", file=sys.stderr)
     return compute_surface_features(
         meshes, extractor=extractor, checkpoint=args.checkpoint, train_config=train_config, cache_dir=args.cache,
-        face_alike_up=args.up,
+        face_alike_up=args.up, feature_cache=feature_cache,
     )
 
 
@@ -80,8 +95,15 @@ def cmd_features(args) -> None:
 def cmd_train(args) -> None:
     if args.steps <= 0:
         raise ValueError("--steps must be positive for training")
-    meshes = [sio.load_mesh(p) for p in args.meshes]
-    result = _compute(args, meshes)
+    if any(p.suffix == ".npz" or p.is_dir() for p in args.meshes):  # a data set from `sa3df batch`
+        from sa3df.batch.dataset import training_set
+        from sa3df.features.pipeline import FeatureCache
+
+        meshes, stored = training_set(args.meshes)
+        result = _compute(args, meshes, extractor=stored, feature_cache=FeatureCache())  # nothing cached twice
+    else:
+        meshes = [sio.load_mesh(p) for p in args.meshes]
+        result = _compute(args, meshes)
     result.save(args.out)
     last = result.history[-1] if getattr(result, "history", None) else {}
     print(f"trained on {len(meshes)} meshes; last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
@@ -139,6 +161,19 @@ def cmd_eval(args) -> None:
         args.json.write_text(json.dumps(report, indent=2))
 
 
+def cmd_batch(args) -> None:
+    from sa3df.batch import FeatureSettings, RaySettings, plan_batch, run_batch
+
+    features = FeatureSettings(args.extractor, args.checkpoint, args.steps, args.seed, args.device, args.cache,
+                               args.weights_dir, args.allow_downloads, args.up)
+    groups = plan_batch(args.source, args.out, features, group_by=args.group_by)
+    cluster = RaySettings(args.ray, args.local_cpus, args.cpus_per_task, args.gpus_per_task, args.retries)
+    summary = run_batch(groups, features, cluster, summary_path=args.out / "batch_summary.json")
+    print(summary.text())
+    if summary.failed:
+        raise RuntimeError(f"{len(summary.failed)} meshes failed (listed above and in {args.out / 'batch_summary.json'})")
+
+
 def cmd_demo(args) -> None:
     from sa3df.demo import run_demo
 
@@ -157,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_features)
 
     p = sub.add_parser("train", help="train a surface-aware network on meshes; writes a checkpoint folder")
-    p.add_argument("meshes", nargs="+", type=Path)
+    p.add_argument("meshes", nargs="+", type=Path,
+                   help="mesh files, or feature archives (.npz) and folders of them (`sa3df batch` outputs)")
     p.add_argument("--out", type=Path, required=True)
     _add_feature_options(p, train_default=3000)
     p.set_defaults(run=cmd_train)
@@ -191,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="also write the report as JSON")
     _add_feature_options(p)
     p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("batch", help="features for a folder or manifest of meshes on Ray (pip install 'sa3df[ray]')")
+    p.add_argument("source", type=Path, help="a folder of meshes (searched recursively) or a manifest file")
+    p.add_argument("--out", type=Path, required=True, help="one .npz per mesh, mirroring the input folders")
+    _add_batch_options(p)
+    _add_feature_options(p)
+    p.set_defaults(run=cmd_batch)
 
     p = sub.add_parser("demo", help="the whole method on built-in example characters, offline")
     p.add_argument("--out", type=Path, default=Path("demo_output"))

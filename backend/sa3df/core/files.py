@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -37,15 +39,31 @@ def load_mesh(path: Path) -> Mesh:
     return load(path)
 
 
-def save_features(path: Path, item: MeshFeatures) -> Path:
-    """Write an .npz holding the cleaned mesh (with its map to input vertices) and both feature sets."""
+def save_features(path: Path, item: MeshFeatures, provenance: dict | None = None) -> Path:
+    """Write an .npz holding the cleaned mesh (with its map to input vertices) and both feature sets,
+    atomically: a crash never leaves a truncated archive. ``provenance`` (JSON-able) is stored as
+    ``provenance`` (a JSON string) for tools such as ``sa3df batch`` that check what made a file."""
     m = item.mesh
-    np.savez_compressed(
-        path, vertices=m.vertices, faces=m.faces, input_index=m.input_index, input_to_clean=m.input_to_clean,
+    arrays = dict(
+        vertices=m.vertices, faces=m.faces, input_index=m.input_index, input_to_clean=m.input_to_clean,
         input_vertex_count=m.input_vertex_count, name=m.name, base=item.base.astype(np.float16),
         embedding=item.embedding.astype(np.float32), extractor=item.extractor,
     )
+    if provenance is not None:
+        arrays["provenance"] = json.dumps(provenance, sort_keys=True)
+    write_atomically(Path(path), lambda handle: np.savez_compressed(handle, **arrays))
     return Path(path)
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it onto ``path``."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(partial, "wb") as handle:
+            write(handle)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_features(path: Path) -> MeshFeatures:
