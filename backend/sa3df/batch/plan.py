@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,7 @@ def is_finished(group: BatchGroup, item: BatchItem) -> bool:
         with np.load(item.output, allow_pickle=False) as data:
             recorded = json.loads(str(data["provenance"]))
         stored = sio.load_features(item.output)
-    except (KeyError, OSError, ValueError, EOFError):
+    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile):
         return False
     n = stored.mesh.n_vertices
     arrays_fit = (stored.base.shape[0] == n == stored.embedding.shape[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -73,7 +74,7 @@ def load_features(path: Path) -> MeshFeatures:
             mesh = Mesh(d["vertices"], d["faces"], d["input_index"], int(d["input_vertex_count"]), str(d["name"]),
                         input_to_clean=d["input_to_clean"])
             return MeshFeatures(mesh, d["base"].astype(np.float32), d["embedding"], str(d["extractor"]))
-    except (KeyError, OSError, ValueError) as error:
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile) as error:
         raise ValueError(f"'{path}' is not an sa3df feature archive ({error})") from None
 
 
