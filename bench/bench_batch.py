@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import trimesh
+from threadpoolctl import threadpool_limits
 
 from sa3df.batch import FeatureSettings, RaySettings, plan_batch, run_batch
 from sa3df.batch.tasks import compute_group
@@ -66,10 +67,13 @@ def main() -> int:
     print(f"{'run':<28}{'seconds':>9}{'meshes/min':>12}")
 
     compute_group([str(paths[0])], features, cpu_threads=1)  # imports and first calls, as a warm worker has done
-    start = time.perf_counter()
-    for path in paths:
-        compute_group([str(path)], features, cpu_threads=1)
-    row("1 process, no Ray", time.perf_counter() - start, args.meshes)
+    # One BLAS/OpenMP thread, as Ray gives a 1-CPU task (OMP_NUM_THREADS=1): on a busy CPU the default
+    # threads wait on each other (measured 2.5-5x slower here), which would flatter Ray.
+    with threadpool_limits(1):
+        start = time.perf_counter()
+        for path in paths:
+            compute_group([str(path)], features, cpu_threads=1)
+        row("1 process, no Ray", time.perf_counter() - start, args.meshes)
     for workers in (1, 2):
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         try:

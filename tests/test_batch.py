@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -135,6 +136,8 @@ def test_a_killed_worker_is_retried_and_a_bad_mesh_is_reported(local_ray, datase
     assert list(summary.failed) == [str(tmp_path / "in" / "flat.obj")]
     assert "Mesh 'flat' has no faces (3 loose vertices)" in summary.failed[str(tmp_path / "in" / "flat.obj")]
     assert sio.load_features(tmp_path / "out" / "walk.npz").mesh.n_vertices > 100
+    recorded = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert recorded["done"] == 2 and list(recorded["failed"]) == list(summary.failed)
 
     marker.unlink()
     (tmp_path / "out" / "walk.npz").unlink()
@@ -157,12 +160,17 @@ def test_joins_a_running_cluster_by_address(local_ray, dataset, tmp_path):
     assert sio.load_features(tmp_path / "out" / "more" / "crouch.npz").embedding.shape[0] > 100
 
 
-def test_bad_batch_input_is_one_clear_error(tmp_path, capsys):
+def test_bad_batch_input_is_one_clear_error(tmp_path, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     assert batch(tmp_path / "empty", "--out", tmp_path / "o", "--steps", 5) == 2
     assert f"Folder '{tmp_path / 'empty'}' holds no meshes" in capsys.readouterr().err
     assert batch(tmp_path / "empty", "--out", tmp_path / "o", "--steps", 0) == 2
     assert "--steps 0 needs --checkpoint" in capsys.readouterr().err
+    (tmp_path / "empty" / "a.obj").write_text("v 0 0 0\n")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as without the extra
+    assert batch(tmp_path / "empty", "--out", tmp_path / "o", "--steps", 5) == 2
+    assert "sa3df batch needs Ray: pip install 'sa3df[ray]'" in capsys.readouterr().err
+    monkeypatch.undo()
     (tmp_path / "list.txt").write_text("a.obj\n")
     assert batch(tmp_path / "list.txt", "--out", tmp_path / "o", "--steps", 5) == 2
     assert f"line 1: '{tmp_path / 'a.obj'}' does not exist" in capsys.readouterr().err

@@ -162,8 +162,9 @@ def cmd_eval(args) -> None:
 
 
 def cmd_batch(args) -> None:
-    from sa3df.batch import FeatureSettings, RaySettings, plan_batch, run_batch
+    from sa3df.batch import FeatureSettings, RaySettings, plan_batch, require_ray, run_batch
 
+    require_ray()
     features = FeatureSettings(args.extractor, args.checkpoint, args.steps, args.seed, args.device, args.cache,
                                args.weights_dir, args.allow_downloads, args.up)
     groups = plan_batch(args.source, args.out, features, group_by=args.group_by)

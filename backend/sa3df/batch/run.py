@@ -58,7 +58,7 @@ def run_batch(groups: list[BatchGroup], features: FeatureSettings, ray_settings:
     """Compute every group's features on Ray; skip meshes whose outputs are finished (a group reruns
     whole when any member is not). Writes ``summary_path`` (JSON) at the end when given."""
     ray_settings = ray_settings or RaySettings()
-    _require_ray()
+    require_ray()
     start = time.perf_counter()
     summary = BatchSummary()
     todo = []
@@ -93,7 +93,7 @@ def _run_on_ray(groups: list[BatchGroup], features: FeatureSettings, settings: R
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 group = pending.pop(ready[0])
-                _store(group, _result(ray, ready[0], settings), summary)
+                _store(group, _result(ready[0], settings.retries), summary)
                 bar.update(len(group.items))
                 bar.set_postfix(done=summary.done, failed=len(summary.failed))
     finally:
@@ -101,7 +101,7 @@ def _run_on_ray(groups: list[BatchGroup], features: FeatureSettings, settings: R
             ray.shutdown()
 
 
-def _require_ray() -> None:
+def require_ray() -> None:
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -124,12 +124,14 @@ def _connect(settings: RaySettings) -> bool:
     return True
 
 
-def _result(ray, ref, settings: RaySettings) -> GroupResult:
+def _result(ref, retries: int) -> GroupResult:
+    import ray
+
     try:
         return ray.get(ref)
     except ray.exceptions.RayError as error:  # the worker died more often than --retries allows, or Ray failed
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return GroupResult([], f"{type(error).__name__} after {settings.retries} retries: {first_line}")
+        lines = str(error).strip().splitlines()
+        return GroupResult([], f"{type(error).__name__} after {retries} retries: {lines[0] if lines else ''}")
 
 
 def _store(group: BatchGroup, result: GroupResult, summary: BatchSummary) -> None:
