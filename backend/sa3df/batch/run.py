@@ -129,6 +129,9 @@ def _result(ref, retries: int) -> GroupResult:
 
     try:
         return ray.get(ref)
+    except ray.exceptions.RayTaskError as error:  # an unexpected exception inside the task: not retried
+        cause = getattr(error, "cause", None) or error
+        return GroupResult([], f"{type(cause).__name__}: {cause}")
     except ray.exceptions.RayError as error:  # the worker died more often than --retries allows, or Ray failed
         lines = str(error).strip().splitlines()
         return GroupResult([], f"{type(error).__name__} after {retries} retries: {lines[0] if lines else ''}")
