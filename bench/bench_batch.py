@@ -19,12 +19,12 @@ from pathlib import Path
 import trimesh
 from threadpoolctl import threadpool_limits
 
-from sa3df.batch import FeatureSettings, RaySettings, plan_batch, run_batch
+from sa3df.batch import plan_batch, run_batch
 from sa3df.batch.tasks import compute_group
 from sa3df.core.files import load_mesh
 from sa3df.examples import humanoid
 from sa3df.features.pipeline import compute_surface_features
-from sa3df.features.train import TrainConfig
+from sa3df.features.settings import FeatureSettings
 
 
 def write_meshes(folder: Path, count: int, resolution: int) -> list[Path]:
@@ -60,7 +60,7 @@ def main() -> int:
     (work / "meshes").mkdir()
     paths = write_meshes(work / "meshes", args.meshes, args.resolution)
     network = work / "network"
-    compute_surface_features([load_mesh(paths[0])], train_config=TrainConfig(steps=20)).save(network)
+    compute_surface_features([load_mesh(paths[0])], FeatureSettings(steps=20)).save(network)
     features = FeatureSettings(checkpoint=network if args.steps == 0 else None, steps=args.steps, device="cpu")
     vertices = load_mesh(paths[0]).n_vertices
     print(f"{args.meshes} meshes of ~{vertices} vertices, {'embed with a checkpoint' if args.steps == 0 else f'{args.steps} training steps each'}")

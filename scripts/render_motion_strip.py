@@ -88,12 +88,11 @@ def feature_matches(source_rest, source_faces, target_rest, target_faces, steps:
     from sa3df.core import mesh
     from sa3df.service.motion_jobs import REST_PRIOR
     from sa3df.features.pipeline import compute_surface_features
-    from sa3df.features.train import TrainConfig
+    from sa3df.features.settings import FeatureSettings
 
     meshes = [mesh.from_arrays(source_rest, source_faces, name="source"),
               mesh.from_arrays(target_rest, target_faces, name="target")]
-    result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=steps),
-                                      face_alike_up="z")  # the two characters face different ways
+    result = compute_surface_features(meshes, FeatureSettings(steps=steps, up_axis="z"))  # they face different ways
     matches, weights, _ = match.input_vertex_matches(*meshes, *(f.embedding for f in result.features),
                                                      rest_prior=REST_PRIOR, up="z")
     return matches, weights

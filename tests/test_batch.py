@@ -35,7 +35,7 @@ def dataset(tmp_path_factory):
 
     from sa3df.examples import humanoid
     from sa3df.features.pipeline import compute_surface_features
-    from sa3df.features.train import TrainConfig
+    from sa3df.features.settings import FeatureSettings
 
     root = tmp_path_factory.mktemp("batch")
     (root / "meshes" / "more").mkdir(parents=True)
@@ -45,7 +45,7 @@ def dataset(tmp_path_factory):
         path = root / "meshes" / ("more" if pose == "crouch" else "") / f"{pose}.ply"
         trimesh.Trimesh(mesh.vertices, mesh.faces, process=False).export(path)
         paths.append(path)
-    result = compute_surface_features([sio.load_mesh(paths[0])], train_config=TrainConfig(steps=10))
+    result = compute_surface_features([sio.load_mesh(paths[0])], FeatureSettings(steps=10))
     result.save(root / "network")
     return root, paths
 
@@ -107,13 +107,27 @@ def test_groups_from_a_manifest_train_together_as_in_one_process(local_ray, data
     assert batch(paths[2].with_name("list2.txt"), "--out", out, "--steps", 8, "--cache", tmp_path / "cache") == 0
     assert "batch: 2 done, 0 skipped, 0 failed" in capsys.readouterr().out
 
+
+def test_base_features_of_a_data_set_then_train_on_them(local_ray, dataset, tmp_path, capsys):
+    """Without --checkpoint, --steps 0 stores base features only; `sa3df train` reads them back."""
+    from sa3df.features.extractors import create_extractor
+
+    root, paths = dataset
+    out = tmp_path / "out"
+    assert batch(root / "meshes", "--out", out, "--steps", 0, "--cache", tmp_path / "cache") == 0
+    stored = sio.load_features(out / "more" / "crouch.npz")
+    expected = create_extractor("geometric").extract(sio.load_mesh(paths[2]))
+    np.testing.assert_allclose(stored.base, expected, rtol=1e-3, atol=1e-3)  # stored as float16
+    np.testing.assert_allclose(np.linalg.norm(stored.embedding, axis=1), 1.0, rtol=1e-5)
     assert cli.main(["train", str(out), "--out", str(tmp_path / "net"), "--steps", "5"]) == 0
     assert "trained on 3 meshes" in capsys.readouterr().out
+    assert (tmp_path / "net" / "model.safetensors").is_file()
 
 
 def test_a_killed_worker_is_retried_and_a_bad_mesh_is_reported(local_ray, dataset, tmp_path):
-    from sa3df.batch import FeatureSettings, RaySettings, plan_batch, run_batch
+    from sa3df.batch import RaySettings, plan_batch, run_batch
     from sa3df.features.extractors.geometric import GeometricExtractor
+    from sa3df.features.settings import FeatureSettings
 
     root, paths = dataset
     marker = tmp_path / "died_once"
@@ -129,7 +143,7 @@ def test_a_killed_worker_is_retried_and_a_bad_mesh_is_reported(local_ray, datase
     for path in paths[:2]:
         (tmp_path / "in" / path.name).write_bytes(path.read_bytes())
     (tmp_path / "in" / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\n")
-    features = FeatureSettings(extractor=DiesOnce(device="cpu"), checkpoint=root / "network")
+    features = FeatureSettings(extractor=DiesOnce(device="cpu"), checkpoint=root / "network", steps=0)
     groups = plan_batch(tmp_path / "in", tmp_path / "out", features)
     summary = run_batch(groups, features, RaySettings(retries=2), summary_path=tmp_path / "out" / "summary.json")
     assert marker.exists() and summary.done == 2
@@ -164,8 +178,8 @@ def test_bad_batch_input_is_one_clear_error(tmp_path, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     assert batch(tmp_path / "empty", "--out", tmp_path / "o", "--steps", 5) == 2
     assert f"Folder '{tmp_path / 'empty'}' holds no meshes" in capsys.readouterr().err
-    assert batch(tmp_path / "empty", "--out", tmp_path / "o", "--steps", 0) == 2
-    assert "--steps 0 needs --checkpoint" in capsys.readouterr().err
+    assert batch(tmp_path / "empty", "--out", tmp_path / "o", "--steps", 0, "--checkpoint", tmp_path / "nope") == 2
+    assert f"Checkpoint '{tmp_path / 'nope'}' does not exist" in capsys.readouterr().err
     (tmp_path / "empty" / "a.obj").write_text("v 0 0 0\n")
     monkeypatch.setitem(sys.modules, "ray", None)  # as without the extra
     assert batch(tmp_path / "empty", "--out", tmp_path / "o", "--steps", 5) == 2

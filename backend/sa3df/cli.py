@@ -6,6 +6,7 @@ Every command prints one clear line and exits non-zero on bad input; long stages
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ import numpy as np
 
 from sa3df import __version__
 from sa3df.core import files as sio
+from sa3df.features.settings import FeatureSettings
 
 
 def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -> None:
@@ -40,8 +42,9 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
 def _add_batch_options(p: argparse.ArgumentParser) -> None:
     from sa3df.batch.plan import MANIFEST_HELP
 
-    g = p.add_argument_group("batch", f"SOURCE as a manifest: {MANIFEST_HELP}. With --steps 0 --checkpoint "
-                             "each mesh is one task; otherwise each group is test-time trained in one task.")
+    g = p.add_argument_group("batch", f"SOURCE as a manifest: {MANIFEST_HELP}. With --steps 0 each mesh is one "
+                             "task (embedded with --checkpoint, or base features only without one); otherwise "
+                             "each group is test-time trained in one task.")
     g.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster ('auto' or HOST:PORT; default: start "
                    "a local Ray). Every node must see the mesh paths")
     g.add_argument("--local-cpus", type=int, help="CPUs of the local Ray (default: all)")
@@ -56,28 +59,28 @@ def _features_for(args, paths: list[Path]):
     """Meshes and their features: from .npz feature files, else computed (test-time trained)."""
     if all(p.suffix == ".npz" for p in paths):
         return [sio.load_features(p) for p in paths], None
-    meshes = [sio.load_mesh(p) for p in paths]
-    result = _compute(args, meshes)
-    return [sio.MeshFeatures(m, f.base, f.embedding, result.extractor_name) for m, f in zip(meshes, result.features)], result
+    result = _compute(args, [sio.load_mesh(p) for p in paths])
+    return result.features, result
 
 
-def _compute(args, meshes, extractor=None, feature_cache=None):
+def feature_settings(args) -> FeatureSettings:
+    """The feature options of a command as the one settings object of the feature path."""
+    return FeatureSettings(
+        extractor=args.extractor, steps=max(args.steps, 0), seed=args.seed, device=args.device,
+        checkpoint=args.checkpoint, weights_dir=args.weights_dir, cache_dir=args.cache,
+        allow_downloads=args.allow_downloads, up_axis=args.up,
+    )
+
+
+def _compute(args, meshes, settings: FeatureSettings | None = None, caches=None):
     """Base features, then the surface-aware embedding: test-time trained unless --steps 0."""
     from sa3df.features.pipeline import compute_surface_features
-    from sa3df.features.train import TrainConfig
 
     if args.steps <= 0 and args.checkpoint is None:
         raise ValueError("--steps 0 needs --checkpoint (a trained network to embed with)")
-    train_config = TrainConfig(steps=args.steps, seed=args.seed, device=args.device) if args.steps > 0 else None
-    from sa3df.features.extractors import choose_extractor
-
-    extractor = extractor or choose_extractor(args.extractor, device=args.device, weights_dir=args.weights_dir,
-                                              allow_downloads=args.allow_downloads)
-    print(f"base features: {extractor.name}", file=sys.stderr)
-    return compute_surface_features(
-        meshes, extractor=extractor, checkpoint=args.checkpoint, train_config=train_config, cache_dir=args.cache,
-        face_alike_up=args.up, feature_cache=feature_cache,
-    )
+    result = compute_surface_features(meshes, settings or feature_settings(args), caches=caches)
+    print(f"base features: {result.extractor_name}", file=sys.stderr)
+    return result
 
 
 def cmd_features(args) -> None:
@@ -97,15 +100,17 @@ def cmd_train(args) -> None:
         raise ValueError("--steps must be positive for training")
     if any(p.suffix == ".npz" or p.is_dir() for p in args.meshes):  # a data set from `sa3df batch`
         from sa3df.batch.dataset import training_set
-        from sa3df.features.pipeline import FeatureCache
+        from sa3df.features.pipeline import FeatureCache, PipelineCaches
 
         meshes, stored = training_set(args.meshes)
-        result = _compute(args, meshes, extractor=stored, feature_cache=FeatureCache())  # nothing cached twice
+        settings = dataclasses.replace(feature_settings(args), extractor=stored)
+        caches = dataclasses.replace(PipelineCaches.in_folder(args.cache), features=FeatureCache())  # not stored twice
+        result = _compute(args, meshes, settings, caches)
     else:
         meshes = [sio.load_mesh(p) for p in args.meshes]
         result = _compute(args, meshes)
     result.save(args.out)
-    last = result.history[-1] if getattr(result, "history", None) else {}
+    last = result.history[-1] if result.history else {}
     print(f"trained on {len(meshes)} meshes; last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
 
 
@@ -162,11 +167,10 @@ def cmd_eval(args) -> None:
 
 
 def cmd_batch(args) -> None:
-    from sa3df.batch import FeatureSettings, RaySettings, plan_batch, require_ray, run_batch
+    from sa3df.batch import RaySettings, plan_batch, require_ray, run_batch
 
     require_ray()
-    features = FeatureSettings(args.extractor, args.checkpoint, args.steps, args.seed, args.device, args.cache,
-                               args.weights_dir, args.allow_downloads, args.up)
+    features = feature_settings(args)
     groups = plan_batch(args.source, args.out, features, group_by=args.group_by)
     cluster = RaySettings(args.ray, args.local_cpus, args.cpus_per_task, args.gpus_per_task, args.retries)
     summary = run_batch(groups, features, cluster, summary_path=args.out / "batch_summary.json")

@@ -8,4 +8,3 @@ as a training set for ``sa3df train``.
 
 from sa3df.batch.plan import BatchGroup, BatchItem, plan_batch, plan_groups, read_inputs  # noqa: F401
 from sa3df.batch.run import BatchSummary, RaySettings, require_ray, run_batch  # noqa: F401
-from sa3df.batch.tasks import FeatureSettings  # noqa: F401

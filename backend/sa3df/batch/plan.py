@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sa3df.core import files as sio
+from sa3df.features.settings import FeatureSettings
 
 MANIFEST_HELP = ("a text file with one mesh path per line ('#' comments); 'PATH<TAB>GROUP' puts meshes in "
                  "a group trained together; relative paths are read from the manifest's folder")
@@ -132,24 +133,22 @@ def is_finished(group: BatchGroup, item: BatchItem) -> bool:
     return arrays_fit and all(recorded.get(k) == expected[k] for k in ("source_sha", "settings", "group_sha"))
 
 
-def settings_record(extractor: str, checkpoint: Path | None, steps: int, seed: int, up: str | None) -> dict:
+def settings_record(settings: FeatureSettings) -> dict:
     """The settings an output depends on; a checkpoint counts by the SHA-256 of its files."""
     checkpoint_sha = None
-    if checkpoint is not None:
-        parts = sorted(p for p in Path(checkpoint).iterdir() if p.is_file()) if Path(checkpoint).is_dir() else [
-            Path(checkpoint)]
+    if settings.checkpoint is not None:
+        folder = Path(settings.checkpoint)
+        parts = sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else [folder]
         checkpoint_sha = hashlib.sha256("".join(file_sha256(p) for p in parts).encode()).hexdigest()
-    return {"extractor": extractor, "checkpoint_sha": checkpoint_sha, "steps": steps, "seed": seed, "up": up}
+    extractor = settings.extractor if isinstance(settings.extractor, str) else settings.extractor.cache_key()
+    return {"extractor": extractor, "checkpoint_sha": checkpoint_sha, "steps": int(settings.steps),
+            "seed": int(settings.seed), "up_axis": settings.up_axis, "training": settings.training}
 
 
-def plan_batch(source: Path, out: Path, features, group_by: str = "mesh") -> list[BatchGroup]:
-    """The groups of ``sa3df batch SOURCE --out OUT``. ``features`` is a
-    :class:`~sa3df.batch.tasks.FeatureSettings`: embedding only (steps 0) runs one task per mesh and needs
-    a checkpoint; test-time training runs one task per group."""
-    if features.steps <= 0 and features.checkpoint is None:
-        raise ValueError("--steps 0 needs --checkpoint (a trained network to embed with)")
-    if features.checkpoint is not None and not Path(features.checkpoint).exists():
-        raise FileNotFoundError(f"Checkpoint '{features.checkpoint}' does not exist")
-    settings = settings_record(features.extractor_label, features.checkpoint, features.steps, features.seed,
-                               features.up)
-    return plan_groups(read_inputs(source, group_by), out, settings, per_mesh=features.steps <= 0)
+def plan_batch(source: Path, out: Path, settings: FeatureSettings, group_by: str = "mesh") -> list[BatchGroup]:
+    """The groups of ``sa3df batch SOURCE --out OUT``: with ``settings.steps`` 0 one task per mesh
+    (embedding with the checkpoint, or base features only without one), else one per training group."""
+    if settings.checkpoint is not None and not Path(settings.checkpoint).exists():
+        raise FileNotFoundError(f"Checkpoint '{settings.checkpoint}' does not exist")
+    record = settings_record(settings)
+    return plan_groups(read_inputs(source, group_by), out, record, per_mesh=settings.steps <= 0)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sa3df.batch.plan import BatchGroup, is_finished
-from sa3df.batch.tasks import FeatureSettings, GroupResult, compute_group
+from sa3df.batch.tasks import GroupResult, compute_group
 from sa3df.core import files as sio
+from sa3df.features.settings import FeatureSettings
 
 
 @dataclass

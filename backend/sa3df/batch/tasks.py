@@ -6,31 +6,13 @@ worker that dies mid-task leaves nothing behind and Ray can run the task again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from sa3df.core import files as sio
-
-
-@dataclass
-class FeatureSettings:
-    """How features are made (``sa3df batch``'s feature options). ``extractor`` is a registered name,
-    "auto", or an extractor instance (pickled to the workers as it is)."""
-
-    extractor: object = "geometric"
-    checkpoint: Path | None = None
-    steps: int = 0
-    seed: int = 0
-    device: str = "auto"
-    cache: Path | None = None
-    weights_dir: Path | None = None
-    allow_downloads: bool = False
-    up: str | None = None
-
-    @property
-    def extractor_label(self) -> str:
-        return self.extractor if isinstance(self.extractor, str) else self.extractor.name
+from sa3df.features.settings import FeatureSettings
 
 
 @dataclass
@@ -44,35 +26,37 @@ class GroupResult:
 def compute_group(sources: list[str], settings: FeatureSettings, cpu_threads: int) -> GroupResult:
     """Features of the meshes at ``sources`` through the single-process path
     (:func:`sa3df.features.pipeline.compute_surface_features`): test-time trained together when
-    ``settings.steps`` > 0, else embedded with ``settings.checkpoint``. A bad mesh or setting comes back
-    as ``error`` (retrying would fail again); only a dead worker makes Ray run the task again."""
+    ``settings.steps`` > 0, else embedded with ``settings.checkpoint`` (without one: base features only).
+    A bad mesh or setting comes back as ``error`` (retrying would fail again); only a dead worker makes
+    Ray run the task again."""
     import torch
 
     from sa3df.features.pipeline import compute_surface_features
-    from sa3df.features.train import TrainConfig
 
+    # torch's threads; BLAS and OpenMP follow OMP_NUM_THREADS, which Ray sets to the task's CPUs.
     torch.set_num_threads(max(1, int(cpu_threads)))
     try:
         meshes = [sio.load_mesh(Path(s)) for s in sources]
-        train = TrainConfig(steps=settings.steps, seed=settings.seed, device=settings.device) if settings.steps > 0 else None
-        extractor = _extractor(settings)
-        result = compute_surface_features(meshes, extractor=extractor, checkpoint=settings.checkpoint,
-                                          train_config=train, cache_dir=settings.cache, face_alike_up=settings.up)
+        result = compute_surface_features(meshes, with_loaded_extractor(settings))
     except (ValueError, RuntimeError, OSError) as error:
         return GroupResult([], f"{type(error).__name__}: {error}")
-    return GroupResult([sio.MeshFeatures(m, f.base, f.embedding, result.extractor_name)
-                        for m, f in zip(meshes, result.features)])
+    return GroupResult(result.features)
 
 
-def _extractor(settings: FeatureSettings):
+def with_loaded_extractor(settings: FeatureSettings) -> FeatureSettings:
+    """``settings`` holding an extractor instance, loaded once per worker process (Ray runs many tasks
+    in one process: models such as Diff3F's load once, not once per mesh)."""
     if not isinstance(settings.extractor, str):
-        return settings.extractor
-    return _loaded_extractor(settings.extractor, settings.device, settings.weights_dir, settings.allow_downloads)
+        return settings
+    extractor = _loaded_extractor(settings.extractor, settings.device, settings.weights_dir,
+                                  settings.allow_downloads, settings.up_axis)
+    return dataclasses.replace(settings, extractor=extractor)
 
 
 @functools.lru_cache(maxsize=1)
-def _loaded_extractor(name: str, device: str, weights_dir: Path | None, allow_downloads: bool):
-    """A Ray worker process runs many tasks in a row: load an extractor's models once per process."""
-    from sa3df.features.extractors import choose_extractor
+def _loaded_extractor(name: str, device: str, weights_dir, allow_downloads: bool, up_axis: str | None):
+    from sa3df.features.pipeline import settings_extractor
+    from sa3df.features.settings import FeatureSettings
 
-    return choose_extractor(name, device=device, weights_dir=weights_dir, allow_downloads=allow_downloads)
+    return settings_extractor(FeatureSettings(extractor=name, device=device, weights_dir=weights_dir,
+                                              allow_downloads=allow_downloads, up_axis=up_axis))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sa3df.service.jobs import JobContext, JobOutput, clean_notes, features_for_job, job, job_names
+from sa3df.service.jobs import JobContext, JobOutput, clean_notes, feature_settings, features_for_job, job, job_names
 from sa3df.apps.match import rest_proximity
 from sa3df.core.progress import report
 
@@ -36,9 +36,9 @@ def compute_features_job(ctx: JobContext) -> JobOutput:
     from sa3df.apps.colors import pca_colors
 
     meshes, features = features_for_job(ctx, share=0.95)
-    colors = pca_colors(features.embedding)
+    colors = pca_colors(features.embeddings)
     arrays = {f"pca{i}": m.to_input(np.asarray(c, np.float32), fill=0.5) for i, (m, c) in enumerate(zip(meshes, colors))}
-    dims = {"base_dim": int(features.base[0].shape[1]), "embedding_dim": int(features.embedding[0].shape[1])}
+    dims = {"base_dim": int(features.features[0].base.shape[1]), "embedding_dim": int(features.embeddings[0].shape[1])}
     return JobOutput(arrays, {**dims, "features_from": features.source, "cleaned": clean_notes(meshes)})
 
 
@@ -59,7 +59,7 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"matching {meshes[t].name}")
         target = meshes[t]
-        corr = correspondence(features.embedding[0], features.embedding[t], target_faces=target.faces)
+        corr = correspondence(features.embeddings[0], features.embeddings[t], target_faces=target.faces)
         source_rgb, target_rgb = correspondence_colors(source.vertices, corr.target_to_source)
         arrays["colors0"] = source.to_input(np.asarray(source_rgb, np.float32), fill=0.5)
         arrays[f"colors{t}"] = target.to_input(np.asarray(target_rgb, np.float32), fill=0.5)
@@ -84,7 +84,7 @@ def segment_job(ctx: JobContext) -> JobOutput:
     if mode == "kmeans":
         k = int(ctx.params.get("k", 8))
         report(ctx.progress, 0.85, f"k-means with {k} parts")
-        labels, _ = segment.joint_kmeans(features.embedding, k, seed=int(ctx.params.get("seed", 0)))
+        labels, _ = segment.joint_kmeans(features.embeddings, k, seed=int(ctx.params.get("seed", 0)))
     elif mode == "transfer":
         labels = _transferred_labels(ctx, meshes, features, segment.transfer_labels)
         k = int(max(int(np.max(l)) for l in labels) + 1)
@@ -108,13 +108,13 @@ def _transferred_labels(ctx: JobContext, meshes, features, transfer_labels) -> l
     if not known.any():
         raise ValueError(f"Mesh '{meshes[0].name}' has no labelled vertex to transfer")
     out = [np.where(known, source_labels, 0)]
-    weight, up = float(ctx.params.get("rest_prior", 0.0)), (ctx.params.get("features") or {}).get("up_axis", "y")
+    weight, up = float(ctx.params.get("rest_prior", 0.0)), feature_settings(ctx.params).up_axis or "y"
     for t in range(1, len(meshes)):
         prior = rest_proximity(meshes[0], meshes[t], weight, up)
-        out.append(transfer_labels(source_labels[known], features.embedding[0][known], features.embedding[t],
+        out.append(transfer_labels(source_labels[known], features.embeddings[0][known], features.embeddings[t],
                                    proximity=prior.among_references(known) if prior else None))
     if not known.all():  # give the source's unlabelled vertices the label of their best match too
-        out[0] = transfer_labels(source_labels[known], features.embedding[0][known], features.embedding[0])
+        out[0] = transfer_labels(source_labels[known], features.embeddings[0][known], features.embeddings[0])
         out[0][known] = source_labels[known]
     return out
 
@@ -135,13 +135,13 @@ def transfer_weights_job(ctx: JobContext) -> JobOutput:
             f"Mesh '{meshes[0].name}': source weights must be ({meshes[0].input_vertex_count}, K), got {weights.shape}"
         )
     source_weights = weights[meshes[0].input_index]
-    weight, up = float(ctx.params.get("rest_prior", 0.0)), (ctx.params.get("features") or {}).get("up_axis", "y")
+    weight, up = float(ctx.params.get("rest_prior", 0.0)), feature_settings(ctx.params).up_axis or "y"
     arrays = {}
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"weights for {meshes[t].name}")
         prior = rest_proximity(meshes[0], meshes[t], weight, up)
         target_weights = transfer_vertex_weights(
-            source_weights, features.embedding[0], features.embedding[t], target_faces=meshes[t].faces,
+            source_weights, features.embeddings[0], features.embeddings[t], target_faces=meshes[t].faces,
             proximity=prior,
         )
         arrays[f"weights{t}"] = meshes[t].to_input(np.asarray(target_weights, np.float32), fill=0.0)

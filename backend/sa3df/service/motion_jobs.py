@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sa3df.service.jobs import JobContext, JobOutput, clean_notes, features_for_job, job
+from sa3df.service.jobs import JobContext, JobOutput, clean_notes, feature_settings, features_for_job, job
 from sa3df.core.progress import report, sub_progress
 
 # Both skins arrive at rest, so matching adds a bounded bonus for candidates at the same place in the
@@ -48,10 +48,9 @@ def _matches(ctx: JobContext, share: float, rest_prior: float):
     if len(meshes) != 2:
         raise ValueError(f"The motion job needs a source and a target mesh, got {len(meshes)}")
     report(ctx.progress, share, "matching the surfaces")
-    settings = ctx.params.get("features") or {}
     matches, confidence, corr = input_vertex_matches(
-        *meshes, features.embedding[0], features.embedding[1],
-        rest_prior=float(ctx.params.get("rest_prior", rest_prior)), up=settings.get("up_axis", "y"))
+        *meshes, features.embeddings[0], features.embeddings[1],
+        rest_prior=float(ctx.params.get("rest_prior", rest_prior)), up=feature_settings(ctx.params).up_axis or "y")
     return matches, confidence, meshes, corr
 
 
@@ -66,7 +65,7 @@ def _fit(ctx: JobContext, rest_prior: float) -> JobOutput:
     if len(matches) != rig.n_vertices:
         raise ValueError(f"Target mesh has {len(matches)} vertices but its rig has {rig.n_vertices}")
     settings = dict(placement=ctx.params.get("placement", "origin"),
-                    device=(ctx.params.get("features") or {}).get("device", "auto"))
+                    device=feature_settings(ctx.params).device)
     if ctx.params.get("scale"):
         settings.update(scale=float(ctx.params["scale"]), fit_scale=False)
     if ctx.params.get("up") is not None:
