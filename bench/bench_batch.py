@@ -1,10 +1,12 @@
 """Throughput of ``sa3df batch`` on a local Ray: meshes per minute with 1 and 2 workers, against the same
-meshes computed one after another in this process (no Ray, after one untimed warm-up mesh).
+meshes computed one after another in this process (no Ray, one BLAS thread, after an untimed warm-up).
 
-Each mesh is one task: geometric base features (no cache: computed every time) + embedding with a
-checkpoint (``--steps 0``), or test-time training per mesh with ``--steps N``. "cold" includes starting
-the Ray worker processes (each imports torch); "warm" reruns on the same workers into a fresh folder.
-Run: python bench/bench_batch.py [--meshes 12] [--resolution 48] [--steps 0]
+Two workloads, one task per mesh, nothing cached (base features computed every time):
+"embed": geometric base features + embedding with a checkpoint (``--steps 0``);
+"train": the same plus test-time training of ``--train-steps`` steps on each mesh alone.
+"cold" includes starting the Ray worker processes (each imports torch); "warm" reruns on the same
+workers into a fresh folder. On a shared 2-core machine the second worker only helps as far as the
+other processes leave a core free. Run: python bench/bench_batch.py [--meshes 8] [--resolution 64]
 """
 
 from __future__ import annotations
@@ -48,23 +50,8 @@ def timed_batch(source: Path, out: Path, features: FeatureSettings) -> float:
     return time.perf_counter() - start
 
 
-def main() -> int:
+def bench_workload(name: str, work: Path, paths: list[Path], features: FeatureSettings) -> None:
     import ray
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--meshes", type=int, default=12)
-    parser.add_argument("--resolution", type=int, default=48)
-    parser.add_argument("--steps", type=int, default=0, help="0: embed with a checkpoint; N: train N steps per mesh")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="sa3df-bench-batch-"))
-    (work / "meshes").mkdir()
-    paths = write_meshes(work / "meshes", args.meshes, args.resolution)
-    network = work / "network"
-    compute_surface_features([load_mesh(paths[0])], FeatureSettings(steps=20)).save(network)
-    features = FeatureSettings(checkpoint=network if args.steps == 0 else None, steps=args.steps, device="cpu")
-    vertices = load_mesh(paths[0]).n_vertices
-    print(f"{args.meshes} meshes of ~{vertices} vertices, {'embed with a checkpoint' if args.steps == 0 else f'{args.steps} training steps each'}")
-    print(f"{'run':<28}{'seconds':>9}{'meshes/min':>12}")
 
     compute_group([str(paths[0])], features, cpu_threads=1)  # imports and first calls, as a warm worker has done
     # One BLAS/OpenMP thread, as Ray gives a 1-CPU task (OMP_NUM_THREADS=1): on a busy CPU the default
@@ -73,21 +60,39 @@ def main() -> int:
         start = time.perf_counter()
         for path in paths:
             compute_group([str(path)], features, cpu_threads=1)
-        row("1 process, no Ray", time.perf_counter() - start, args.meshes)
+        row(name, "1 process, no Ray", time.perf_counter() - start, len(paths))
     for workers in (1, 2):
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         try:
             for run in ("cold", "warm"):
-                seconds = timed_batch(work / "meshes", work / f"out_{workers}_{run}", features)
-                row(f"Ray, {workers} worker{'s' if workers > 1 else ''}, {run}", seconds, args.meshes)
+                seconds = timed_batch(paths[0].parent, work / f"out_{name}_{workers}_{run}", features)
+                row(name, f"Ray, {workers} worker{'s' if workers > 1 else ''}, {run}", seconds, len(paths))
         finally:
             ray.shutdown()
+
+
+def row(workload: str, label: str, seconds: float, count: int) -> None:
+    print(f"{workload:<8}{label:<26}{seconds:>9.1f}{60.0 * count / seconds:>12.1f}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meshes", type=int, default=8)
+    parser.add_argument("--resolution", type=int, default=64, help="64: about 4k vertices per mesh")
+    parser.add_argument("--train-steps", type=int, default=100)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sa3df-bench-batch-"))
+    (work / "meshes").mkdir()
+    paths = write_meshes(work / "meshes", args.meshes, args.resolution)
+    network = work / "network"
+    compute_surface_features([load_mesh(paths[0])], FeatureSettings(steps=20, device="cpu")).save(network)
+    print(f"{args.meshes} meshes of {load_mesh(paths[0]).n_vertices} vertices; embed with a checkpoint, "
+          f"or train {args.train_steps} steps per mesh")
+    print(f"{'':<8}{'run':<26}{'seconds':>9}{'meshes/min':>12}")
+    bench_workload("embed", work, paths, FeatureSettings(checkpoint=network, steps=0, device="cpu"))
+    bench_workload("train", work, paths, FeatureSettings(steps=args.train_steps, device="cpu"))
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (a shared machine inflates every time)")
     return 0
-
-
-def row(label: str, seconds: float, count: int) -> None:
-    print(f"{label:<28}{seconds:>9.1f}{60.0 * count / seconds:>12.1f}")
 
 
 if __name__ == "__main__":

@@ -118,8 +118,10 @@ def _connect(settings: RaySettings) -> bool:
     if settings.address is not None:
         import sa3df
 
-        # Ship this sa3df to the cluster's workers so they run the same code as the driver.
-        ray.init(address=settings.address, runtime_env={"py_modules": [sa3df]}, log_to_driver=False)
+        try:  # ship this sa3df to the cluster's workers, so they run the same code as the driver
+            ray.init(address=settings.address, runtime_env={"py_modules": [sa3df]}, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise RuntimeError(f"Could not join the Ray cluster at '{settings.address}': {error}") from None
     else:
         ray.init(num_cpus=settings.local_cpus, include_dashboard=False, log_to_driver=False)
     return True
