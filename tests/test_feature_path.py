@@ -10,7 +10,9 @@ import pytest
 from sa3df.core.mesh import load
 from sa3df.examples import humanoid
 from sa3df.features.settings import FeatureSettings
-from sa3df.service.jobs import JobContext, WorkerState, features_for_job, meshes_to_inputs
+from sa3df.service.context import JobContext, WorkerState
+from sa3df.service.feature_service import features_for_job
+from sa3df.service.protocol import meshes_to_inputs
 
 STEPS = 20
 

@@ -36,7 +36,7 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
                    help="let dino/diff3f download missing weights from the model hub")
     g.add_argument("--up", choices=("x", "y", "z"),
                    help="turn every mesh about this axis to face like the first before features (for "
-                        "characters facing different ways; default: as given)")
+                        "characters facing different ways; rendered extractors orbit it; default: as given)")
 
 
 def _add_batch_options(p: argparse.ArgumentParser) -> None:

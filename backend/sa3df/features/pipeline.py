@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -219,8 +219,8 @@ def compute_surface_features(
     if result is None:
         result = _compute(in_order, settings, extractor, caches, progress)
         caches.results.put(key, result)
-    back = np.argsort(order)
-    return _with_source(result, result.source, [result.features[j] for j in back])
+    back = np.argsort(order)  # a cached result's meshes may be other objects (names) with the same contents
+    return _with_source(result, result.source, [replace(result.features[k], mesh=m) for k, m in zip(back, meshes)])
 
 
 def settings_extractor(settings: FeatureSettings) -> BaseExtractor:

@@ -64,7 +64,8 @@ class FeatureSettings:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(params) - names - {"effort"})
         if unknown:
-            raise ValueError(f"Unknown feature settings: {', '.join(unknown)} (known: effort, {', '.join(sorted(names))})")
+            known = ", ".join(["effort", *sorted(names)])
+            raise ValueError(f"Unknown feature settings: {', '.join(unknown)} (known: {known})")
         if "steps" in params and "effort" in params:
             raise ValueError("Give the training effort or a number of steps, not both")
         if "steps" in params:
