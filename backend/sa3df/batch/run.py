@@ -88,7 +88,8 @@ def _run_on_ray(groups: list[BatchGroup], features: FeatureSettings, settings: R
             num_cpus=settings.cpus_per_task, num_gpus=settings.gpus_per_task, max_retries=settings.retries,
             retry_exceptions=False)
         threads = max(1, int(settings.cpus_per_task))
-        pending = {task.remote([str(i.source) for i in g.items], features, threads): g for g in groups}
+        shared = ray.put(features)  # one copy in the object store, not one per task
+        pending = {task.remote([str(i.source) for i in g.items], shared, threads): g for g in groups}
         total = sum(len(g.items) for g in groups)
         with tqdm(total=total, unit="mesh", desc="batch", disable=None, smoothing=0.1) as bar:
             while pending:
