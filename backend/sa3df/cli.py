@@ -1,4 +1,4 @@
-"""The ``sa3df`` command line: features, train, match, segment, eval, demo.
+"""The ``sa3df`` command line: features, train, match, segment, eval, batch, demo.
 
 Every command prints one clear line and exits non-zero on bad input; long stages show progress bars.
 """
@@ -6,7 +6,6 @@ Every command prints one clear line and exits non-zero on bad input; long stages
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -99,12 +98,9 @@ def cmd_train(args) -> None:
     if args.steps <= 0:
         raise ValueError("--steps must be positive for training")
     if any(p.suffix == ".npz" or p.is_dir() for p in args.meshes):  # a data set from `sa3df batch`
-        from sa3df.batch.dataset import training_set
-        from sa3df.features.pipeline import FeatureCache, PipelineCaches
+        from sa3df.batch.dataset import archive_training_inputs
 
-        meshes, stored = training_set(args.meshes)
-        settings = dataclasses.replace(feature_settings(args), extractor=stored)
-        caches = dataclasses.replace(PipelineCaches.in_folder(args.cache), features=FeatureCache())  # not stored twice
+        meshes, settings, caches = archive_training_inputs(args.meshes, feature_settings(args))
         result = _compute(args, meshes, settings, caches)
     else:
         meshes = [sio.load_mesh(p) for p in args.meshes]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ from sa3df.core import files as sio
 from sa3df.core.mesh import Mesh
 from sa3df.core.progress import ProgressFn
 from sa3df.features.extractors.base import BaseExtractor
+from sa3df.features.pipeline import FeatureCache, PipelineCaches
+from sa3df.features.settings import FeatureSettings
 
 
 class StoredFeatures(BaseExtractor):
@@ -54,7 +57,12 @@ def feature_archives(paths: list[Path]) -> list[Path]:
     return found
 
 
-def training_set(paths: list[Path]) -> tuple[list[Mesh], StoredFeatures]:
-    """The meshes of the archives at ``paths`` (files or folders) and an extractor serving their base features."""
+def archive_training_inputs(paths: list[Path], settings: FeatureSettings) -> tuple[list[Mesh], FeatureSettings,
+                                                                                   PipelineCaches]:
+    """For training on the archives at ``paths`` (files or folders): their meshes, ``settings`` whose
+    extractor serves the stored base features, and caches that keep anchor pools in ``settings.cache_dir``
+    but do not store those base features a second time."""
     items = [sio.load_features(p) for p in feature_archives(paths)]
-    return [item.mesh for item in items], StoredFeatures(items)
+    caches = PipelineCaches.in_folder(settings.cache_dir)
+    return ([item.mesh for item in items], dataclasses.replace(settings, extractor=StoredFeatures(items)),
+            dataclasses.replace(caches, features=FeatureCache()))
