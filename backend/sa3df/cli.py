@@ -1,4 +1,4 @@
-"""The ``sa3df`` command line: features, train, match, segment, eval, demo.
+"""The ``sa3df`` command line: features, train, match, segment, eval, batch, demo.
 
 Every command prints one clear line and exits non-zero on bad input; long stages show progress bars.
 """
@@ -41,6 +41,22 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
                         "characters facing different ways; rendered extractors orbit it; default: as given)")
 
 
+def _add_batch_options(p: argparse.ArgumentParser) -> None:
+    from sa3df.batch.plan import MANIFEST_HELP
+
+    g = p.add_argument_group("batch", f"SOURCE as a manifest: {MANIFEST_HELP}. With --steps 0 each mesh is one "
+                             "task (embedded with --checkpoint, or base features only without one); otherwise "
+                             "each group is test-time trained in one task.")
+    g.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster ('auto' or HOST:PORT; default: start "
+                   "a local Ray). Every node must see the mesh paths")
+    g.add_argument("--local-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    g.add_argument("--cpus-per-task", type=float, default=1.0)
+    g.add_argument("--gpus-per-task", type=float, default=0.0)
+    g.add_argument("--retries", type=int, default=3, help="runs again a task whose worker died (default: %(default)s)")
+    g.add_argument("--group-by", choices=("mesh", "folder"), default="mesh",
+                   help="training groups of a folder SOURCE: each mesh alone, or one per sub-folder")
+
+
 def _features_for(args, paths: list[Path]):
     """Meshes and their features: from .npz feature files, else computed (test-time trained)."""
     if all(p.suffix == ".npz" for p in paths):
@@ -62,13 +78,13 @@ def feature_settings(args) -> FeatureSettings:
     )
 
 
-def _compute(args, meshes):
+def _compute(args, meshes, settings: FeatureSettings | None = None, caches=None):
     """Base features, then the surface-aware embedding: test-time trained unless --steps 0."""
     from sa3df.features.pipeline import compute_surface_features
 
     if args.steps <= 0 and args.checkpoint is None:
         raise ValueError("--steps 0 needs --checkpoint (a trained network to embed with)")
-    result = compute_surface_features(meshes, feature_settings(args))
+    result = compute_surface_features(meshes, settings or feature_settings(args), caches=caches)
     print(f"base features: {result.extractor_name}", file=sys.stderr)
     return result
 
@@ -103,8 +119,14 @@ def cmd_train(args) -> None:
     if args.steps <= 0:
         raise ValueError("--steps must be positive for training")
     _check_outputs(args)
-    meshes = [sio.load_mesh(p) for p in args.meshes]
-    result = _compute(args, meshes)
+    if any(p.suffix == ".npz" or p.is_dir() for p in args.meshes):  # a data set from `sa3df batch`
+        from sa3df.batch.dataset import archive_training_inputs
+
+        meshes, settings, caches = archive_training_inputs(args.meshes, feature_settings(args))
+        result = _compute(args, meshes, settings, caches)
+    else:
+        meshes = [sio.load_mesh(p) for p in args.meshes]
+        result = _compute(args, meshes)
     result.save(args.out)
     last = result.history[-1] if result.history else {}
     print(f"trained on {len(meshes)} meshes; last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
@@ -176,6 +198,19 @@ def cmd_cache(args) -> None:
     print(storage.cache_summary(args.cache))
 
 
+def cmd_batch(args) -> None:
+    from sa3df.batch import RaySettings, plan_batch, require_ray, run_batch
+
+    require_ray()
+    features = feature_settings(args)
+    groups = plan_batch(args.source, args.out, features, group_by=args.group_by)
+    cluster = RaySettings(args.ray, args.local_cpus, args.cpus_per_task, args.gpus_per_task, args.retries)
+    summary = run_batch(groups, features, cluster, summary_path=args.out / "batch_summary.json")
+    print(summary.text())
+    if summary.failed:
+        raise RuntimeError(f"{len(summary.failed)} meshes failed (listed above and in {args.out / 'batch_summary.json'})")
+
+
 def cmd_demo(args) -> None:
     from sa3df.demo import run_demo
 
@@ -194,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_features)
 
     p = sub.add_parser("train", help="train a surface-aware network on meshes; writes a checkpoint folder")
-    p.add_argument("meshes", nargs="+", type=Path)
+    p.add_argument("meshes", nargs="+", type=Path,
+                   help="mesh files, or feature archives (.npz) and folders of them (`sa3df batch` outputs)")
     p.add_argument("--out", type=Path, required=True)
     _add_feature_options(p, train_default=3000)
     p.set_defaults(run=cmd_train)
@@ -233,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("info", "clear"))
     p.add_argument("--cache", type=Path, default=sio.default_cache_dir(), help="cache folder (default: %(default)s)")
     p.set_defaults(run=cmd_cache)
+    p = sub.add_parser("batch", help="features for a folder or manifest of meshes on Ray (pip install 'sa3df[ray]')")
+    p.add_argument("source", type=Path, help="a folder of meshes (searched recursively) or a manifest file")
+    p.add_argument("--out", type=Path, required=True, help="one .npz per mesh, mirroring the input folders")
+    _add_batch_options(p)
+    _add_feature_options(p)
+    p.set_defaults(run=cmd_batch)
 
     p = sub.add_parser("demo", help="the whole method on built-in example characters, offline")
     p.add_argument("--out", type=Path, default=Path("demo_output"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,17 +43,23 @@ def load_mesh(path: Path) -> Mesh:
     return load(path)
 
 
-def save_features(path: Path, item: MeshFeatures) -> Path:
-    """Write an .npz holding the cleaned mesh (with its map to input vertices) and both feature sets.
+def save_features(path: Path, item: MeshFeatures, provenance: dict | None = None) -> Path:
+    """Write an .npz holding the cleaned mesh (with its map to input vertices) and both feature sets,
+    atomically. ``provenance`` (JSON-able) is stored as a JSON string, for tools such as ``sa3df batch``
+    that check what made a file.
 
     Features are stored as float16: unit embedding rows keep about 3 significant digits, which moves a
     cosine similarity by ~1e-3 (nearest-neighbour matches agree; tests/test_feature_archive.py), at half the size."""
     m = item.mesh
-    return write_npz(path, dict(
+    arrays = dict(
         vertices=m.vertices, faces=m.faces, input_index=m.input_index, input_to_clean=m.input_to_clean,
         input_vertex_count=m.input_vertex_count, name=m.name, base=item.base.astype(np.float16),
         embedding=item.embedding.astype(np.float16), extractor=item.extractor,
-    ), compressed=True)
+    )
+    if provenance is not None:
+        arrays["provenance"] = json.dumps(provenance, sort_keys=True)
+    return write_npz(path, arrays, compressed=True)
+
 
 
 def load_features(path: Path) -> MeshFeatures:
