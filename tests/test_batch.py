@@ -118,7 +118,7 @@ def test_base_features_of_a_data_set_then_train_on_them(local_ray, dataset, tmp_
     stored = sio.load_features(out / "more" / "crouch.npz")
     expected = create_extractor("geometric").extract(sio.load_mesh(paths[2]))
     np.testing.assert_allclose(stored.base, expected, rtol=1e-3, atol=1e-3)  # stored as float16
-    np.testing.assert_allclose(np.linalg.norm(stored.embedding, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(stored.embedding, axis=1), 1.0, rtol=1e-3)  # float16 rows
     assert cli.main(["train", str(out), "--out", str(tmp_path / "net"), "--steps", "5"]) == 0
     assert "trained on 3 meshes" in capsys.readouterr().out
     assert (tmp_path / "net" / "model.safetensors").is_file()
