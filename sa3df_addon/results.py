@@ -21,6 +21,12 @@ def _owned(id_block, key: str) -> list[str]:
     return list(id_block.get(key, []))
 
 
+def owned_part_groups(obj) -> list[str]:
+    """The ``sa3df_`` vertex groups the add-on wrote on ``obj`` (parts and carried groups; skin-weight
+    groups carry bare bone names and are not among them)."""
+    return [name for name in _owned(obj, OWNED_GROUPS) if name.startswith(PREFIX)]
+
+
 def _set_owned(id_block, key: str, names: list[str]) -> None:
     if names:
         id_block[key] = sorted(set(names))
