@@ -168,7 +168,8 @@ def _export(spec: CharacterSpec, source: Path) -> dict:
     body = max(rig_io.skinned_meshes(armature), key=lambda o: len(o.data.vertices))  # not a helper mesh
     rig = rig_io.rig_from_objects(armature, [body])
     world = np.array(armature.matrix_world, dtype=np.float64)
-    action = next(a for a in bpy.data.actions if a.name.split("|")[-1] == spec.action)
+    # '...|Walk' (Blender 5.0) or '...|Walk_AnimalArmature' (4.2's glTF importer adds the armature's name)
+    action = next(a for a in bpy.data.actions if re.fullmatch(rf"{spec.action}(_[A-Za-z0-9]+)?", a.name.split("|")[-1]))
     armature.animation_data_create()
     armature.animation_data.action = action
     if hasattr(armature.animation_data, "action_slot") and action.slots:
