@@ -65,16 +65,11 @@ class SA3DF_PT_main(bpy.types.Panel):
 
     @staticmethod
     def _draw_motion(layout, running: bool) -> None:
-        """Motion operators, when the motion module is installed."""
-        names = [(n, i) for n, i in (("transfer_motion", "ANIM"), ("align_pose", "ARMATURE_DATA"))
-                 if hasattr(bpy.types, f"SA3DF_OT_{n}")]
-        if not names:
-            return
         column = layout.column(align=True)
         column.enabled = not running
         column.label(text="Motion")
-        for name, icon in names:
-            column.operator(f"sa3df.{name}", icon=icon)
+        column.operator("sa3df.transfer_motion", icon="ANIM")
+        column.operator("sa3df.align_pose", icon="ARMATURE_DATA")
 
 
 classes = (SA3DF_PT_main,)

@@ -46,7 +46,7 @@ class SA3DF_AddonPreferences(bpy.types.AddonPreferences):
         description="A trained surface-aware network (config.json + model.safetensors); optional",
     )
     effort: EnumProperty(name="Training Effort", items=EFFORTS, default="fast")
-    allow_download: BoolProperty(
+    allow_downloads: BoolProperty(
         name="Allow Weight Downloads", default=False,
         description="Let extractors download missing weights (only when Blender's online access is on)",
     )
@@ -58,7 +58,7 @@ class SA3DF_AddonPreferences(bpy.types.AddonPreferences):
             layout.prop(self, name)
         row = layout.row()
         row.enabled = bpy.app.online_access
-        row.prop(self, "allow_download")
+        row.prop(self, "allow_downloads")
         if not bpy.app.online_access:
             layout.label(text="Online access is off in Blender's System preferences", icon="INFO")
         row = layout.row()
@@ -81,17 +81,21 @@ def default_cache_dir() -> str:
 
 
 def feature_settings(context, train: bool = True) -> dict:
-    """The backend's feature settings (see ``sa3df.service.jobs``) from the preferences."""
+    """The backend's feature settings (:class:`sa3df.features.settings.FeatureSettings`, as JSON) from
+    the preferences."""
+    from sa3df.features.settings import FeatureSettings
+
     prefs = preferences(context)
     get = (lambda name, default: getattr(prefs, name)) if prefs is not None else (lambda name, default: default)
-    return {
-        "extractor": get("extractor", "auto"),
-        "device": get("device", "auto"),
-        "effort": get("effort", "fast") if train else "off",
-        "checkpoint": bpy.path.abspath(get("checkpoint", "")) or None,
-        "weights_dir": bpy.path.abspath(get("weights_dir", "")) or None,
-        "cache_dir": bpy.path.abspath(get("cache_dir", "")) or default_cache_dir(),
-        "allow_download": bool(get("allow_download", False) and bpy.app.online_access),
-        "seed": 0,
-        "up_axis": "z",  # Blender's world is Z-up (rendered extractors place their cameras around it)
-    }
+    settings = FeatureSettings.for_effort(
+        get("effort", "fast") if train else "off",
+        extractor=get("extractor", "auto"),
+        device=get("device", "auto"),
+        checkpoint=bpy.path.abspath(get("checkpoint", "")) or None,
+        weights_dir=bpy.path.abspath(get("weights_dir", "")) or None,
+        cache_dir=bpy.path.abspath(get("cache_dir", "")) or default_cache_dir(),
+        allow_downloads=bool(get("allow_downloads", False) and bpy.app.online_access),
+        seed=0,
+        up_axis="z",  # Blender's world is Z-up: meshes face alike about it, rendered cameras orbit it
+    )
+    return settings.to_params()

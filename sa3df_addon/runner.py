@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import bpy
+from sa3df.service import client as worker_client
+from sa3df.service.protocol import mesh_faces, mesh_vertices
 
-from . import client as worker_client
 from .mesh_io import mesh_arrays
 
 PROGRESS_TIMER_SECONDS = 0.1
@@ -66,7 +67,7 @@ def mesh_inputs(context, objects: list) -> tuple[dict, list[int]]:
         vertices, triangles = mesh_arrays(obj, evaluated=use_modifiers, world=True)
         if len(triangles) == 0:
             raise UserError(f"Mesh '{obj.name}' has no faces ({len(vertices)} loose vertices)")
-        arrays[f"mesh{i}_vertices"], arrays[f"mesh{i}_faces"] = vertices, triangles
+        arrays[mesh_vertices(i)], arrays[mesh_faces(i)] = vertices, triangles
         counts.append(len(obj.data.vertices))
     return arrays, counts
 

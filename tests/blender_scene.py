@@ -1,5 +1,5 @@
-"""Helpers for tests that drive real Blender (the bpy module): import characters, pose, export arrays,
-select objects and read what the add-on wrote."""
+"""Helpers for tests and scripts that drive real Blender (the bpy module): import characters, pose,
+export arrays, select objects and read what the add-on wrote. ``scripts/`` import it too."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def clear_scene():
     import bpy
 
     for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.armatures, bpy.data.actions,
-                       bpy.data.materials):
+                       bpy.data.cameras, bpy.data.materials):
         for item in list(collection):
             collection.remove(item)
 

@@ -227,7 +227,7 @@ def facing_from_regions(case: CrossCase, turns: int = 16) -> np.ndarray:
     from scipy.spatial import cKDTree
 
     from sa3df.apps.evaluate import region_scores
-    from sa3df.apps.match import box_normalized
+    from sa3df.core.orient import box_normalized
 
     tree = cKDTree(box_normalized(case.source.vertices))
 
@@ -269,7 +269,7 @@ def position_only(case: CrossCase) -> np.ndarray:
     the source (``case.target_facing``): the trivial baseline every method must beat."""
     from scipy.spatial import cKDTree
 
-    from sa3df.apps.match import box_normalized
+    from sa3df.core.orient import box_normalized
 
     turned = case.target.vertices @ case.target_facing.T
     return cKDTree(box_normalized(case.source.vertices)).query(box_normalized(turned))[1].astype(np.int64)

@@ -78,7 +78,7 @@ def test_built_zip_is_a_valid_extension_with_cpu_torch_and_without_numpy(built_z
     assert not any(d.startswith("nvidia") for d in dists), "a CUDA torch pulled in NVIDIA wheels"
     assert manifest["platforms"] == [build_addon.this_platform()]
     assert "network" not in manifest.get("permissions", {})  # no downloads without --semantic
-    assert {"__init__.py", "operators.py", "panel.py", "client.py", "blender_manifest.toml"} <= set(names)
+    assert {"__init__.py", "operators.py", "panel.py", "blender_manifest.toml"} <= set(names)
 
 
 def test_bundled_wheels_alone_run_the_backend(built_zip, tmp_path):

@@ -13,6 +13,7 @@ bpy = pytest.importorskip("bpy", reason="bpy (Blender as a module) is not instal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from blender_scene import EXTENSION_MODULE, add_character, clear_scene, dominant_bones, install_extension, select  # noqa: E402
+from sa3df.service import client as worker_client  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -24,7 +25,7 @@ def addon(tmp_path_factory):
     yield prefs
     import addon_utils
 
-    sys.modules[f"{EXTENSION_MODULE}.client"].release_shared_client()
+    worker_client.release_shared_client()
     addon_utils.disable(EXTENSION_MODULE, default_set=True)
 
 

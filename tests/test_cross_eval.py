@@ -90,7 +90,8 @@ def test_baseline_scores_on_the_small_pairs(exported, pair, posed, position_rang
 def test_segment_job_gives_left_and_right_limbs_their_own_parts_on_three_humanoids(exported):
     """Segment Parts, k = 8 over three humanoids (base features): before, both shins shared one part on
     the man and the woman and the job said "8" whatever each mesh got."""
-    from sa3df.service.jobs import meshes_to_inputs, run_job
+    from sa3df.service.jobs import run_job
+    from sa3df.service.protocol import meshes_to_inputs
 
     names = ["man", "woman", "animated_human"]
     inputs = meshes_to_inputs([(exported[n]["rest"], exported[n]["faces"]) for n in names])

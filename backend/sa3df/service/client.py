@@ -1,4 +1,6 @@
-"""The add-on's side of the backend worker process (``python -m sa3df.worker``). No bpy here.
+"""The front end's side of the backend worker process (``python -m sa3df.worker``): the Blender add-on
+uses it. No bpy and no torch here (only numpy and :mod:`sa3df.service.protocol`), so Blender's own
+process stays free of them.
 
 One worker per Blender session, started on first use and kept (models and feature caches stay warm).
 A job is a message; arrays go through ``.npz`` files in a temporary folder; the worker streams
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from sa3df.service import protocol
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 CANCEL_GRACE_SECONDS = 5.0  # after this long without the worker confirming a cancel, it is killed
@@ -108,7 +112,7 @@ class WorkerClient:
         if not self.alive:
             raise WorkerError("The sa3df worker is not running")
         try:
-            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.write(protocol.encode(request))
             self.process.stdin.flush()
         except (BrokenPipeError, OSError) as error:
             raise WorkerError(f"The sa3df worker stopped accepting requests ({error})") from None
@@ -124,7 +128,7 @@ class WorkerClient:
         """Stop the worker politely (frees its memory); kills it if it does not quit in ``timeout``."""
         if self.alive:
             try:
-                self._send({"op": "quit"})
+                self._send({"op": protocol.QUIT})
                 self.process.wait(timeout=timeout)
             except (WorkerError, subprocess.TimeoutExpired):
                 self.process.kill()
@@ -150,11 +154,11 @@ class WorkerClient:
         self.start()
         self._counter += 1
         folder = Path(tempfile.mkdtemp(prefix=f"sa3df-{name}-"))
-        np.savez(folder / "input.npz", **arrays)
+        protocol.save_arrays(folder / "input.npz", arrays)
         job = Job(job_id=f"{os.getpid()}-{self._counter}", name=name, folder=folder)
         self.active = job
         try:
-            self._send({"op": "run", "job_id": job.job_id, "name": name, "input": str(folder / "input.npz"),
+            self._send({"op": protocol.RUN, "job_id": job.job_id, "name": name, "input": str(folder / "input.npz"),
                         "output": str(folder / "output.npz"), "params": params})
         except WorkerError as error:
             self._finish(job, FAILED, str(error))
@@ -168,7 +172,7 @@ class WorkerClient:
         job.cancel_requested_at = job.cancel_requested_at or time.monotonic()
         job.message = "cancelling"
         try:
-            self._send({"op": "cancel", "job_id": job.job_id})
+            self._send({"op": protocol.CANCEL, "job_id": job.job_id})
         except WorkerError:
             self.poll()
 
@@ -223,20 +227,19 @@ class WorkerClient:
             return
         if job is None or job.finished or event.get("job_id") != job.job_id:
             return
-        if kind == "progress":
+        if kind == protocol.PROGRESS:
             job.fraction = float(event.get("fraction", job.fraction))
             job.message = str(event.get("message", ""))
-        elif kind == "done":
+        elif kind == protocol.DONE:
             try:
-                with np.load(event["output"], allow_pickle=False) as data:
-                    job.arrays = {key: data[key] for key in data.files}
+                job.arrays = protocol.load_arrays(event["output"])
                 job.info = dict(event.get("info") or {})
                 self._finish(job, DONE, None)
             except (OSError, ValueError, KeyError) as error:
                 self._finish(job, FAILED, f"Could not read the result of job '{job.name}': {error}")
-        elif kind == "cancelled":
+        elif kind == protocol.CANCELLED:
             self._finish(job, CANCELLED, None)
-        elif kind == "error":
+        elif kind == protocol.ERROR:
             self._finish(job, FAILED, f"{event.get('kind', 'Error')}: {event.get('message', '')}")
             job.info = {"traceback": event.get("traceback", "")}
 
