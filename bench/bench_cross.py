@@ -4,8 +4,8 @@ For every pair of tests/cross_cases.py, the target at rest and posed (a frame of
 method of ``METHODS`` maps the target's vertices to the source's. Printed per row: region accuracy (share
 of target vertices matched into their own body region), left/right swap rate (sided regions matched into
 the mirror region), for methods with features the parts agreement of one joint k-means over both meshes
-(k = 8, as Segment Parts: share of target vertices in the part their region got on the source, and the
-share of left/right region pairs kept in different parts), and the method's time. Frame-to-frame rows
+(k = 8, as Segment Parts, :func:`sa3df.apps.segment.sided_parts`: share of target vertices in the part
+their region got on the source, and the share of left/right region pairs kept in different parts), and the method's time. Frame-to-frame rows
 (one character, rest -> a frame; ground truth by vertex index) also print the mean geodesic error
 (/ √area) and the left/right flip rate of sa3df.apps.evaluate.
 
@@ -38,11 +38,11 @@ PART_COUNT = 8
 
 
 def parts_columns(case, features) -> dict:
-    """Joint k-means parts over both meshes' features, scored against the body regions."""
+    """Segment Parts' parts over both meshes' features (k-means, left and right apart), scored against
+    the body regions."""
     from sa3df.apps import evaluate, segment
 
-    labels, _ = segment.joint_kmeans(list(features), PART_COUNT, seed=0)
-    labels = [segment.smooth_labels(lab, mesh.faces) for lab, mesh in zip(labels, (case.source, case.target))]
+    labels, _ = segment.sided_parts(list(features), [case.source, case.target], PART_COUNT, up="z", seed=0)
     return evaluate.part_agreement(labels[0], labels[1], case.source_regions, case.target_regions, case.mirror)
 
 

@@ -57,12 +57,13 @@ def vertex_group_weights(obj, names: list[str]) -> np.ndarray:
     return weights
 
 
-def vertex_group_labels(obj, min_weight: float = 0.5) -> tuple[np.ndarray, list[str]]:
-    """Hard labels from ``obj``'s vertex groups: (N,) int32 index of each vertex's strongest group
-    (-1 where no group reaches ``min_weight``) and the group names in label order."""
-    names = [group.name for group in obj.vertex_groups]
+def vertex_group_labels(obj, min_weight: float = 0.5, skip=()) -> tuple[np.ndarray, list[str]]:
+    """Hard labels from ``obj``'s vertex groups except those named in ``skip``: (N,) int32 index of each
+    vertex's strongest group (-1 where no group reaches ``min_weight``) and the group names in label order."""
+    names = [group.name for group in obj.vertex_groups if group.name not in set(skip)]
     if not names:
-        raise ValueError(f"Object '{obj.name}' has no vertex groups to transfer")
+        ignored = f" (besides {len(skip)} written by the add-on)" if len(obj.vertex_groups) else ""
+        raise ValueError(f"Object '{obj.name}' has no vertex groups to transfer{ignored}")
     weights = vertex_group_weights(obj, names)
     labels = weights.argmax(axis=1).astype(np.int32)
     labels[weights.max(axis=1) < min_weight] = -1

@@ -96,7 +96,8 @@ class SA3DF_OT_segment_parts(BackendOperator):
         settings = context.scene.sa3df
         if settings.part_source == "GROUPS":
             objects = selected_meshes(context, min_count=2, need_active=True)
-            labels, names = vertex_group_labels(objects[0])
+            # never the add-on's own groups (earlier parts): they would come back as sa3df_sa3df_part_00
+            labels, names = vertex_group_labels(objects[0], skip=results.owned_part_groups(objects[0]))
             group_names = [f"sa3df_{name}" for name in names]
             params = {"mode": "transfer", "rest_prior": float(settings.rest_prior)}
             arrays = {protocol.SOURCE_LABELS: labels}
@@ -118,10 +119,23 @@ class SA3DF_OT_segment_parts(BackendOperator):
                 used = one_hot.any(axis=0)
                 results.write_vertex_groups(obj, [n for n, u in zip(group_names, used) if u], one_hot[:, used])
             show_colors(context)
-            return (f"{int(job.info.get('k', len(group_names)))} parts on {len(objects)} mesh(es), "
+            return (f"{_parts_summary(job.info, params.get('k'), len(objects))}, "
                     f"in attribute {written_names(objects, written)} and vertex groups")
 
         return _request(context, protocol.SEGMENT, objects, apply, params, arrays)
+
+
+def _parts_summary(info: dict, requested: int | None, mesh_count: int) -> str:
+    """"8 parts on 3 mesh(es)", saying how many each mesh got when not all, and when fewer were made
+    than ``requested`` (k-means; None when vertex groups were carried)."""
+    made = int(info.get("k", requested or 0))
+    text = f"{made} parts on {mesh_count} mesh(es)"
+    used = info.get("parts_used") or {}
+    if any(count != made for count in used.values()):
+        text += " (" + ", ".join(f"{name}: {count}" for name, count in used.items()) + ")"
+    if requested is not None and made != requested:
+        text += f"; {requested} were asked for"
+    return text
 
 
 def source_armature(obj):

@@ -83,6 +83,12 @@ def _set_records(id_block, key: str, records: dict[str, str]) -> None:
         del id_block[key]
 
 
+def owned_part_groups(obj) -> list[str]:
+    """The ``sa3df_`` vertex groups the add-on wrote on ``obj`` (parts and carried groups; skin-weight
+    groups carry bare bone names and are not among them)."""
+    return [name for name in _records(obj, OWNED_GROUPS) if name.startswith("sa3df_")]
+
+
 def free_name(existing, ours: bool, wanted: str) -> str:
     """``wanted`` if it is unused or (``ours``) holds our unchanged result; else the first
     ``wanted.001``, ``.002``, … that is unused."""

@@ -168,7 +168,8 @@ def _export(spec: CharacterSpec, source: Path) -> dict:
     body = max(rig_io.skinned_meshes(armature), key=lambda o: len(o.data.vertices))  # not a helper mesh
     rig = rig_io.rig_from_objects(armature, [body])
     world = np.array(armature.matrix_world, dtype=np.float64)
-    action = next(a for a in bpy.data.actions if a.name.split("|")[-1] == spec.action)
+    # '...|Walk' (Blender 5.0) or '...|Walk_AnimalArmature' (4.2's glTF importer adds the armature's name)
+    action = next(a for a in bpy.data.actions if re.fullmatch(rf"{spec.action}(_[A-Za-z0-9]+)?", a.name.split("|")[-1]))
     armature.animation_data_create()
     armature.animation_data.action = action
     if hasattr(armature.animation_data, "action_slot") and action.slots:
@@ -226,7 +227,7 @@ def facing_from_regions(case: CrossCase, turns: int = 16) -> np.ndarray:
     from scipy.spatial import cKDTree
 
     from sa3df.apps.evaluate import region_scores
-    from sa3df.apps.match import box_normalized
+    from sa3df.core.orient import box_normalized
 
     tree = cKDTree(box_normalized(case.source.vertices))
 
@@ -268,7 +269,7 @@ def position_only(case: CrossCase) -> np.ndarray:
     the source (``case.target_facing``): the trivial baseline every method must beat."""
     from scipy.spatial import cKDTree
 
-    from sa3df.apps.match import box_normalized
+    from sa3df.core.orient import box_normalized
 
     turned = case.target.vertices @ case.target_facing.T
     return cKDTree(box_normalized(case.source.vertices)).query(box_normalized(turned))[1].astype(np.int64)

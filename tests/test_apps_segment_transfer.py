@@ -161,3 +161,38 @@ def test_rest_proximity_sends_labels_and_weights_to_the_part_at_the_same_place()
     weights[0] = 0.0
     out = transfer.transfer_vertex_weights(weights, features, features, smooth_iterations=0, proximity=prior)
     np.testing.assert_array_equal(out[1:].argmax(1), side[1:])
+
+
+def _body(leg_scale=1.0):
+    """A narrow 'torso' ellipsoid and two mirrored 'legs' (separate spheres at x = ±1.5), Z up; features
+    that cannot tell left from right (what a leg is, and height)."""
+    from sa3df.core import mesh
+
+    ball = trimesh.creation.icosphere(subdivisions=2)
+    torso = ball.vertices * [0.3, 0.5, 1.0]
+    legs = [ball.vertices * 0.4 * leg_scale + [x, 0, -1.5] for x in (1.5, -1.5)]
+    v = np.concatenate([torso] + legs)
+    n = len(ball.vertices)
+    faces = np.concatenate([ball.faces + i * n for i in range(3)])
+    part = np.repeat([0, 1, 2], n)  # 0 torso, 1 left leg (+x), 2 right leg
+    features = np.c_[part == 0, part > 0, 0.1 * v[:, 2]].astype(np.float32)
+    return mesh.from_arrays(v, faces, name=f"body {leg_scale}"), features, part
+
+
+def test_sided_parts_give_left_and_right_legs_their_own_part_with_k_kept():
+    meshes, features, truth = zip(*(_body(s) for s in (1.0, 1.3)))
+    joint, _ = segment.joint_kmeans(list(features), k=2, seed=0)
+    assert len(np.unique(joint[0][truth[0] > 0])) == 1  # features alone: both legs are one part
+    labels, info = segment.sided_parts(list(features), list(meshes), k=3, up="z")
+    assert info == {"k": 3, "parts_used": [3, 3]}
+    for lab, part in zip(labels, truth):
+        assert _same_partition(lab, part)  # torso whole, each leg a part
+    assert (labels[0][truth[0] == 1][0], labels[0][truth[0] == 2][0]) == (labels[1][truth[1] == 1][0],
+                                                                          labels[1][truth[1] == 2][0])
+
+
+def test_sided_parts_merge_back_to_k_without_joining_left_and_right():
+    (body, features, truth) = _body()
+    labels, info = segment.sided_parts([features], [body], k=2, up="z")
+    assert info["k"] == 2  # 3 pieces after the cut, one merge: a leg joins the torso, never the other leg
+    assert labels[0][truth == 1][0] != labels[0][truth == 2][0]

@@ -85,3 +85,26 @@ def test_baseline_scores_on_the_small_pairs(exported, pair, posed, position_rang
     base = evaluate.region_scores(t2s, case.source_regions, case.target_regions, case.mirror)
     assert (base["accuracy"] < position["accuracy"]) == base_below_position, (base, position)
     assert features[0].shape[0] == case.source.n_vertices
+
+
+def test_segment_job_gives_left_and_right_limbs_their_own_parts_on_three_humanoids(exported):
+    """Segment Parts, k = 8 over three humanoids (base features): before, both shins shared one part on
+    the man and the woman and the job said "8" whatever each mesh got."""
+    from sa3df.service.jobs import run_job
+    from sa3df.service.protocol import meshes_to_inputs
+
+    names = ["man", "woman", "animated_human"]
+    inputs = meshes_to_inputs([(exported[n]["rest"], exported[n]["faces"]) for n in names])
+    settings = {"extractor": "geometric", "effort": "off", "device": "cpu", "up_axis": "z"}
+    out = run_job("segment", inputs, {"features": settings, "mode": "kmeans", "k": 8, "mesh_names": names})
+    assert out.info["k"] == 8
+    regions = cross_cases.HUMANOID_REGIONS
+    for i, name in enumerate(names):
+        labels, own = out.arrays[f"labels{i}"], cross_cases.character_regions(name)
+        assert out.info["parts_used"][name] == len(np.unique(labels[labels >= 0]))
+
+        def majority(region):
+            return np.bincount(labels[own == regions.index(region)]).argmax()
+
+        for limb in ("hand", "foot", "shin"):
+            assert majority(f"{limb}.L") != majority(f"{limb}.R"), (name, limb)

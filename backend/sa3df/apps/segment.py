@@ -186,3 +186,111 @@ def smooth_labels(labels, faces, iterations: int = 2) -> np.ndarray:
             break
         current = new
     return values[current]
+
+
+SIDE_BAND = 0.02  # vertices this close (× box diagonal) to the mirror plane are on neither side
+MINOR_SIDE = 0.1  # a part with at least this share of its vertices on each side ...
+CENTRAL = 0.25  # ... and less than this share on the plane spans two mirrored limbs (torsos, heads: 0.4-0.7)
+
+
+def _two_sided(left, right, plane, total):
+    """Whether parts with these vertex counts (+1 side, -1 side, plane, all) span two mirrored limbs."""
+    return (left >= MINOR_SIDE * total) & (right >= MINOR_SIDE * total) & (plane < CENTRAL * total)
+
+
+def mesh_sides(meshes: list, up: str = "z") -> list[np.ndarray]:
+    """(N_i,) side of every vertex: +1 / -1 on either side of the mirror plane, 0 within ``SIDE_BAND`` of it.
+
+    Every mesh is first turned about ``up`` to face like the first (:func:`sa3df.core.orient.face_like_first`,
+    as the features were), so +1 is the same side of every body; the plane is normal to the first mesh's
+    horizontal axis of best mirror symmetry (:func:`sa3df.apps.evaluate.symmetry_axis`) through each box centre.
+    """
+    from sa3df.apps.evaluate import symmetry_axis
+    from sa3df.core.orient import AXES, face_like_first
+
+    turned = face_like_first(list(meshes), up)
+    axis = symmetry_axis(turned[0].vertices, [a for a in range(3) if a != AXES[up]])[0]
+    sides = []
+    for mesh in turned:
+        v = mesh.vertices
+        lateral = v[:, axis] - (v[:, axis].min() + v[:, axis].max()) / 2
+        band = SIDE_BAND * float(np.linalg.norm(np.ptp(v, axis=0)))
+        sides.append(np.where(np.abs(lateral) <= band, 0, np.sign(lateral)).astype(np.int64))
+    return sides
+
+
+def _side_counts(labels: np.ndarray, sides: np.ndarray, mesh_ids: np.ndarray, n: int) -> list[np.ndarray]:
+    """(M, n) vertex counts of every part on every mesh: on the +1 side, the -1 side, the plane, all."""
+    cell = mesh_ids * n + labels
+    size = (int(mesh_ids.max()) + 1) * n
+    counts = [np.bincount(cell, weights=sides == s, minlength=size) for s in (1, -1, 0)]
+    return [c.reshape(-1, n) for c in counts + [np.bincount(cell, minlength=size).astype(np.float64)]]
+
+
+def _split_mirrored(labels: np.ndarray, sides: np.ndarray, mesh_ids: np.ndarray) -> np.ndarray:
+    """Give the -1 side of every part that spans two mirrored limbs (both legs) on a mesh a label of its own
+    (the same new label on every mesh)."""
+    n = int(labels.max()) + 1
+    split = _two_sided(*_side_counts(labels, sides, mesh_ids, n))
+    return np.where(split[mesh_ids, labels] & (sides < 0), labels + n, labels)
+
+
+def _limb_sides(labels: np.ndarray, sides: np.ndarray, mesh_ids: np.ndarray) -> np.ndarray:
+    """(N,) the side of every vertex in a part that is not central on its mesh (a torso's vertices: 0)."""
+    n = int(labels.max()) + 1
+    *_, plane, total = _side_counts(labels, sides, mesh_ids, n)
+    central = plane >= CENTRAL * np.maximum(total, 1)
+    return np.where(central[mesh_ids, labels], 0, sides)
+
+
+def _merge_down(points: np.ndarray, labels: np.ndarray, sides: np.ndarray, mesh_ids: np.ndarray,
+                k: int) -> np.ndarray:
+    """Merge the cheapest pair of parts (Ward: the rise in squared error) until ``k`` are left, never a
+    pair whose limbs (vertices of parts not central on their mesh) lie on both sides of some mesh.
+    Stops early when only such pairs remain."""
+    labels = np.unique(labels, return_inverse=True)[1]
+    limbs = _limb_sides(labels, sides, mesh_ids)
+    while labels.max() + 1 > k:
+        n = np.bincount(labels).astype(np.float64)
+        centroids = np.stack([points[labels == c].mean(0) for c in range(len(n))])
+        left, right = (c[:, :, None] + c[:, None, :] for c in _side_counts(labels, limbs, mesh_ids, len(n))[:2])
+        both = (left >= MINOR_SIDE * (left + right)) & (right >= MINOR_SIDE * (left + right)) & (left + right > 0)
+        cost = n[:, None] * n[None] / (n[:, None] + n[None]) * ((centroids[:, None] - centroids[None]) ** 2).sum(-1)
+        cost[both.any(axis=0)] = np.inf
+        np.fill_diagonal(cost, np.inf)
+        a, b = np.unravel_index(np.argmin(cost), cost.shape)
+        if not np.isfinite(cost[a, b]):
+            break
+        labels = np.unique(np.where(labels == b, a, labels), return_inverse=True)[1]
+    return labels
+
+
+def sided_parts(features: list, meshes: list, k: int, up: str = "z", seed: int = 0, smooth_iterations: int = 2,
+                device: str | None = None, progress: ProgressFn | None = None) -> tuple[list[np.ndarray], dict]:
+    """``k`` consistent parts over ``meshes`` (list of :class:`sa3df.core.mesh.Mesh`, features (N_i, E)) in
+    which left and right limbs never share a part.
+
+    Features alone are mirror-symmetric (both legs look alike), so one joint k-means puts both legs in one
+    part. Here the -1 side (:func:`mesh_sides`) of every part that spans two mirrored limbs (at least
+    ``MINOR_SIDE`` of it on each side, under ``CENTRAL`` on the plane: not a torso) becomes a part of its
+    own, then the most similar parts are merged back (never a left limb with a right one; central parts
+    merge with either) until ``k`` are left, and labels are cleaned with :func:`smooth_labels`. Parts are numbered by decreasing size. Returns (labels list of (N_i,)
+    int64, info): ``info["k"]`` parts over all meshes (``k`` unless only left/right pairs were left to merge),
+    ``info["parts_used"]`` the distinct parts on each mesh (a part can be absent from a mesh: hair).
+    """
+    if len(features) != len(meshes):
+        raise ValueError(f"got {len(features)} feature arrays for {len(meshes)} meshes")
+    labels, _ = joint_kmeans(features, k, seed=seed, device=device, progress=progress)
+    sides = np.concatenate(mesh_sides(meshes, up))
+    mesh_ids = np.repeat(np.arange(len(meshes)), [len(f) for f in features])
+    points = np.concatenate([_unit_rows(_as_features(f, "features")).numpy() for f in features])
+    pooled = _merge_down(points, _split_mirrored(np.concatenate(labels), sides, mesh_ids), sides, mesh_ids, k)
+    splits = np.cumsum([len(f) for f in features])[:-1]
+    labels = [smooth_labels(lab, m.faces, smooth_iterations) for lab, m in zip(np.split(pooled, splits), meshes)]
+    pooled = np.concatenate(labels)
+    order = np.argsort(-np.bincount(pooled, minlength=pooled.max() + 1), kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    labels = [rank[lab] for lab in labels]
+    info = {"k": int(len(np.unique(pooled))), "parts_used": [int(len(np.unique(lab))) for lab in labels]}
+    return labels, info

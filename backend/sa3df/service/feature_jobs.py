@@ -80,31 +80,36 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
 
 def segment_job(ctx: JobContext) -> JobOutput:
     """Consistent parts over all meshes: ``labels{i}`` (N_i,) int32 (-1 where a vertex was dropped)
-    and ``colors{i}``. ``params["mode"]``: "kmeans" (joint k-means, ``params["k"]`` parts) or
-    "transfer" (input ``source_labels`` (N_0,) on mesh 0, -1 = unlabelled, carried to the others; param
-    ``rest_prior`` as in :func:`transfer_weights_job`)."""
+    and ``colors{i}``. ``params["mode"]``: "kmeans" (``params["k"]`` parts over all meshes, left and right
+    limbs apart: :func:`sa3df.apps.segment.sided_parts`) or "transfer" (input ``source_labels`` (N_0,) on
+    mesh 0, -1 = unlabelled, carried to the others; param ``rest_prior`` as in :func:`transfer_weights_job`).
+    Info: ``k`` the parts made over all meshes, ``parts_used`` the distinct parts on each mesh."""
     from sa3df.apps import segment
     from sa3df.apps.colors import label_colors
 
     meshes, result = features_for_job(ctx)
     mode = ctx.params.get("mode", "kmeans")
+    smooth = 2 if ctx.params.get("smooth", True) else 0
     if mode == "kmeans":
         k = int(ctx.params.get("k", 8))
         report(ctx.progress, 0.85, f"k-means with {k} parts")
-        labels, _ = segment.joint_kmeans(result.embeddings, k, seed=int(ctx.params.get("seed", 0)))
+        up = feature_settings(ctx.params).up_axis or "y"
+        labels, info = segment.sided_parts(result.embeddings, meshes, k, up=up, seed=int(ctx.params.get("seed", 0)),
+                                           smooth_iterations=smooth)
+        k = info["k"]
     elif mode == "transfer":
         labels = _transferred_labels(ctx, meshes, result, segment.transfer_labels)
         k = int(max(int(np.max(l)) for l in labels) + 1)
+        labels = [segment.smooth_labels(l, m.faces, smooth) for l, m in zip(labels, meshes)]
     else:
         raise ValueError(f"Unknown segmentation mode '{mode}' (use 'kmeans' or 'transfer')")
-    if ctx.params.get("smooth", True):
-        labels = [segment.smooth_labels(l, m.faces) for l, m in zip(labels, meshes)]
     arrays = {}
     for i, (mesh, lab) in enumerate(zip(meshes, labels)):
         lab = np.asarray(lab, dtype=np.int32)
         arrays[keys.labels(i)] = mesh.to_input(lab, fill=-1)
         arrays[keys.colors(i)] = mesh.to_input(np.asarray(label_colors(lab, k), np.float32), fill=0.5)
-    return JobOutput(arrays, {"k": k, **feature_info(meshes, result)})
+    used = {m.name: int(len(np.unique(l[l >= 0]))) for m, l in zip(meshes, labels)}
+    return JobOutput(arrays, {"k": k, "parts_used": used, **feature_info(meshes, result)})
 
 
 def _transferred_labels(ctx: JobContext, meshes, result, transfer_labels) -> list[np.ndarray]:
