@@ -8,8 +8,16 @@ from __future__ import annotations
 import numpy as np
 
 from sa3df.service.jobs import JobContext, JobOutput, clean_notes, features_for_job, job, job_names
-from sa3df.apps.match import rest_proximity
+from sa3df.apps.match import LANDMARK_PRIOR, matching_prior
 from sa3df.core.progress import report
+
+
+def matching_prior_for(ctx: JobContext, source, target):
+    """:func:`sa3df.apps.match.matching_prior` from the job's params ``rest_prior`` (default 0) and
+    ``landmark_prior`` (default ``LANDMARK_PRIOR``) and its feature settings' ``up_axis``."""
+    up = (ctx.params.get("features") or {}).get("up_axis", "y")
+    return matching_prior(source, target, float(ctx.params.get("rest_prior", 0.0)),
+                          float(ctx.params.get("landmark_prior", LANDMARK_PRIOR)), up)
 
 
 @job("environment")
@@ -46,7 +54,8 @@ def compute_features_job(ctx: JobContext) -> JobOutput:
 def correspondence_job(ctx: JobContext) -> JobOutput:
     """Mesh 0 is the source; for every other mesh t: ``source_index{t}`` (N_t,) the matched source
     vertex (input ids, -1 where a vertex was dropped), ``similarity{t}``, ``mutual{t}`` and
-    ``colors{t}`` (the source's position colours carried over); ``colors0`` the source's own."""
+    ``colors{t}`` (the source's position colours carried over); ``colors0`` the source's own. Matching
+    adds :func:`matching_prior_for` (the landmark prior by default)."""
     from sa3df.apps.colors import correspondence_colors
     from sa3df.apps.match import correspondence
 
@@ -59,7 +68,8 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"matching {meshes[t].name}")
         target = meshes[t]
-        corr = correspondence(features.embedding[0], features.embedding[t], target_faces=target.faces)
+        corr = correspondence(features.embedding[0], features.embedding[t], target_faces=target.faces,
+                              proximity=matching_prior_for(ctx, source, target))
         source_rgb, target_rgb = correspondence_colors(source.vertices, corr.target_to_source)
         arrays["colors0"] = source.to_input(np.asarray(source_rgb, np.float32), fill=0.5)
         arrays[f"colors{t}"] = target.to_input(np.asarray(target_rgb, np.float32), fill=0.5)
@@ -108,9 +118,8 @@ def _transferred_labels(ctx: JobContext, meshes, features, transfer_labels) -> l
     if not known.any():
         raise ValueError(f"Mesh '{meshes[0].name}' has no labelled vertex to transfer")
     out = [np.where(known, source_labels, 0)]
-    weight, up = float(ctx.params.get("rest_prior", 0.0)), (ctx.params.get("features") or {}).get("up_axis", "y")
     for t in range(1, len(meshes)):
-        prior = rest_proximity(meshes[0], meshes[t], weight, up)
+        prior = matching_prior_for(ctx, meshes[0], meshes[t])
         out.append(transfer_labels(source_labels[known], features.embedding[0][known], features.embedding[t],
                                    proximity=prior.among_references(known) if prior else None))
     if not known.all():  # give the source's unlabelled vertices the label of their best match too
@@ -123,7 +132,8 @@ def _transferred_labels(ctx: JobContext, meshes, features, transfer_labels) -> l
 def transfer_weights_job(ctx: JobContext) -> JobOutput:
     """Skin weights of mesh 0 (input ``source_weights`` (N_0, K), rows of vertex-group weights)
     carried to every other mesh t: ``weights{t}`` (N_t, K) float32, rows summing to 1. Param
-    ``rest_prior`` (default 0): weight of the rest-pose proximity bonus, for meshes posed alike."""
+    ``rest_prior`` (default 0): weight of the rest-pose proximity bonus, for meshes posed alike; param
+    ``landmark_prior`` (default ``LANDMARK_PRIOR``; 0: off) see :func:`matching_prior_for`."""
     from sa3df.apps.transfer import transfer_vertex_weights
 
     meshes, features = features_for_job(ctx)
@@ -135,11 +145,10 @@ def transfer_weights_job(ctx: JobContext) -> JobOutput:
             f"Mesh '{meshes[0].name}': source weights must be ({meshes[0].input_vertex_count}, K), got {weights.shape}"
         )
     source_weights = weights[meshes[0].input_index]
-    weight, up = float(ctx.params.get("rest_prior", 0.0)), (ctx.params.get("features") or {}).get("up_axis", "y")
     arrays = {}
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"weights for {meshes[t].name}")
-        prior = rest_proximity(meshes[0], meshes[t], weight, up)
+        prior = matching_prior_for(ctx, meshes[0], meshes[t])
         target_weights = transfer_vertex_weights(
             source_weights, features.embedding[0], features.embedding[t], target_faces=meshes[t].faces,
             proximity=prior,
