@@ -32,8 +32,10 @@ sys.path[:0] = [str(REPO / "backend"), str(REPO), str(REPO / "tests")]
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-bench-"))
 
 import cross_cases  # noqa: E402  (after the path set-up)
+import cross_methods  # noqa: E402
 
 METHODS = dict(cross_cases.BASELINES)
+METHODS.update(cross_methods.METHODS)  # the new default (sa3df.apps.landmarks) and its prior on base features
 PART_COUNT = 8
 
 

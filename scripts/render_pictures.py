@@ -8,6 +8,8 @@ woman (CC0), presses each button and renders the scene before and after it:
 - ``features_before.png`` / ``features_after.png``: Compute Features on the man (PCA colours);
 - ``correspondence.png``: two walk-cycle frames side by side, frame A's position colours carried
   to frame B by the matching;
+- ``correspondence_cross.png``: the man at rest (left, position colours) and a different character
+  with another skeleton, mid-walk (right, the man's colours carried over by the default matching);
 - ``parts.png``: Segment Parts jointly on the man and the woman, side by side (same colour = same part);
 - ``skin_weights_before.png`` / ``skin_weights_after.png``: the woman's mesh without weights, then
   posed by the man's armature through the transferred weights.
@@ -128,6 +130,7 @@ def pictures(data: Path, out: Path, size: int) -> list[tuple[str, float]]:
     made.append(("features_after.png", render(out / "features_after.png", "VERTEX")))
 
     made.append(("correspondence.png", correspondence_picture(rig, man, out, size)))
+    made.append(("correspondence_cross.png", cross_correspondence_picture(humans, out, size)))
 
     clear_scene()
     _, man = import_character(humans / "quaternius_male_casual.fbx")
@@ -161,6 +164,34 @@ def correspondence_picture(rig, man, out: Path, size: int) -> float:
     select(copies, copies[0])
     bpy.ops.sa3df.show_correspondence()
     return render_side_by_side(copies, out / "correspondence.png", "VERTEX", size)
+
+
+def posed_copy(rig, obj, action_name: str, name: str):
+    """A new object holding ``obj`` deformed halfway through the action whose name has ``action_name``."""
+    action = next(a for a in bpy.data.actions if action_name in a.name and a.users)
+    rig.data.pose_position = "POSE"
+    rig.animation_data.action = action
+    if hasattr(rig.animation_data, "action_slot") and action.slots:
+        rig.animation_data.action_slot = action.slots[0]
+    start, end = (int(f) for f in action.frame_range)
+    bpy.context.scene.frame_set(start + (end - start) // 2)
+    data = bpy.data.meshes.new_from_object(obj.evaluated_get(bpy.context.evaluated_depsgraph_get()))
+    copy = bpy.data.objects.new(name, data)
+    copy.matrix_world = obj.matrix_world.copy()
+    bpy.context.scene.collection.objects.link(copy)
+    obj.hide_render = True
+    return copy
+
+
+def cross_correspondence_picture(humans: Path, out: Path, size: int) -> float:
+    """The man at rest (left) and the animated human (another skeleton) walking (right)."""
+    clear_scene()
+    _, man = import_character(humans / "quaternius_male_casual.fbx")
+    rig, human = import_character(humans / "quaternius_animated_human.fbx")
+    walking = posed_copy(rig, human, "Walk", "Walking")
+    select([man, walking], man)
+    bpy.ops.sa3df.show_correspondence()
+    return render_side_by_side([man, walking], out / "correspondence_cross.png", "VERTEX", size)
 
 
 def skin_weight_pictures(humans: Path, out: Path, size: int) -> list[tuple[str, float]]:

@@ -136,12 +136,13 @@ def cmd_match(args) -> None:
     _check_outputs(args)  # the PLYs are named *_source / *_target: same stems do not collide
     (source, target), _ = _features_for(args, [args.source, args.target])
     from sa3df.apps.colors import correspondence_colors
-    from sa3df.apps.match import correspondence, rest_proximity
+    from sa3df.apps.match import correspondence, matching_prior
 
-    if args.rest_prior < 0:
-        raise ValueError(f"--rest-prior must be 0 or more, got {args.rest_prior}")
+    for option, value in (("--rest-prior", args.rest_prior), ("--landmark-prior", args.landmark_prior)):
+        if value < 0:
+            raise ValueError(f"{option} must be 0 or more, got {value}")
     features = "base" if args.base else "embedding"
-    prior = rest_proximity(source.mesh, target.mesh, args.rest_prior, args.up)
+    prior = matching_prior(source.mesh, target.mesh, args.rest_prior, args.landmark_prior, args.up)
     corr = correspondence(getattr(source, features), getattr(target, features), proximity=prior)
     args.out.mkdir(parents=True, exist_ok=True)
     matched = target.mesh.to_input(source.mesh.input_index[corr.target_to_source], fill=-1)
@@ -218,6 +219,8 @@ def cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sa3df.apps.landmarks import LANDMARK_PRIOR
+
     parser = argparse.ArgumentParser(prog="sa3df", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"sa3df {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rest-prior", type=float, default=0.0, metavar="W",
                    help="bonus (up to W) for candidates at the same place in the box-normalised shapes, for "
                         "meshes posed alike such as characters at rest (0.2 in the add-on); default 0: off")
+    p.add_argument("--landmark-prior", type=float, default=LANDMARK_PRIOR, metavar="W",
+                   help="bonus (up to W each) for candidates alike in geodesic distances to the paired "
+                        "extremities (hands, feet, head, tail) and, where the poses agree, in place; works "
+                        "across characters and poses; give --up for characters (else the axis is guessed); "
+                        "0: features only (default: %(default)s)")
     _add_feature_options(p)
     p.set_defaults(run=cmd_match)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sa3df.apps.landmarks import LANDMARK_PRIOR
 from sa3df.core.device import choose_device
 from sa3df.core.mesh import Mesh
 from sa3df.core.orient import box_normalized
@@ -69,10 +70,15 @@ class RestProximity:
     reference_points: np.ndarray
     weight: float = 0.2
     sigma: float = 0.03
+    box_normalize: bool = True  # False: the points are descriptors (any width) already in one frame
 
     def __post_init__(self):
-        self.query_points = box_normalized(self.query_points).astype(np.float32)
-        self.reference_points = box_normalized(self.reference_points).astype(np.float32)
+        if self.box_normalize:
+            self.query_points = box_normalized(self.query_points).astype(np.float32)
+            self.reference_points = box_normalized(self.reference_points).astype(np.float32)
+        else:
+            self.query_points = np.asarray(self.query_points, dtype=np.float32)
+            self.reference_points = np.asarray(self.reference_points, dtype=np.float32)
         if self.weight < 0 or self.sigma <= 0:
             raise ValueError(f"RestProximity needs weight >= 0 and sigma > 0, got {self.weight}, {self.sigma}")
 
@@ -97,12 +103,59 @@ class RestProximity:
     def add_bonus(self, block: torch.Tensor, rows: slice) -> torch.Tensor:
         """Add the bonus of the query rows ``rows`` against every reference point to ``block`` (rows, Nr)
         float32, in place, with one extra block of memory (squared distances as |q|² + |r|² − 2 q·r)."""
-        q = torch.as_tensor(self.query_points[rows], device=block.device)
-        r = torch.as_tensor(self.reference_points, device=block.device)
+        q = torch.as_tensor(self.query_points[rows], device=block.device, dtype=torch.float32)
+        r = torch.as_tensor(self.reference_points, device=block.device, dtype=torch.float32)
         bonus = q @ r.T
         bonus.mul_(-2.0).add_(q.square().sum(1, keepdim=True)).add_(r.square().sum(1)).clamp_(min=0.0)
         bonus.mul_(-0.5 / self.sigma**2).exp_().mul_(self.weight)
         return block.add_(bonus)
+
+
+@dataclass
+class ProximitySum:
+    """Several bounded bonuses (:class:`RestProximity` terms) added to the similarity; used wherever a
+    single one is (``proximity=`` of the matchers, weight transfer and label transfer)."""
+
+    terms: list
+
+    @property
+    def query_points(self) -> np.ndarray:
+        return self.terms[0].query_points
+
+    @property
+    def reference_points(self) -> np.ndarray:
+        return self.terms[0].reference_points
+
+    def swapped(self) -> "ProximitySum":
+        return ProximitySum([t.swapped() for t in self.terms])
+
+    def among_references(self, rows) -> "ProximitySum":
+        return ProximitySum([t.among_references(rows) for t in self.terms])
+
+    def pair_bonus(self, indices: np.ndarray) -> np.ndarray:
+        return sum(t.pair_bonus(indices) for t in self.terms)
+
+    def add_bonus(self, block: torch.Tensor, rows: slice) -> torch.Tensor:
+        for term in self.terms:
+            block = term.add_bonus(block, rows)
+        return block
+
+
+def matching_prior(source_mesh: Mesh, target_mesh: Mesh, rest_prior: float = 0.0,
+                   landmark_prior: float = LANDMARK_PRIOR, up: str | None = None):
+    """The bonus every matcher adds for ``target_mesh`` (queries) against ``source_mesh``: the landmark
+    prior of :func:`sa3df.apps.landmarks.landmark_prior` (weight ``landmark_prior``, 0: off; the default
+    between two different shapes, posed alike or not) plus the :class:`RestProximity` of weight
+    ``rest_prior`` (0: off; for shapes posed alike). None when both are off. ``up`` ("x", "y", "z")
+    is the meshes' up axis (for turning the target to face like the source)."""
+    terms = []
+    if landmark_prior:
+        from sa3df.apps.landmarks import landmark_prior as landmark_terms
+
+        terms += landmark_terms(source_mesh, target_mesh, weight=landmark_prior, up=up).terms
+    rest = rest_proximity(source_mesh, target_mesh, rest_prior, up)
+    terms += [rest] if rest is not None else []
+    return ProximitySum(terms) if terms else None
 
 
 def rest_proximity(source_mesh: Mesh, target_mesh: Mesh, weight: float, up: str | None = None,
@@ -292,15 +345,17 @@ def correspondence(
 
 def input_vertex_matches(source_mesh: Mesh, target_mesh: Mesh, source_features: np.ndarray,
                          target_features: np.ndarray, rest_prior: float = 0.0, up: str | None = None,
+                         landmark_prior: float = LANDMARK_PRIOR,
                          ) -> tuple[np.ndarray, np.ndarray, Correspondence]:
     """Matches for fitting a rig: for every *input* vertex of the target, its matched *input* vertex of
     the source (N_target_input,) int64 and a confidence (N_target_input,) in [0, 1] — 1 for a mutual
     match, 0.5 otherwise, 0 (with match 0) for a dropped vertex. Also returns the correspondence itself.
 
-    ``rest_prior`` > 0 (both meshes at rest, as rigs are) adds a :class:`RestProximity` bonus of that
-    weight; with ``up`` ("x", "y", "z") the target is first turned about it to face like the source.
+    The matcher adds :func:`matching_prior`: the landmark prior of weight ``landmark_prior`` (default on)
+    and, with ``rest_prior`` > 0 (both meshes at rest, as rigs are), a :class:`RestProximity` bonus of
+    that weight; ``up`` ("x", "y", "z") is the meshes' up axis.
     """
-    proximity = rest_proximity(source_mesh, target_mesh, rest_prior, up)
+    proximity = matching_prior(source_mesh, target_mesh, rest_prior, landmark_prior, up)
     corr = correspondence(source_features, target_features, target_faces=target_mesh.faces, proximity=proximity)
     matches = target_mesh.to_input(source_mesh.input_index[corr.target_to_source], fill=-1)
     confidence = target_mesh.to_input(np.where(corr.mutual, 1.0, 0.5), fill=0.0)

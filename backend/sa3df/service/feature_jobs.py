@@ -9,11 +9,19 @@ import os
 
 import numpy as np
 
-from sa3df.apps.match import rest_proximity
+from sa3df.apps.match import LANDMARK_PRIOR, matching_prior
 from sa3df.core.progress import report
 from sa3df.service import protocol as keys
 from sa3df.service.context import JobContext, JobOutput
 from sa3df.service.feature_service import feature_info, feature_settings, features_for_job
+
+
+def matching_prior_for(ctx: JobContext, source, target):
+    """:func:`sa3df.apps.match.matching_prior` from the job's params ``rest_prior`` (default 0) and
+    ``landmark_prior`` (default ``LANDMARK_PRIOR``) and its feature settings' ``up_axis``."""
+    up = feature_settings(ctx.params).up_axis or "y"
+    return matching_prior(source, target, float(ctx.params.get("rest_prior", 0.0)),
+                          float(ctx.params.get("landmark_prior", LANDMARK_PRIOR)), up)
 
 
 def environment_job(ctx: JobContext) -> JobOutput:
@@ -54,7 +62,8 @@ def compute_features_job(ctx: JobContext) -> JobOutput:
 def correspondence_job(ctx: JobContext) -> JobOutput:
     """Mesh 0 is the source; for every other mesh t: ``source_index{t}`` (N_t,) the matched source
     vertex (input ids, -1 where a vertex was dropped), ``similarity{t}``, ``mutual{t}`` and
-    ``colors{t}`` (the source's position colours carried over); ``colors0`` the source's own."""
+    ``colors{t}`` (the source's position colours carried over); ``colors0`` the source's own. Matching
+    adds :func:`matching_prior_for` (the landmark prior by default)."""
     from sa3df.apps.colors import correspondence_colors
     from sa3df.apps.match import correspondence
 
@@ -67,7 +76,8 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"matching {meshes[t].name}")
         target = meshes[t]
-        corr = correspondence(result.embeddings[0], result.embeddings[t], target_faces=target.faces)
+        corr = correspondence(result.embeddings[0], result.embeddings[t], target_faces=target.faces,
+                              proximity=matching_prior_for(ctx, source, target))
         source_rgb, target_rgb = correspondence_colors(source.vertices, corr.target_to_source)
         arrays[keys.colors(0)] = source.to_input(np.asarray(source_rgb, np.float32), fill=0.5)
         arrays[keys.colors(t)] = target.to_input(np.asarray(target_rgb, np.float32), fill=0.5)
@@ -120,9 +130,8 @@ def _transferred_labels(ctx: JobContext, meshes, result, transfer_labels) -> lis
     if not known.any():
         raise ValueError(f"Mesh '{meshes[0].name}' has no labelled vertex to transfer")
     out = [np.where(known, source_labels, 0)]
-    weight, up = float(ctx.params.get("rest_prior", 0.0)), feature_settings(ctx.params).up_axis or "y"
     for t in range(1, len(meshes)):
-        prior = rest_proximity(meshes[0], meshes[t], weight, up)
+        prior = matching_prior_for(ctx, meshes[0], meshes[t])
         out.append(transfer_labels(source_labels[known], result.embeddings[0][known], result.embeddings[t],
                                    proximity=prior.among_references(known) if prior else None))
     if not known.all():  # give the source's unlabelled vertices the label of their best match too
@@ -134,7 +143,8 @@ def _transferred_labels(ctx: JobContext, meshes, result, transfer_labels) -> lis
 def transfer_weights_job(ctx: JobContext) -> JobOutput:
     """Skin weights of mesh 0 (input ``source_weights`` (N_0, K), rows of vertex-group weights)
     carried to every other mesh t: ``weights{t}`` (N_t, K) float32, rows summing to 1. Param
-    ``rest_prior`` (default 0): weight of the rest-pose proximity bonus, for meshes posed alike."""
+    ``rest_prior`` (default 0): weight of the rest-pose proximity bonus, for meshes posed alike; param
+    ``landmark_prior`` (default ``LANDMARK_PRIOR``; 0: off) see :func:`matching_prior_for`."""
     from sa3df.apps.transfer import transfer_vertex_weights
 
     meshes, result = features_for_job(ctx)
@@ -146,11 +156,10 @@ def transfer_weights_job(ctx: JobContext) -> JobOutput:
             f"Mesh '{meshes[0].name}': source weights must be ({meshes[0].input_vertex_count}, K), got {weights.shape}"
         )
     source_weights = weights[meshes[0].input_index]
-    weight, up = float(ctx.params.get("rest_prior", 0.0)), feature_settings(ctx.params).up_axis or "y"
     arrays = {}
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"weights for {meshes[t].name}")
-        prior = rest_proximity(meshes[0], meshes[t], weight, up)
+        prior = matching_prior_for(ctx, meshes[0], meshes[t])
         target_weights = transfer_vertex_weights(
             source_weights, result.embeddings[0], result.embeddings[t], target_faces=meshes[t].faces,
             proximity=prior,

@@ -1,0 +1,263 @@
+"""Extremities two different characters share, and the pose-invariant matching prior built on them.
+
+Per-mesh features and plain positions cannot tell two characters' hands from their forearms once the
+proportions or the pose differ. Extremities can: hands, feet, head and tail are the local maxima of the
+average geodesic distance (AGD) on any body, in any pose. :func:`landmark_prior`
+
+1. finds the extremities of each mesh (:func:`extremities`);
+2. pairs them across the meshes (:func:`pair_landmarks`) by the distances between them and their AGD
+   (pose-invariant), by their places once the target is turned to face like the source (the turn is
+   fitted per candidate pairing, so mirror images score apart), and by the way the feet point (which
+   tells front from back when the extremities alone are front/back symmetric, as a T-pose is);
+3. describes every vertex by its distances to the paired extremities, each divided by that
+   extremity's mean distance to the others (so a longer arm is followed), and
+4. returns a bounded matching bonus (:class:`sa3df.apps.match.ProximitySum`): candidates with alike
+   descriptors, plus candidates at the same place in the faced-alike box-normalised shapes, which only
+   counts where the poses agree (at rest), since elsewhere the descriptors disagree.
+
+Distances are shortest paths on the edge graph; separate pieces (eyes, hair, hands modelled apart) are
+bridged to their nearest neighbours so every vertex gets a finite descriptor. Bone names are never read.
+Measured figures: bench/bench_cross.py and the README's known limits.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from sa3df.core.mesh import Mesh
+
+LANDMARK_PRIOR = 3.0  # default weight of each landmark bonus against the features' cosine (bench_cross)
+MAX_EXTREMITIES = 7  # head, four feet, tail and one more: 5,040 candidate pairings at most
+FACING_DOUBT = 0.5  # feet whose unit directions average shorter than this say nothing about facing
+AXES = {"x": 0, "y": 1, "z": 2}
+
+
+def surface_graph(mesh: Mesh, bridges: int = 3):
+    """(N, N) scipy CSR graph: mesh edges weighted by length, plus edges from every vertex of each
+    connected piece to its ``bridges`` nearest vertices of the other pieces."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    v, n = mesh.vertices, mesh.n_vertices
+    rows, cols = [mesh.faces.ravel()], [mesh.faces[:, [1, 2, 0]].ravel()]
+    count, piece = connected_components(coo_matrix((np.ones(len(rows[0])), (rows[0], cols[0])), shape=(n, n)),
+                                        directed=False)
+    for c in range(count if count > 1 else 0):
+        inside, others = np.flatnonzero(piece == c), np.flatnonzero(piece != c)
+        _, nearest = cKDTree(v[others]).query(v[inside], k=min(bridges, len(others)))
+        nearest = others[np.asarray(nearest).reshape(len(inside), -1)]
+        rows.append(np.repeat(inside, nearest.shape[1]))
+        cols.append(nearest.ravel())
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.linalg.norm(v[rows] - v[cols], axis=1) + 1e-12, (rows, cols)), shape=(n, n)).tocsr()
+    return graph.maximum(graph.T).tocsr()
+
+
+def graph_distances(graph, sources, predecessors: bool = False, limit: float = np.inf):
+    """(len(sources), N) shortest-path lengths on ``graph`` (and the predecessor arrays if asked)."""
+    from scipy.sparse.csgraph import dijkstra
+
+    return dijkstra(graph, directed=False, indices=np.asarray(sources, dtype=np.int64),
+                    return_predecessors=predecessors, limit=limit)
+
+
+def average_geodesic_distance(graph, samples: int = 32) -> np.ndarray:
+    """(N,) mean graph distance of each vertex to ``samples`` farthest-point samples (an AGD estimate)."""
+    chosen = [int(np.argmax(graph_distances(graph, [0])[0]))]
+    columns = [graph_distances(graph, chosen)[0]]
+    nearest = columns[0].copy()
+    for _ in range(min(samples, graph.shape[0]) - 1):
+        chosen.append(int(np.argmax(nearest)))
+        columns.append(graph_distances(graph, [chosen[-1]])[0])
+        nearest = np.minimum(nearest, columns[-1])
+    return np.mean(columns, axis=0)
+
+
+def extremities(graph, agd: np.ndarray, max_count: int = MAX_EXTREMITIES, radius: float = 0.2,
+                floor: float = 0.5) -> np.ndarray:
+    """Vertex ids of the extremities, highest AGD first: vertices whose AGD is the highest within
+    ``radius`` × the graph diameter around them, with AGD at least ``floor`` × the highest."""
+    reach = graph_distances(graph, [int(np.argmax(agd))])[0]
+    scale = float(reach[np.isfinite(reach)].max())
+    neighbour_agd = graph.copy()
+    neighbour_agd.data = agd[neighbour_agd.indices]
+    ring_max = np.maximum.reduceat(neighbour_agd.data, neighbour_agd.indptr[:-1])
+    candidates = np.flatnonzero((agd >= floor * agd.max()) & (agd >= ring_max))  # 1-ring maxima first
+    maxima = []
+    for start in range(0, len(candidates), 256):
+        chunk = candidates[start:start + 256]
+        near = graph_distances(graph, chunk, limit=radius * scale)
+        maxima.append(chunk[agd[chunk] >= np.where(np.isfinite(near), agd, -np.inf).max(axis=1)])
+    maxima = np.concatenate(maxima)
+    return maxima[np.argsort(-agd[maxima])][:max_count].astype(np.int64)
+
+
+def path_vertex(predecessors: np.ndarray, start: int, end: int, lengths: np.ndarray, fraction: float) -> int:
+    """The vertex on the shortest path ``start`` -> ``end`` (``predecessors`` and ``lengths`` of a search
+    from ``start``) whose distance from ``start`` is nearest ``fraction`` of the path's length."""
+    path = [end]
+    while path[-1] != start and predecessors[path[-1]] >= 0:
+        path.append(int(predecessors[path[-1]]))
+    path = np.asarray(path)
+    return int(path[np.argmin(np.abs(lengths[path] - fraction * lengths[end]))])
+
+
+def feet_direction(mesh: Mesh, graph, ids: np.ndarray, centre: int, up: np.ndarray) -> np.ndarray:
+    """(3,) the horizontal way the lowest extremities (feet) stick out of their legs, as a unit vector
+    scaled by how much the feet agree (0 when they do not: hooves, or one foot). Each foot's offset
+    from a point 20 % up its leg is taken less its part along the leg (20 % -> 50 %), so a leg swung
+    back in a stride still points its toes forward."""
+    heights = mesh.vertices[ids] @ up
+    low = ids[heights - heights.min() < 0.2 * np.ptp(mesh.vertices @ up)]
+    lengths, predecessors = graph_distances(graph, low, predecessors=True)
+    directions = []
+    for k, foot in enumerate(low):
+        ankle, knee = (mesh.vertices[path_vertex(predecessors[k], int(foot), centre, lengths[k], f)] for f in (0.2, 0.5))
+        leg = (knee - ankle) / max(np.linalg.norm(knee - ankle), 1e-12)
+        out = mesh.vertices[foot] - ankle
+        out = out - (out @ leg) * leg
+        out = out - (out @ up) * up
+        directions.append(out / max(np.linalg.norm(out), 1e-12))
+    mean = np.mean(directions, axis=0)
+    agreement = float(np.linalg.norm(mean))
+    return mean / max(agreement, 1e-12) * np.clip((agreement - FACING_DOUBT) / (1 - FACING_DOUBT), 0.0, 1.0)
+
+
+@dataclass
+class MeshLandmarks:
+    """One mesh's extremities. ``ids`` (K,) vertex ids; ``between`` (K, K) graph distances between them
+    and ``agd`` (K,) their AGD, both divided by ``scale`` (the mean AGD, a pose-invariant size);
+    ``points`` (N, 3) every vertex relative to the body centre (the AGD minimum) divided by ``scale``;
+    ``graph`` the surface graph; ``centre`` the AGD minimum's vertex id."""
+
+    ids: np.ndarray
+    between: np.ndarray
+    agd: np.ndarray
+    points: np.ndarray
+    scale: float
+    graph: object
+    centre: int
+    mesh: Mesh
+
+    def facing(self, up: np.ndarray | None) -> np.ndarray:
+        """(3,) :func:`feet_direction` about ``up`` (zero without one)."""
+        return np.zeros(3) if up is None else feet_direction(self.mesh, self.graph, self.ids, self.centre, up)
+
+
+def mesh_landmarks(mesh: Mesh) -> MeshLandmarks:
+    """The extremities of ``mesh`` and what :func:`pair_landmarks` compares."""
+    graph = surface_graph(mesh)
+    agd = average_geodesic_distance(graph)
+    ids = extremities(graph, agd)
+    if len(ids) < 2:
+        raise ValueError(f"Mesh '{mesh.name}' has fewer than two extremities to match by")
+    scale = float(agd.mean())
+    centre = int(np.argmin(agd))
+    between = graph_distances(graph, ids)[:, ids] / scale
+    points = (mesh.vertices - mesh.vertices[centre]) / scale
+    return MeshLandmarks(ids, between, agd[ids] / scale, points, scale, graph, centre, mesh)
+
+
+def _rotations_about(axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """(P, 3, 3) rotations by ``angles`` about the unit ``axis`` (Rodrigues)."""
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    c, s = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
+    return np.eye(3) + s * k + (1 - c) * (k @ k)
+
+
+def best_turns(fixed: np.ndarray, moving: np.ndarray, up: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """For each candidate ``moving`` (P, m, 3), the rotation (about ``up``; any proper rotation without
+    it) that best carries it onto ``fixed`` (m, 3), and the mean distance left: (P, 3, 3), (P,)."""
+    if up is None:
+        u, _, vt = np.linalg.svd(np.einsum("pmi,mj->pij", moving, fixed))
+        u[:, :, 2] *= np.sign(np.linalg.det(u @ vt))[:, None]  # never a reflection
+        rotations = np.transpose(u @ vt, (0, 2, 1))
+    else:
+        a = np.cross(up, [1.0, 0, 0] if abs(up[0]) < 0.9 else [0, 1.0, 0])
+        a /= np.linalg.norm(a)
+        b = np.cross(up, a)
+        mx, my, fx, fy = moving @ a, moving @ b, fixed @ a, fixed @ b
+        rotations = _rotations_about(up, np.arctan2((mx * fy - my * fx).sum(1), (mx * fx + my * fy).sum(1)))
+    left = np.linalg.norm(np.einsum("pij,pmj->pmi", rotations, moving) - fixed, axis=2).mean(axis=1)
+    return rotations, left
+
+
+@dataclass
+class LandmarkPairing:
+    """``pairs`` (M, 2) indices into the source's and the target's ``ids``; ``rotation`` (3, 3) turns the
+    target to face like the source; ``residual`` the mean distance between paired extremities left
+    after the turn (mean-AGD units); ``cost`` the pairing's score (lower is better)."""
+
+    pairs: np.ndarray
+    rotation: np.ndarray
+    residual: float
+    cost: float
+
+
+def pair_landmarks(source: MeshLandmarks, target: MeshLandmarks, up: np.ndarray | None = None,
+                   position_weight: float = 1.0, facing_weight: float = 1.0) -> LandmarkPairing:
+    """The one-to-one assignment of the smaller set of extremities into the larger that scores best:
+    mean differences of the distances between extremities and of their AGD, plus ``position_weight``
+    × the distance left after the best turn, minus ``facing_weight`` × the agreement of the feet's
+    directions after that turn. Every assignment is tried (at most 7!/0! = 5,040)."""
+    flipped = len(source.ids) > len(target.ids)
+    small, large = (target, source) if flipped else (source, target)
+    m = len(small.ids)
+    maps = np.asarray(list(itertools.permutations(range(len(large.ids)), m)), dtype=np.int64)  # (P, m)
+    upper = np.triu_indices(m, 1)
+    structure = np.abs(large.between[maps[:, upper[0]], maps[:, upper[1]]] - small.between[upper]).mean(axis=1)
+    agd = np.abs(large.agd[maps] - small.agd).mean(axis=1)
+    rotations, residual = best_turns(small.points[small.ids], large.points[large.ids][maps], up)
+    facing = np.einsum("pij,j->pi", rotations, large.facing(up)) @ small.facing(up)
+    cost = structure + agd + position_weight * residual - facing_weight * facing
+    best = int(np.argmin(cost))
+    pairs = np.stack([np.arange(m), maps[best]], axis=1)
+    rotation = rotations[best].T if flipped else rotations[best]
+    return LandmarkPairing(pairs[:, ::-1] if flipped else pairs, rotation, float(residual[best]), float(cost[best]))
+
+
+def landmark_descriptors(landmarks: MeshLandmarks, chosen: np.ndarray) -> np.ndarray:
+    """(N, M) graph distance of every vertex to the extremities ``chosen`` (M,) (indices into
+    ``landmarks.ids``), each column divided by that extremity's mean distance to the other chosen ones."""
+    ids = landmarks.ids[chosen]
+    spread = landmarks.between[np.ix_(chosen, chosen)].sum(axis=1) / max(len(chosen) - 1, 1) * landmarks.scale
+    return (graph_distances(landmarks.graph, ids).T / spread).astype(np.float32)
+
+
+def up_vector(up: str | None) -> np.ndarray | None:
+    """The unit vector of axis name ``up`` ("x", "y", "z"), or None."""
+    if up is None:
+        return None
+    if up not in AXES:
+        raise ValueError(f"up axis must be one of x, y, z, not '{up}'")
+    return np.eye(3)[AXES[up]]
+
+
+DESCRIPTOR_SIGMA = 0.2  # descriptor distance at which the bonus falls to e^-1/2 of its top
+POSITION_SIGMA = 0.02  # the same for positions, as a fraction of the box diagonal
+
+
+def landmark_prior(source_mesh: Mesh, target_mesh: Mesh, weight: float = LANDMARK_PRIOR, up: str | None = None):
+    """The matching bonus for ``target_mesh`` (queries) against ``source_mesh`` (references), a
+    :class:`sa3df.apps.match.ProximitySum` of two :class:`sa3df.apps.match.RestProximity` terms of
+    ``weight`` each: alike landmark descriptors (:func:`landmark_descriptors` of the paired
+    extremities) and the same place in the box-normalised shapes once the target is turned by the
+    pairing. ``up`` ("x", "y", "z") lets the turn be about that axis and the feet tell front from back;
+    without it each axis is tried and the best-scoring pairing kept. Raises ``ValueError`` for ``weight`` < 0."""
+    from sa3df.apps.match import ProximitySum, RestProximity
+
+    if weight < 0:
+        raise ValueError(f"the landmark prior's weight must be 0 or more, got {weight}")
+    source, target = mesh_landmarks(source_mesh), mesh_landmarks(target_mesh)
+    pairing = min((pair_landmarks(source, target, up_vector(axis)) for axis in ([up] if up else list(AXES))),
+                  key=lambda p: p.cost)
+    descriptors = RestProximity(landmark_descriptors(target, pairing.pairs[:, 1]),
+                                landmark_descriptors(source, pairing.pairs[:, 0]),
+                                weight=weight, sigma=DESCRIPTOR_SIGMA, box_normalize=False)
+    places = RestProximity(target_mesh.vertices @ pairing.rotation.T, source_mesh.vertices, weight=weight,
+                           sigma=POSITION_SIGMA)
+    return ProximitySum([descriptors, places])
