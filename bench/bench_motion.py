@@ -42,7 +42,7 @@ def clip_of_actions(path: Path, frames_wanted: int):
         armature.animation_data.action = action
         if hasattr(armature.animation_data, "action_slot") and action.slots:
             armature.animation_data.action_slot = action.slots[0]
-        clips.append(rig_io.source_clip(armature, rig_io.skinned_meshes(armature), rig_io.action_frames(action)))
+        clips.append(rig_io.source_clip(armature, rig_io.moved_meshes(armature), rig_io.action_frames(action)))
         if sum(map(len, clips)) >= frames_wanted:
             break
     clip = np.concatenate(clips)[:frames_wanted]

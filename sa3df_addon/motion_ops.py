@@ -16,24 +16,13 @@ import bpy
 import numpy as np
 
 from . import rig_io
-from .mesh_io import mesh_arrays
+from .mesh_io import armature_of, mesh_arrays
 from .preferences import feature_settings
 from .runner import BackendOperator, Request, UserError
 
 
-def _armature_of(obj):
-    """The armature driving ``obj`` (itself when it is one), else None."""
-    if obj is None:
-        return None
-    if obj.type == "ARMATURE":
-        return obj
-    if obj.type == "MESH":
-        return next((m.object for m in obj.modifiers if m.type == "ARMATURE" and m.object), None)
-    return None
-
-
 def _target_armature(context, source_armature):
-    targets = {_armature_of(o) for o in context.selected_objects} - {None, source_armature}
+    targets = {armature_of(o) for o in context.selected_objects} - {None, source_armature}
     if len(targets) != 1:
         raise UserError("Select exactly one target character (an armature or its skinned mesh) besides "
                         f"the active source (found {len(targets)})")
@@ -56,7 +45,7 @@ def _rig_arrays(rig) -> dict:
 
 
 def _request(context, job: str, source_objects, source_rest, source_faces, frames, target_armature, apply, scale):
-    target_meshes = rig_io.skinned_meshes(target_armature)
+    target_meshes = rig_io.moved_meshes(target_armature)
     rig = rig_io.rig_from_objects(target_armature, target_meshes)
     arrays = {"mesh0_vertices": source_rest, "mesh0_faces": source_faces,
               "mesh1_vertices": _world_rest(rig, target_armature), "mesh1_faces": rig.faces,
@@ -89,14 +78,14 @@ class SA3DF_OT_transfer_motion(BackendOperator):
     bl_label = "Transfer Motion"
 
     def build_request(self, context) -> Request:
-        source = _armature_of(context.active_object)
+        source = armature_of(context.active_object)
         if source is None:
             raise UserError("Make the source character (its armature or skinned mesh) the active object")
         action = source.animation_data.action if source.animation_data else None
         if action is None:
             raise UserError(f"Source armature '{source.name}' has no active action to transfer")
         target = _target_armature(context, source)
-        source_meshes = rig_io.skinned_meshes(source)
+        source_meshes = rig_io.moved_meshes(source)
         source_rig = rig_io.rig_from_objects(source, source_meshes)
         frames = rig_io.action_frames(action)
         clip = rig_io.source_clip(source, source_meshes, frames, into=target, align_origins=True)
@@ -129,7 +118,7 @@ class SA3DF_OT_align_pose(BackendOperator):
         shape = context.active_object
         if shape is None or shape.type != "MESH":
             raise UserError("Make the mesh whose pose you want the active object")
-        target = _target_armature(context, _armature_of(shape) if _armature_of(shape) is not None else None)
+        target = _target_armature(context, armature_of(shape) if armature_of(shape) is not None else None)
         vertices, faces = mesh_arrays(shape, evaluated=True, world=True)
         from sa3df.motion.rig import place_in_armature
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import client as worker_client
 from . import results
-from .mesh_io import vertex_group_labels, vertex_group_weights
+from .mesh_io import armature_of, vertex_group_labels, vertex_group_weights
 from .preferences import feature_settings
 from .runner import BackendOperator, Request, UserError, mesh_inputs, selected_meshes
 
@@ -118,7 +118,7 @@ class SA3DF_OT_segment_parts(BackendOperator):
 
 def source_armature(obj):
     """The armature deforming ``obj`` (its Armature modifier's, else its parent), or a UserError."""
-    armature = obj.find_armature()
+    armature = armature_of(obj)
     if armature is None:
         raise UserError(f"Mesh '{obj.name}' is not rigged (no Armature modifier or armature parent)")
     return armature

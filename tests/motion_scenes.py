@@ -48,7 +48,7 @@ def load_character(path: str, action: str | None = None, max_frames: int | None 
         return Character(rig, world, [], None, None, rest_world)
     act = set_action(armature, action)
     frames = rig_io.action_frames(act)[:max_frames]
-    clip = rig_io.source_clip(armature, rig_io.skinned_meshes(armature), frames)
+    clip = rig_io.source_clip(armature, rig_io.moved_meshes(armature), frames)
     basis = []
     for frame in frames:
         bpy.context.scene.frame_set(frame)

@@ -52,7 +52,7 @@ def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, d
     frames = rig_io.action_frames(walk)
     assert tuple(action.frame_range) == (frames[0], frames[-1])
     # The horse now moves: its skin differs between two frames of the new action.
-    meshes = rig_io.skinned_meshes(horse)
+    meshes = rig_io.moved_meshes(horse)
     clip = rig_io.source_clip(horse, meshes, [frames[0], frames[len(frames) // 2]])
     assert np.abs(clip[1] - clip[0]).max() > 0.02 * np.ptp(clip[0], axis=0).max()
 
@@ -67,7 +67,7 @@ def test_align_pose_operator_poses_the_target_like_a_mesh(addon, data_dir):
     horse, horse_actions = import_into_scene(data_dir / "quadrupeds/quaternius_horse.fbx")
     set_action(horse, next(a.name for a in horse_actions if "Walk" in a.name))
     bpy.context.scene.frame_set(8)
-    shape_mesh = rig_io.skinned_meshes(horse)[0]
+    shape_mesh = rig_io.moved_meshes(horse)[0]
     shape = shape_mesh.copy()
     shape.data = bpy.data.meshes.new_from_object(shape_mesh.evaluated_get(bpy.context.evaluated_depsgraph_get()))
     shape.modifiers.clear()
