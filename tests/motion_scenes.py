@@ -35,12 +35,19 @@ class Character:
 
 @functools.lru_cache(maxsize=16)
 def load_character(path: str, action: str | None = None, max_frames: int | None = None) -> Character:
-    import bpy
-
-    from blender_scene import import_character, set_action
-    from sa3df_addon import rig_io
+    from blender_scene import import_character
 
     armature, _ = import_character(Path(path))
+    return character_of(armature, action, max_frames)
+
+
+def character_of(armature, action: str | None = None, max_frames: int | None = None) -> Character:
+    """The character of an armature in the scene, with the clip of its action named like ``action``."""
+    import bpy
+
+    from blender_scene import set_action
+    from sa3df_addon import rig_io
+
     rig = rig_io.rig_from_objects(armature)
     world = np.array(armature.matrix_world, dtype=np.float64)
     rest_world = rig.rest_vertices @ world[:3, :3].T + world[:3, 3]

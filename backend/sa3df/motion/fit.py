@@ -98,7 +98,9 @@ class MotionResult:
     ``translating`` bones: roots and bones hanging from unskinned ones); ``joint_positions`` (T, B, 3) posed bone heads
     in armature space; ``scale`` the source -> target scale; ``residuals`` (T,) mean distance between
     matched target and (placed) source vertices in armature units, and ``normalized_residuals`` the same
-    divided by the target's size; ``placed_source`` (T, Nt, 3) each target vertex's match, placed.
+    divided by the target's size; ``vertex_residuals`` (Nt,) each target vertex's distance to its match over
+    the clip, / size (NaN where it had no usable match); ``placed_source`` (T, Nt, 3) each target vertex's
+    match, placed.
     """
 
     bone_names: list[str]
@@ -110,6 +112,7 @@ class MotionResult:
     scale: float
     residuals: np.ndarray
     normalized_residuals: np.ndarray
+    vertex_residuals: np.ndarray
     placed_source: np.ndarray
 
     def local_matrices(self) -> np.ndarray:
@@ -293,14 +296,16 @@ def _result(target, model, six, free, locations, scale, matched, conf, src_centr
     """Evaluate the fit on every vertex and convert to Blender's pose-bone terms (armature units)."""
     rot = matrix_from_6d(six)
     with torch.no_grad():
-        joints, residuals = [], []
+        joints, residuals, per_vertex = [], [], 0.0
         placed = scale * (matched - src_centre) + tgt_centre
         valid = torch.as_tensor(conf > 0)
         for start in range(0, rot.shape[0], 32):  # frames in chunks: (T, N, B) products stay small
             chunk = slice(start, start + 32)
             verts, heads = model.pose(local_matrices(rot[chunk], free, locations[chunk]))
             q = torch.as_tensor(placed[chunk], dtype=verts.dtype, device=verts.device)
-            residuals.append((verts - q).norm(dim=-1)[:, valid.to(verts.device)].mean(1).cpu())
+            distance = (verts - q).norm(dim=-1)
+            residuals.append(distance[:, valid.to(verts.device)].mean(1).cpu())
+            per_vertex = per_vertex + distance.sum(0).cpu().numpy().astype(np.float64)
             joints.append(heads.cpu())
     rotations = continuous_quaternions(quaternion_from_matrix(rot.cpu().numpy().astype(np.float64)))
     all_locations = np.zeros(rotations.shape[:2] + (3,))
@@ -316,5 +321,6 @@ def _result(target, model, six, free, locations, scale, matched, conf, src_centr
         scale=scale,
         residuals=residual * size,
         normalized_residuals=residual,
+        vertex_residuals=np.where(conf > 0, per_vertex / rot.shape[0], np.nan),
         placed_source=placed * size,
     )
