@@ -91,20 +91,3 @@ def posed_world(character: Character, local: np.ndarray) -> tuple[np.ndarray, np
     verts, heads = pose_rig(character.rig, local)
     w = character.world
     return verts @ w[:3, :3].T + w[:3, 3], heads @ w[:3, :3].T + w[:3, 3]
-
-
-def foot_sliding(vertices: np.ndarray, height: float, contact: float = 0.02) -> float:
-    """Mean horizontal speed (per frame, / height) of vertices within ``contact`` * height of the clip's
-    floor (the median of the per-frame lowest points) in consecutive frames: how much feet skate while
-    planted. ``vertices`` (T, N, 3) world, Z up."""
-    floor = np.median(vertices[..., 2].min(axis=1))  # typical ground level: one stray low frame cannot move it
-    low = (vertices[..., 2] - floor) < contact * height  # (T, N)
-    planted = low[1:] & low[:-1]
-    speed = np.linalg.norm(np.diff(vertices[..., :2], axis=0), axis=-1) / height
-    return float(speed[planted].mean()) if planted.any() else 0.0
-
-
-def rotation_jumps(rotations: np.ndarray) -> np.ndarray:
-    """(T-1, B) angle in degrees between consecutive local quaternions (w, x, y, z)."""
-    dots = np.abs((rotations[1:] * rotations[:-1]).sum(-1)).clip(0, 1)
-    return np.degrees(2 * np.arccos(dots))

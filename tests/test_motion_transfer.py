@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from blender_scene import bpy_or_skip
-from motion_scenes import foot_sliding, load_character, nearest_rest_correspondence, posed_world, rotation_jumps
+from motion_scenes import load_character, nearest_rest_correspondence, posed_world
+from sa3df.motion.contacts import foot_sliding, rotation_jumps
 from sa3df.motion.fit import MotionConfig, fit_motion
 from sa3df.motion.rig import place_in_armature
 from sa3df.motion.rotations import quaternion_from_matrix
