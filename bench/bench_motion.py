@@ -51,7 +51,7 @@ def clip_of_actions(path: Path, frames_wanted: int):
     return Character(rig, world, list(range(len(clip))), clip, None, rest)
 
 
-def speed(data: Path, frames: int) -> None:
+def speed(data: Path, frames: int, with_features: bool) -> None:
     from motion_scenes import load_character, nearest_rest_correspondence
     from sa3df.motion.fit import MotionConfig, fit_motion
     from sa3df.motion.rig import place_in_armature
@@ -65,13 +65,22 @@ def speed(data: Path, frames: int) -> None:
     fit_motion(wolf.rig, placed[:4], matches, weights, MotionConfig(iterations=2))  # warm-up (imports)
     runs = (("closed-form start only", dict(iterations=0, rematch_rounds=0)),
             ("full fit (2x40 + 200 Adam steps)", {}))
+    up = tuple(np.linalg.inv(wolf.world)[:3, :3] @ np.array([0.0, 0.0, 1.0]))
     for label, settings in runs:
         start = time.perf_counter()
-        result = fit_motion(wolf.rig, placed, matches, weights, MotionConfig(placement="origin", **settings))
+        result = fit_motion(wolf.rig, placed, matches, weights, MotionConfig(placement="origin", up=up, **settings))
         took = time.perf_counter() - start
         r = result.normalized_residuals
         print(f"  {label:34s} {took:6.1f} s  ({1000 * took / len(placed):5.1f} ms/frame)  residual / size: "
               f"mean {r.mean():.4f}, max {r.max():.4f}")
+    if with_features:
+        from test_motion_transfer import feature_correspondence
+
+        start = time.perf_counter()
+        feature_correspondence(fox, wolf)
+        took = time.perf_counter() - start
+        print(f"  {'correspondence (features, 300 steps)':34s} {took:6.1f} s  (fox {fox.rig.n_vertices} + wolf "
+              f"{wolf.rig.n_vertices} vertices; the full fit above plus this is one Transfer Motion)")
 
 
 def accuracy(data: Path, with_features: bool) -> None:
@@ -202,7 +211,7 @@ def main() -> None:
         sys.exit("shared data not found: set SA3DF_DATA")
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s)")
     if args.only in (None, "speed"):
-        speed(data, args.frames)
+        speed(data, args.frames, not args.skip_features)
     if args.only in (None, "accuracy"):
         accuracy(data, not args.skip_features)
     if args.only in (None, "contacts"):

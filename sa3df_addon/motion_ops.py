@@ -70,6 +70,13 @@ def _result(job, bone_names):
     return SimpleNamespace(bone_names=bone_names, rotations=rotations, locations=locations)
 
 
+def _feet_note(info: dict) -> str:
+    if "sliding" not in info:
+        return ""
+    return (f"; feet slide {info['sliding']:.2f} % of its height per frame (source {info['source_sliding']:.2f} %), "
+            f"lowest point at most {info['penetration']:.2f} % below / {info['float']:.2f} % above its floor")
+
+
 class SA3DF_OT_transfer_motion(BackendOperator):
     """Give the selected target character a new action that moves it like the active character's action
     (no bone map: the two surfaces are matched)"""
@@ -99,7 +106,8 @@ class SA3DF_OT_transfer_motion(BackendOperator):
             new = rig_io.bake_motion(armature, result, frames, f"{names['action']} → {armature.name}")
             notes = "; ".join(request.info.get("warnings") or [])
             return (f"New action '{new.name}' on '{armature.name}': {len(frames)} frames, mean fit distance "
-                    f"{job.info.get('mean_residual', float('nan')):.1%} of its size" + (f" ({notes})" if notes else ""))
+                    f"{job.info.get('mean_residual', float('nan')):.1%} of its size{_feet_note(job.info)}"
+                    + (f" ({notes})" if notes else ""))
 
         request = _request(context, "transfer_motion", source_meshes, _world_rest(source_rig, source),
                            source_rig.faces, clip, target, apply, scale=None)
@@ -139,6 +147,34 @@ class SA3DF_OT_align_pose(BackendOperator):
         # the target's: let the fit place it by centroid and estimate the scale bone by bone.
         request.params.update(placement="centroid", scale=None)
         return request
+
+
+# Seconds per training step per 1,000 vertices (both meshes), and per frame of the fit per 50 bones, measured
+# by bench/bench_motion.py on 2 shared CPU cores (fox -> wolf, 250 frames); the panel's estimate.
+FEATURE_SECONDS = 0.011
+FIT_SECONDS_PER_FRAME = 0.07
+FIXED_SECONDS = 3.0
+
+
+def transfer_estimate(context) -> str | None:
+    """What Transfer Motion would do with the current selection and about how long it takes, or None
+    when the selection is not one it takes."""
+    from sa3df.service.jobs import EFFORT_STEPS
+
+    source = armature_of(context.active_object)
+    action = source.animation_data.action if source is not None and source.animation_data else None
+    try:
+        target = _target_armature(context, source) if action is not None else None
+    except UserError:
+        return None
+    if target is None:
+        return None
+    vertices = sum(len(m.data.vertices) for a in (source, target) for m in rig_io.moved_meshes(a))
+    frames = len(rig_io.action_frames(action))
+    steps = EFFORT_STEPS.get(feature_settings(context, train=context.scene.sa3df.train_on_selection)["effort"], 0)
+    seconds = (FIXED_SECONDS + FEATURE_SECONDS * steps * vertices / 1000
+               + FIT_SECONDS_PER_FRAME * frames * len(target.data.bones) / 50)
+    return f"{frames} frames onto {target.name}: about {seconds:.0f} s"
 
 
 def set_pose(armature, result) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from . import actions, results
 from . import client as worker_client
-from . import results
 from .mesh_io import armature_of, vertex_group_labels, vertex_group_weights
 from .preferences import feature_settings
 from .runner import BackendOperator, Request, UserError, mesh_inputs, selected_meshes
@@ -158,16 +158,37 @@ class SA3DF_OT_transfer_skin_weights(BackendOperator):
 
 
 class SA3DF_OT_clear(bpy.types.Operator):
-    """Remove every attribute, vertex group and modifier this add-on wrote on the selected objects"""
+    """Remove every attribute, vertex group and modifier this add-on wrote on the selected objects, and
+    (if chosen) the actions Transfer Motion made for the selected characters"""
 
     bl_idname = "sa3df.clear"
     bl_label = "Clear sa3df Results"
     bl_options = {"REGISTER", "UNDO"}
 
+    remove_actions: bpy.props.BoolProperty(
+        name="Remove Transferred Actions", default=True,
+        description="Also unassign and delete the actions Transfer Motion made for the selected characters "
+                    "(the action each played before comes back); your own actions are never touched",
+    )
+
+    def invoke(self, context, event):
+        if any(actions.transferred_actions(a) for a in _selected_armatures(context)):
+            return context.window_manager.invoke_props_dialog(self)  # offer it: removing is not the only way
+        return self.execute(context)
+
     def execute(self, context):
         removed = sum(results.clear_results(obj) for obj in context.selected_objects)
-        self.report({"INFO"}, f"Removed {removed} sa3df result(s)")
+        note = ""
+        if self.remove_actions:
+            gone = sum(actions.remove_transferred_actions(a) for a in _selected_armatures(context))
+            note = f" and {gone} transferred action(s)" if gone else ""
+        self.report({"INFO"}, f"Removed {removed} sa3df result(s){note}")
         return {"FINISHED"}
+
+
+def _selected_armatures(context) -> set:
+    """The armatures of the selected objects (selected themselves, or moving a selected mesh)."""
+    return {armature_of(o) for o in context.selected_objects} - {None}
 
 
 class SA3DF_OT_cancel_job(bpy.types.Operator):

@@ -49,7 +49,7 @@ class SA3DF_PT_main(bpy.types.Panel):
         column.enabled = not busy
         column.prop(settings, "rest_prior")  # used by skin weights and motion alike
         column.operator("sa3df.transfer_skin_weights", icon="MOD_VERTEX_WEIGHT")
-        self._draw_motion(layout, busy)
+        self._draw_motion(layout, context, busy)
         layout.separator()
         layout.operator("sa3df.clear", icon="TRASH")
 
@@ -64,7 +64,7 @@ class SA3DF_PT_main(bpy.types.Panel):
         layout.label(text=text, icon="MESH_DATA")
 
     @staticmethod
-    def _draw_motion(layout, running: bool) -> None:
+    def _draw_motion(layout, context, running: bool) -> None:
         """Motion operators, when the motion module is installed."""
         names = [(n, i) for n, i in (("transfer_motion", "ANIM"), ("align_pose", "ARMATURE_DATA"))
                  if hasattr(bpy.types, f"SA3DF_OT_{n}")]
@@ -75,6 +75,20 @@ class SA3DF_PT_main(bpy.types.Panel):
         column.label(text="Motion")
         for name, icon in names:
             column.operator(f"sa3df.{name}", icon=icon)
+        estimate = _motion_estimate(context)
+        if estimate:
+            column.label(text=estimate, icon="TIME")
+
+
+def _motion_estimate(context) -> str | None:
+    """Transfer Motion's expected duration for the selection (from the motion module, when installed)."""
+    import importlib
+
+    try:
+        motion_ops = importlib.import_module(f"{__package__}.motion_ops")
+    except ImportError:
+        return None
+    return motion_ops.transfer_estimate(context)
 
 
 classes = (SA3DF_PT_main,)

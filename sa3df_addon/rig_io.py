@@ -14,6 +14,7 @@ from mathutils import Euler, Quaternion
 
 from sa3df.motion.rig import Rig, place_in_armature
 
+from . import actions
 from .mesh_io import mesh_arrays, mover, moved_meshes, vertex_group_weights
 
 
@@ -134,7 +135,8 @@ def bake_motion(armature, result, frames, action_name: str, assign: bool = True)
 
     Keys every rig bone's rotation in the bone's own ``rotation_mode`` (quaternion, axis-angle or Euler;
     the mode is never changed), its location (non-zero on the bones the fit may translate) and unit
-    scale, one key per frame in ``frames``. Existing actions are left untouched; with ``assign`` the new
+    scale, one key per frame in ``frames``. The action is marked as the add-on's (:mod:`.actions`: Clear
+    can remove it). Existing actions are left untouched; with ``assign`` the new
     action becomes the armature's active one, and the previously active action gets a fake user if it
     would otherwise be orphaned. On failure nothing is left behind. Returns the action.
     """
@@ -167,6 +169,7 @@ def bake_motion(armature, result, frames, action_name: str, assign: bool = True)
             previous.use_fake_user = had_fake_user
         bpy.data.actions.remove(action)
         raise
+    actions.mark_transferred(action, armature, previous)
     if not assign:
         _restore(anim, previous, previous_slot)
         action.use_fake_user = True

@@ -296,7 +296,7 @@ def spin_limits(model: TorchRig, problem: "Problem", c, q, config) -> torch.Tens
     """(T-1, B) the largest per-frame change of each bone's local rotation the fit allows without cost, in
     the units of ``_smooth_terms``' spin (4 (1 - cos angle)): ``config.flip_angle``, or more where the
     source itself turns faster, measured without a bone map as the rotation (Kabsch) between consecutive
-    frames of the matched source points ``q`` (T, n, 3) of the bone's (or its parent's) skin."""
+    frames of the matched source points ``q`` (T, n, 3) of the bone's skin plus its parent's."""
     t, b = q.shape[0], model.rig.n_bones
     if t < 2:
         return q.new_zeros(0, b)
@@ -308,12 +308,13 @@ def spin_limits(model: TorchRig, problem: "Problem", c, q, config) -> torch.Tens
     cov = cov - mean[1:, :, :, None] * mean[:-1, :, None, :]
     turn = nearest_rotation(cov + 1e-9 * torch.eye(3, device=q.device))
     cosine = ((turn.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)  # (T-1, B)
-    cosine = torch.where(w.sum(0)[None] > 0, cosine, torch.ones_like(cosine))
+    angle = torch.where(w.sum(0)[None] > 0, torch.arccos(cosine), torch.zeros_like(cosine))
+    # A local rotation is the parent's inverse times the bone's own: it may turn by up to both angles.
+    roots = torch.as_tensor(model.rig.parents < 0, device=q.device)[None]
     parents = torch.as_tensor([max(p, 0) for p in model.rig.parents], device=q.device)
-    cosine = torch.minimum(cosine, torch.where(torch.as_tensor(model.rig.parents >= 0, device=q.device)[None],
-                                               cosine[:, parents], cosine))
-    floor = math.cos(math.radians(config.flip_angle))
-    return 4.0 * (1.0 - torch.minimum(cosine, torch.full_like(cosine, floor)))
+    allowed = (angle + torch.where(roots, torch.zeros_like(angle), angle[:, parents])).clamp(max=math.pi)
+    allowed = allowed.clamp(min=math.radians(config.flip_angle))
+    return 4.0 * (1.0 - torch.cos(allowed))
 
 
 def _smooth_terms(joints, rot, limit, config):
