@@ -44,18 +44,20 @@ def best_of(fn, repeats: int = 3) -> float:
 
 
 def bench_worker(vertices, faces) -> None:
-    sys.path.insert(0, str(REPO / "sa3df_addon"))
-    import client as worker_client
-
+    from sa3df.service import client as worker_client
     from sa3df.service import jobs
+    from sa3df.service.context import JobOutput
+    from sa3df.service.feature_service import meshes_from_inputs
+    from sa3df.service.protocol import load_arrays, meshes_to_inputs, save_arrays
 
-    arrays = jobs.meshes_to_inputs([(vertices, faces)])
+    arrays = meshes_to_inputs([(vertices, faces)])
     params = {"mesh_names": ["grid"], "mode": "none"}
 
-    @jobs.job("bench_mesh_roundtrip")
     def roundtrip(ctx):  # reads the mesh like every job, returns a per-vertex array
-        mesh = jobs.meshes_from_inputs(ctx.inputs, ctx.params)[0]
-        return jobs.JobOutput({"labels": mesh.to_input(np.zeros(mesh.n_vertices, np.int32), fill=-1)})
+        mesh = meshes_from_inputs(ctx.inputs, ctx.params)[0]
+        return JobOutput({"labels": mesh.to_input(np.zeros(mesh.n_vertices, np.int32), fill=-1)})
+
+    jobs.register("bench_mesh_roundtrip", roundtrip)
 
     client = worker_client.WorkerClient()
     client.wait(client.submit("environment", {}, {}))  # start-up (torch import) is not counted
@@ -63,8 +65,6 @@ def bench_worker(vertices, faces) -> None:
     through_worker = best_of(lambda: client.wait(client.submit("environment", {}, {})))
     direct = best_of(lambda: jobs.run_job("bench_mesh_roundtrip", arrays, params))
     with tempfile.TemporaryDirectory() as tmp:
-        from sa3df.service.worker import load_arrays, save_arrays
-
         def files():
             save_arrays(Path(tmp) / "in.npz", arrays)
             load_arrays(Path(tmp) / "in.npz")

@@ -26,7 +26,7 @@ ARM_PARTS = ("LowerArm", "Palm", "MiddleHand", "Fingers", "Thumb")
 def arms_turned(character, degrees: float) -> np.ndarray:
     """World-space skin with both upper arms turned by ``degrees`` about world Y (positive: raised)."""
     from sa3df.core.orient import rotation_about
-    from sa3df.motion.rig import pose_rig
+    from sa3df.motion.skinning import pose_rig
 
     names = character.rig.bone_names
     local = np.tile(np.eye(4), (1, character.rig.n_bones, 1, 1))
@@ -48,7 +48,7 @@ def main() -> None:
     from sa3df.core import mesh
     from sa3df.service.motion_jobs import REST_PRIOR
     from sa3df.features.pipeline import compute_surface_features
-    from sa3df.features.train import TrainConfig
+    from sa3df.features.settings import FeatureSettings
 
     torch.set_num_threads(1)
     data = find_data_dir()
@@ -64,8 +64,7 @@ def main() -> None:
     for degrees in (-30, 0, 30, 60):
         meshes = [mesh.from_arrays(man.rest_world, man.rig.faces, name="man"),
                   mesh.from_arrays(arms_turned(woman, degrees), woman.rig.faces, name="woman")]
-        result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=300),
-                                          face_alike_up="z")
+        result = compute_surface_features(meshes, FeatureSettings(steps=300, up_axis="z"))
         row = []
         for prior in (0.0, REST_PRIOR):
             matches, _, _ = match.input_vertex_matches(*meshes, *(f.embedding for f in result.features),

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import bpy
 import numpy as np
+from sa3df.service import protocol
 
 from . import rig_io
 from .mesh_io import armature_of, mesh_arrays
@@ -38,20 +39,16 @@ def _size(vertices: np.ndarray) -> float:
     return float(np.linalg.norm(np.ptp(vertices, axis=0)))
 
 
-def _rig_arrays(rig) -> dict:
-    return {"rig_parents": rig.parents, "rig_rest_matrices": rig.rest_matrices,
-            "rig_rest_vertices": rig.rest_vertices, "rig_weights": rig.weights.astype(np.float32),
-            "rig_faces": rig.faces, "rig_connected": rig.connected.astype(np.int8)}
-
-
 def _request(context, job: str, source_objects, source_rest, source_faces, frames, target_armature, apply, scale):
     target_meshes = rig_io.moved_meshes(target_armature)
     rig = rig_io.rig_from_objects(target_armature, target_meshes)
-    arrays = {"mesh0_vertices": source_rest, "mesh0_faces": source_faces,
-              "mesh1_vertices": _world_rest(rig, target_armature), "mesh1_faces": rig.faces,
-              "source_frames": frames, **_rig_arrays(rig)}
+    target_rest = _world_rest(rig, target_armature)
+    arrays = {**protocol.meshes_to_inputs([(source_rest, source_faces), (target_rest, rig.faces)]),
+              protocol.SOURCE_FRAMES: frames,
+              **protocol.rig_to_inputs(rig.parents, rig.rest_matrices, rig.rest_vertices, rig.weights, rig.faces,
+                                       rig.connected)}
     if scale is None:
-        scale = _size(arrays["mesh1_vertices"]) / max(_size(source_rest), 1e-12)
+        scale = _size(target_rest) / max(_size(source_rest), 1e-12)
     world_up_in_target = np.linalg.inv(np.array(target_armature.matrix_world, dtype=np.float64))[:3, :3] @ (0, 0, 1)
     params = {"mesh_names": [source_objects[0].name, target_meshes[0].name], "bone_names": rig.bone_names,
               "up": [float(x) for x in world_up_in_target],
@@ -64,7 +61,8 @@ def _request(context, job: str, source_objects, source_rest, source_faces, frame
 
 
 def _result(job, bone_names):
-    rotations, locations = job.arrays["rotations"].astype(np.float64), job.arrays["locations"].astype(np.float64)
+    rotations = job.arrays[protocol.ROTATIONS].astype(np.float64)
+    locations = job.arrays[protocol.LOCATIONS].astype(np.float64)
     if rotations.shape[1] != len(bone_names):
         raise UserError(f"the fit has {rotations.shape[1]} bones but the target has {len(bone_names)}")
     return SimpleNamespace(bone_names=bone_names, rotations=rotations, locations=locations)
@@ -109,7 +107,7 @@ class SA3DF_OT_transfer_motion(BackendOperator):
                     f"{job.info.get('mean_residual', float('nan')):.1%} of its size{_feet_note(job.info)}"
                     + (f" ({notes})" if notes else ""))
 
-        request = _request(context, "transfer_motion", source_meshes, _world_rest(source_rig, source),
+        request = _request(context, protocol.TRANSFER_MOTION, source_meshes, _world_rest(source_rig, source),
                            source_rig.faces, clip, target, apply, scale=None)
         request.params["rest_prior"] = float(context.scene.sa3df.rest_prior)  # both skins are at rest
         return request
@@ -142,7 +140,7 @@ class SA3DF_OT_align_pose(BackendOperator):
             return (f"Posed '{armature.name}' like '{names['shape']}' (mean fit distance "
                     f"{job.info.get('mean_residual', float('nan')):.1%} of its size)")
 
-        request = _request(context, "align_pose", [shape], vertices, faces, frames, target, apply, scale=None)
+        request = _request(context, protocol.ALIGN_POSE, [shape], vertices, faces, frames, target, apply, scale=None)
         # A shape has no origin on the floor to align with, and its size in another pose says little about
         # the target's: let the fit place it by centroid and estimate the scale bone by bone.
         request.params.update(placement="centroid", scale=None)
@@ -159,7 +157,7 @@ FIXED_SECONDS = 3.0
 def transfer_estimate(context) -> str | None:
     """What Transfer Motion would do with the current selection and about how long it takes, or None
     when the selection is not one it takes."""
-    from sa3df.service.jobs import EFFORT_STEPS
+    from sa3df.features.settings import EFFORT_STEPS
 
     source = armature_of(context.active_object)
     action = source.animation_data.action if source is not None and source.animation_data else None
@@ -197,13 +195,3 @@ def set_pose(armature, result) -> None:
 
 
 classes = (SA3DF_OT_transfer_motion, SA3DF_OT_align_pose)
-
-
-def register():
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister():
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)

@@ -1,7 +1,7 @@
 """The panel's operators: features, correspondence, parts, skin weights, clear, and worker control.
 
 Each feature operator gathers the selected meshes (the active one first: it is the source),
-builds a backend job (see ``sa3df.service.jobs``), and writes the result under "sa3df_" names.
+builds a backend job (see ``sa3df.service.protocol``), and writes the result under "sa3df_" names.
 """
 
 from __future__ import annotations
@@ -9,8 +9,12 @@ from __future__ import annotations
 import bpy
 import numpy as np
 
+from sa3df.service import client as worker_client
+from sa3df.service import protocol
+
 from . import actions, results
-from . import client as worker_client
+from .backend import client_for
+from .backend_env import BackendEnvError, describe_device
 from .mesh_io import armature_of, vertex_group_labels, vertex_group_weights
 from .preferences import feature_settings
 from .runner import BackendOperator, Request, UserError, mesh_inputs, selected_meshes
@@ -51,13 +55,13 @@ class SA3DF_OT_compute_features(BackendOperator):
     def build_request(self, context) -> Request:
         def apply(context, job, objects) -> str:
             for i, obj in enumerate(objects):
-                results.write_color_attribute(obj, FEATURES_COLOR, job.arrays[f"pca{i}"])
+                results.write_color_attribute(obj, FEATURES_COLOR, job.arrays[protocol.pca(i)])
             show_colors(context)
             cached = " (from the cache)" if job.info.get("features_from") in ("memory", "disk") else ""
             return (f"Features of {len(objects)} mesh(es){cached}: {job.info.get('embedding_dim', '?')}-d "
                     f"embedding shown as colour attribute '{FEATURES_COLOR}'")
 
-        return _request(context, "compute_features", selected_meshes(context), apply)
+        return _request(context, protocol.COMPUTE_FEATURES, selected_meshes(context), apply)
 
 
 class SA3DF_OT_show_correspondence(BackendOperator):
@@ -68,17 +72,17 @@ class SA3DF_OT_show_correspondence(BackendOperator):
 
     def build_request(self, context) -> Request:
         def apply(context, job, objects) -> str:
-            results.write_color_attribute(objects[0], CORRESPONDENCE_COLOR, job.arrays["colors0"])
+            results.write_color_attribute(objects[0], CORRESPONDENCE_COLOR, job.arrays[protocol.colors(0)])
             for t, obj in enumerate(objects[1:], start=1):
-                results.write_color_attribute(obj, CORRESPONDENCE_COLOR, job.arrays[f"colors{t}"])
-                results.write_int_attribute(obj, MATCH_INDEX, job.arrays[f"source_index{t}"])
+                results.write_color_attribute(obj, CORRESPONDENCE_COLOR, job.arrays[protocol.colors(t)])
+                results.write_int_attribute(obj, MATCH_INDEX, job.arrays[protocol.source_index(t)])
             show_colors(context)
             mutual = job.info.get("mutual_fraction", {})
             shares = ", ".join(f"{name} {share:.0%}" for name, share in mutual.items())
             return f"Matched {len(objects) - 1} mesh(es) to '{objects[0].name}' (mutual matches: {shares})"
 
         objects = selected_meshes(context, min_count=2, need_active=True)
-        return _request(context, "correspondence", objects, apply)
+        return _request(context, protocol.CORRESPONDENCE, objects, apply)
 
 
 class SA3DF_OT_segment_parts(BackendOperator):
@@ -93,7 +97,8 @@ class SA3DF_OT_segment_parts(BackendOperator):
             objects = selected_meshes(context, min_count=2, need_active=True)
             labels, names = vertex_group_labels(objects[0])
             group_names = [f"sa3df_{name}" for name in names]
-            params, arrays = {"mode": "transfer", "rest_prior": float(settings.rest_prior)}, {"source_labels": labels}
+            params = {"mode": "transfer", "rest_prior": float(settings.rest_prior)}
+            arrays = {protocol.SOURCE_LABELS: labels}
         else:
             objects = selected_meshes(context)
             count = settings.part_count
@@ -102,9 +107,9 @@ class SA3DF_OT_segment_parts(BackendOperator):
 
         def apply(context, job, objects) -> str:
             for i, obj in enumerate(objects):
-                labels = job.arrays[f"labels{i}"]
+                labels = job.arrays[protocol.labels(i)]
                 results.write_int_attribute(obj, PART_INDEX, labels)
-                results.write_color_attribute(obj, PART_COLOR, job.arrays[f"colors{i}"])
+                results.write_color_attribute(obj, PART_COLOR, job.arrays[protocol.colors(i)])
                 one_hot = np.zeros((len(labels), len(group_names)), dtype=np.float32)
                 valid = (labels >= 0) & (labels < len(group_names))
                 one_hot[np.flatnonzero(valid), labels[valid]] = 1.0
@@ -113,7 +118,7 @@ class SA3DF_OT_segment_parts(BackendOperator):
             show_colors(context)
             return f"{int(job.info.get('k', len(group_names)))} parts on {len(objects)} mesh(es)"
 
-        return _request(context, "segment", objects, apply, params, arrays)
+        return _request(context, protocol.SEGMENT, objects, apply, params, arrays)
 
 
 def source_armature(obj):
@@ -149,11 +154,12 @@ class SA3DF_OT_transfer_skin_weights(BackendOperator):
             if rig is None:
                 raise UserError(f"Armature '{armature_name}' is gone")
             for t, target in enumerate(objects[1:], start=1):
-                results.write_vertex_groups(target, bones, job.arrays[f"weights{t}"], exact_names=True)
+                results.write_vertex_groups(target, bones, job.arrays[protocol.weights(t)], exact_names=True)
                 results.add_armature_modifier(target, rig, ARMATURE_MODIFIER)
             return f"Skin weights of {len(bones)} bones of '{armature_name}' on {len(objects) - 1} mesh(es)"
 
-        return _request(context, "transfer_weights", objects, apply, extra_arrays={"source_weights": weights},
+        return _request(context, protocol.TRANSFER_WEIGHTS, objects, apply,
+                        extra_arrays={protocol.SOURCE_WEIGHTS: weights},
                         extra_params={"rest_prior": float(context.scene.sa3df.rest_prior)})
 
 
@@ -209,17 +215,17 @@ class SA3DF_OT_check_backend(bpy.types.Operator):
     bl_label = "Check Backend"
 
     def execute(self, context):
-        client = worker_client.shared_client()
         try:
-            job = client.wait(client.submit("environment", {}, {"device": feature_settings(context)["device"]}))
-        except worker_client.WorkerError as error:
+            client = client_for(context)
+            job = client.wait(client.submit(protocol.ENVIRONMENT, {}, {"device": feature_settings(context)["device"]}))
+        except (worker_client.WorkerError, BackendEnvError) as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         if job.state != worker_client.DONE:
             self.report({"ERROR"}, f"The backend does not work: {job.error}")
             return {"CANCELLED"}
-        info = job.info
-        self.report({"INFO"}, f"sa3df {info['sa3df']}, torch {info['torch']}, device {info['device']}, "
+        info = client.environment = job.info
+        self.report({"INFO"}, f"sa3df {info['sa3df']} on Python {info.get('python', '?')}: {describe_device(info)}; "
                               f"extractors: {', '.join(info['extractors'])}")
         return {"FINISHED"}
 

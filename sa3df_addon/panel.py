@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from . import motion_ops
+from .backend import backend_summary, bundled_torch
 from .preferences import preferences
 from .runner import running_job, selected_meshes
 
@@ -52,6 +54,19 @@ class SA3DF_PT_main(bpy.types.Panel):
         self._draw_motion(layout, context, busy)
         layout.separator()
         layout.operator("sa3df.clear", icon="TRASH")
+        self._draw_backend(layout, context, busy)
+
+    @staticmethod
+    def _draw_backend(layout, context, busy: bool) -> None:
+        """Which Python the worker runs in and the device it found; the way out when this build lacks torch."""
+        box = layout.box()
+        prefs = preferences(context)
+        if prefs is not None and prefs.backend == "BUNDLED" and not bundled_torch():
+            box.label(text="No torch in this build: Preferences > Add-ons > SA3DF > Backend", icon="ERROR")
+        box.label(text=backend_summary(context), icon="SYSTEM")
+        row = box.row()
+        row.enabled = not busy
+        row.operator("sa3df.check_backend", icon="FILE_REFRESH")
 
     @staticmethod
     def _draw_selection(layout, context) -> None:
@@ -65,30 +80,14 @@ class SA3DF_PT_main(bpy.types.Panel):
 
     @staticmethod
     def _draw_motion(layout, context, running: bool) -> None:
-        """Motion operators, when the motion module is installed."""
-        names = [(n, i) for n, i in (("transfer_motion", "ANIM"), ("align_pose", "ARMATURE_DATA"))
-                 if hasattr(bpy.types, f"SA3DF_OT_{n}")]
-        if not names:
-            return
         column = layout.column(align=True)
         column.enabled = not running
         column.label(text="Motion")
-        for name, icon in names:
-            column.operator(f"sa3df.{name}", icon=icon)
-        estimate = _motion_estimate(context)
+        column.operator("sa3df.transfer_motion", icon="ANIM")
+        column.operator("sa3df.align_pose", icon="ARMATURE_DATA")
+        estimate = motion_ops.transfer_estimate(context)
         if estimate:
             column.label(text=estimate, icon="TIME")
-
-
-def _motion_estimate(context) -> str | None:
-    """Transfer Motion's expected duration for the selection (from the motion module, when installed)."""
-    import importlib
-
-    try:
-        motion_ops = importlib.import_module(f"{__package__}.motion_ops")
-    except ImportError:
-        return None
-    return motion_ops.transfer_estimate(context)
 
 
 classes = (SA3DF_PT_main,)

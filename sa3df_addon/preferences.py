@@ -20,6 +20,17 @@ DEVICES = [
     ("cuda", "CUDA", "An NVIDIA GPU"),
     ("mps", "Apple GPU", "Metal (MPS)"),
 ]
+BACKENDS = [
+    ("BUNDLED", "Bundled", "Blender's own Python with the wheels this extension ships (CPU torch where one exists)"),
+    ("MANAGED", "Managed", "A virtual environment in the extension's folder with the torch build you pick (GPU)"),
+    ("EXTERNAL", "External Python", "An interpreter you name that has the sa3df backend (any Python >= 3.11)"),
+]
+TORCH_BUILDS = [
+    ("CPU", "CPU", "Works everywhere"),
+    ("CUDA", "CUDA", "NVIDIA GPUs (Linux, Windows)"),
+    ("ROCM", "ROCm", "AMD GPUs (Linux)"),
+    ("MPS", "Apple GPU", "Metal on Apple Silicon (macOS)"),
+]
 EFFORTS = [
     ("off", "Off", "No test-time training: use the checkpoint's embedding (or the base features without one)"),
     ("fast", "Fast", "300 training steps on the selection"),
@@ -46,19 +57,34 @@ class SA3DF_AddonPreferences(bpy.types.AddonPreferences):
         description="A trained surface-aware network (config.json + model.safetensors); optional",
     )
     effort: EnumProperty(name="Training Effort", items=EFFORTS, default="fast")
-    allow_download: BoolProperty(
+    allow_downloads: BoolProperty(
         name="Allow Weight Downloads", default=False,
         description="Let extractors download missing weights (only when Blender's online access is on)",
     )
 
+    backend: EnumProperty(name="Backend", items=BACKENDS, default="BUNDLED",
+                          description="Which Python the backend worker runs in")
+    external_python: StringProperty(name="External Python", subtype="FILE_PATH", default="",
+                                    description="Interpreter with the sa3df backend, e.g. a venv's bin/python")
+    managed_python: StringProperty(
+        name="Base Python", subtype="FILE_PATH", default="",
+        description="Python that creates the managed environment (empty: Blender's own)")
+    managed_torch: EnumProperty(name="Torch Build", items=TORCH_BUILDS, default="CPU")
+    managed_wheels: StringProperty(
+        name="Offline Wheels", subtype="DIR_PATH", default="",
+        description="A folder of wheels (torch and the backend's dependencies) to install from without network")
+
     def draw(self, context):
+        from .backend import draw_backend_preferences
+
         layout = self.layout
         layout.use_property_split = True
         for name in ("extractor", "device", "effort", "checkpoint", "weights_dir", "cache_dir"):
             layout.prop(self, name)
+        draw_backend_preferences(self, layout.box())
         row = layout.row()
         row.enabled = bpy.app.online_access
-        row.prop(self, "allow_download")
+        row.prop(self, "allow_downloads")
         if not bpy.app.online_access:
             layout.label(text="Online access is off in Blender's System preferences", icon="INFO")
         row = layout.row()
@@ -81,17 +107,21 @@ def default_cache_dir() -> str:
 
 
 def feature_settings(context, train: bool = True) -> dict:
-    """The backend's feature settings (see ``sa3df.service.jobs``) from the preferences."""
+    """The backend's feature settings (:class:`sa3df.features.settings.FeatureSettings`, as JSON) from
+    the preferences."""
+    from sa3df.features.settings import FeatureSettings
+
     prefs = preferences(context)
     get = (lambda name, default: getattr(prefs, name)) if prefs is not None else (lambda name, default: default)
-    return {
-        "extractor": get("extractor", "auto"),
-        "device": get("device", "auto"),
-        "effort": get("effort", "fast") if train else "off",
-        "checkpoint": bpy.path.abspath(get("checkpoint", "")) or None,
-        "weights_dir": bpy.path.abspath(get("weights_dir", "")) or None,
-        "cache_dir": bpy.path.abspath(get("cache_dir", "")) or default_cache_dir(),
-        "allow_download": bool(get("allow_download", False) and bpy.app.online_access),
-        "seed": 0,
-        "up_axis": "z",  # Blender's world is Z-up (rendered extractors place their cameras around it)
-    }
+    settings = FeatureSettings.for_effort(
+        get("effort", "fast") if train else "off",
+        extractor=get("extractor", "auto"),
+        device=get("device", "auto"),
+        checkpoint=bpy.path.abspath(get("checkpoint", "")) or None,
+        weights_dir=bpy.path.abspath(get("weights_dir", "")) or None,
+        cache_dir=bpy.path.abspath(get("cache_dir", "")) or default_cache_dir(),
+        allow_downloads=bool(get("allow_downloads", False) and bpy.app.online_access),
+        seed=0,
+        up_axis="z",  # Blender's world is Z-up: meshes face alike about it, rendered cameras orbit it
+    )
+    return settings.to_params()

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import bpy
+from sa3df.service import client as worker_client
+from sa3df.service.protocol import mesh_faces, mesh_vertices
 
-from . import client as worker_client
+from .backend import client_for
+from .backend_env import BackendEnvError
 from .mesh_io import mesh_arrays
 
 PROGRESS_TIMER_SECONDS = 0.1
@@ -66,7 +69,7 @@ def mesh_inputs(context, objects: list) -> tuple[dict, list[int]]:
         vertices, triangles = mesh_arrays(obj, evaluated=use_modifiers, world=True)
         if len(triangles) == 0:
             raise UserError(f"Mesh '{obj.name}' has no faces ({len(vertices)} loose vertices)")
-        arrays[f"mesh{i}_vertices"], arrays[f"mesh{i}_faces"] = vertices, triangles
+        arrays[mesh_vertices(i)], arrays[mesh_faces(i)] = vertices, triangles
         counts.append(len(obj.data.vertices))
     return arrays, counts
 
@@ -101,7 +104,7 @@ class BackendOperator(bpy.types.Operator):
     def _start(self, context):
         """(request, job) of a job now running in the worker, or (None, None) after a reported refusal."""
         request = self._request_or_report(context)
-        job = None if request is None else self._submit(request)
+        job = None if request is None else self._submit(context, request)
         return (request, job) if job is not None else (None, None)
 
     def execute(self, context):
@@ -164,10 +167,10 @@ class BackendOperator(bpy.types.Operator):
             self.report({"ERROR"}, str(error))
             return None
 
-    def _submit(self, request: Request):
+    def _submit(self, context, request: Request):
         try:
-            job = worker_client.shared_client().submit(request.job, request.arrays, request.params)
-        except worker_client.WorkerError as error:
+            job = client_for(context).submit(request.job, request.arrays, request.params)
+        except (worker_client.WorkerError, BackendEnvError) as error:
             self.report({"ERROR"}, str(error))
             return None
         return job

@@ -31,13 +31,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-strip-"))
-sys.path[:0] = [str(REPO), str(REPO / "backend")]
+sys.path[:0] = [str(REPO), str(REPO / "backend"), str(REPO / "tests")]
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import blender_scene  # noqa: E402
 from sa3df_addon import rig_io  # noqa: E402
+from sa3df_addon.mesh_io import mesh_arrays  # noqa: E402
 
 SOURCE_COLOR = (0.42, 0.52, 0.66, 1.0)  # blue-grey
 TARGET_COLOR = (0.93, 0.55, 0.22, 1.0)  # warm orange
@@ -47,11 +49,8 @@ BACKGROUND = (0.97, 0.97, 0.97)
 def import_character(path: Path):
     """Import a character without clearing the scene; returns (armature, body mesh, its actions)."""
     before_objects, before_actions = set(bpy.data.objects), set(bpy.data.actions)
-    bpy.ops.import_scene.fbx(filepath=str(path))
-    new = [o for o in bpy.data.objects if o not in before_objects]
-    armature = next(o for o in new if o.type == "ARMATURE")
-    body = max((o for o in new if o.type == "MESH"), key=lambda o: len(o.data.vertices))
-    for obj in new:  # only the body is rendered
+    armature, body = blender_scene.add_character(path)
+    for obj in set(bpy.data.objects) - before_objects:  # only the body is rendered
         obj.hide_render = obj is not body
     return armature, body, [a for a in bpy.data.actions if a not in before_actions]
 
@@ -88,12 +87,11 @@ def feature_matches(source_rest, source_faces, target_rest, target_faces, steps:
     from sa3df.core import mesh
     from sa3df.service.motion_jobs import REST_PRIOR
     from sa3df.features.pipeline import compute_surface_features
-    from sa3df.features.train import TrainConfig
+    from sa3df.features.settings import FeatureSettings
 
     meshes = [mesh.from_arrays(source_rest, source_faces, name="source"),
               mesh.from_arrays(target_rest, target_faces, name="target")]
-    result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=steps),
-                                      face_alike_up="z")  # the two characters face different ways
+    result = compute_surface_features(meshes, FeatureSettings(steps=steps, up_axis="z"))  # they face different ways
     matches, weights, _ = match.input_vertex_matches(*meshes, *(f.embedding for f in result.features),
                                                      rest_prior=REST_PRIOR, up="z")
     return matches, weights
@@ -170,12 +168,6 @@ def facing_yaw(source_rest: np.ndarray, target_rest: np.ndarray) -> float:
     return best[1]
 
 
-def posed_points(obj) -> np.ndarray:
-    from sa3df_addon.mesh_io import mesh_arrays
-
-    return mesh_arrays(obj, evaluated=True)[0]
-
-
 def setup_scene(tile: int):
     scene = bpy.context.scene
     scene.render.engine = "BLENDER_WORKBENCH"
@@ -204,7 +196,7 @@ def render_tile(body, others, camera, azimuth: float, height: float, floor_z: fl
     for obj in others:
         obj.hide_render = True
     body.hide_render = False
-    points = posed_points(body)
+    points = mesh_arrays(body, evaluated=True)[0]
     centre = np.array([*((points[:, :2].min(0) + points[:, :2].max(0)) / 2), floor_z + 0.5 * height])
     elevation = math.radians(12)
     view = np.array([math.cos(elevation) * math.sin(azimuth), -math.cos(elevation) * math.cos(azimuth),

@@ -25,39 +25,23 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-pictures-"))
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 
-import build_addon  # noqa: E402
-
-MODULE = "bl_ext.user_default.sa3df_tools"
-
-
-def install_addon(effort: str, cache_dir: str) -> None:
-    zip_path = build_addon.ensure_built()
-    bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
-    prefs = bpy.context.preferences.addons[MODULE].preferences
-    prefs.extractor, prefs.effort, prefs.device, prefs.cache_dir = "geometric", effort, "auto", cache_dir
-
-
-def clear_scene() -> None:
-    for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.armatures, bpy.data.actions,
-                       bpy.data.cameras, bpy.data.materials):
-        for item in list(collection):
-            collection.remove(item)
+import blender_scene  # noqa: E402
+from blender_scene import clear_scene, select  # noqa: E402
+from sa3df.service import client as worker_client  # noqa: E402
+from sa3df_addon.mesh_io import mesh_arrays  # noqa: E402
 
 
 def import_character(path: Path):
-    """Import a character in its rest pose; returns (armature, body mesh)."""
+    """Import a character in its rest pose, only its body rendered; returns (armature, body mesh)."""
     before = set(bpy.data.objects)
-    bpy.ops.import_scene.fbx(filepath=str(path))
-    new = [o for o in bpy.data.objects if o not in before]
-    rig = next(o for o in new if o.type == "ARMATURE")
+    rig, body = blender_scene.add_character(path)
     rig.data.pose_position = "REST"
-    body = max((o for o in new if o.type == "MESH"), key=lambda o: len(o.data.vertices))
-    for obj in new:  # only the body is rendered (no eyes/helpers)
+    for obj in set(bpy.data.objects) - before:  # no eyes/helpers in the pictures
         obj.hide_render = obj is not body and obj.type == "MESH"
     bpy.context.view_layer.update()
     return rig, body
@@ -65,21 +49,7 @@ def import_character(path: Path):
 
 def world_points(obj) -> np.ndarray:
     """(N, 3) world-space vertices of ``obj`` as the depsgraph shows it."""
-    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    mesh = evaluated.to_mesh()
-    co = np.empty(len(mesh.vertices) * 3)
-    mesh.vertices.foreach_get("co", co)
-    evaluated.to_mesh_clear()
-    matrix = np.array(obj.matrix_world)
-    return co.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3]
-
-
-def select(objects, active) -> None:
-    for obj in bpy.context.view_layer.objects:
-        obj.select_set(False)
-    for obj in objects:
-        obj.select_set(True)
-    bpy.context.view_layer.objects.active = active
+    return mesh_arrays(obj, evaluated=True, world=True)[0]
 
 
 def frame_camera(objects, size: int, scale: float | None = None) -> None:
@@ -226,10 +196,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--effort", default="fast", choices=["off", "fast", "normal", "thorough"])
     args = parser.parse_args()
-    install_addon(args.effort, tempfile.mkdtemp(prefix="sa3df-cache-"))
+    blender_scene.install_extension(tempfile.mkdtemp(prefix="sa3df-cache-"), extractor="geometric",
+                                    effort=args.effort, device="auto")
     for name, seconds in pictures(args.data, args.out, args.size):
         print(f"{name}: rendered in {seconds:.2f} s ({(args.out / name).stat().st_size / 1024:.0f} KiB)")
-    sys.modules[f"{MODULE}.client"].release_shared_client()
+    worker_client.release_shared_client()
 
 
 if __name__ == "__main__":

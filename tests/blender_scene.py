@@ -1,5 +1,5 @@
-"""Helpers for tests that drive real Blender (the bpy module): import characters, pose, export arrays,
-select objects and read what the add-on wrote."""
+"""Helpers for tests and scripts that drive real Blender (the bpy module): import characters, pose,
+export arrays, select objects and read what the add-on wrote. ``scripts/`` import it too."""
 
 from __future__ import annotations
 
@@ -61,9 +61,12 @@ EXTENSION_MODULE = "bl_ext.user_default.sa3df_tools"
 
 
 def install_extension(cache_dir, **preferences):
-    """Build the extension zip (only when sources changed) and install and enable it in headless
-    Blender, unless it is already enabled; then set ``preferences`` and the cache folder.
-    Returns the add-on's preferences."""
+    """Build the extension zip for this Blender's Python (only when sources changed) and install and enable
+    it in headless Blender, unless it is already enabled; then set ``preferences`` and the cache folder.
+    With $SA3DF_WORKER_PYTHON set (bpy 5.2 on Python 3.13, whose zip has no torch), the worker runs in that
+    interpreter: the External Python backend. Returns the add-on's preferences."""
+    import os
+
     import bpy
 
     import build_addon
@@ -74,6 +77,8 @@ def install_extension(cache_dir, **preferences):
             filepath=str(zip_path), repo="user_default", enable_on_install=True)
         assert result == {"FINISHED"}, f"installing {zip_path.name} failed: {result}"
     prefs = bpy.context.preferences.addons[EXTENSION_MODULE].preferences
+    if os.environ.get("SA3DF_WORKER_PYTHON"):
+        prefs.backend, prefs.external_python = "EXTERNAL", os.environ["SA3DF_WORKER_PYTHON"]
     for name, value in preferences.items():
         setattr(prefs, name, value)
     prefs.cache_dir = str(cache_dir)
@@ -85,7 +90,7 @@ def clear_scene():
     import bpy
 
     for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.armatures, bpy.data.actions,
-                       bpy.data.materials):
+                       bpy.data.cameras, bpy.data.materials):
         for item in list(collection):
             collection.remove(item)
 

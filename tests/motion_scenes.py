@@ -86,7 +86,7 @@ def nearest_rest_correspondence(source: Character, target: Character) -> tuple[n
 
 def posed_world(character: Character, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """World-space (vertices (T, N, 3), bone heads (T, B, 3)) of the character's rig for basis matrices."""
-    from sa3df.motion.rig import pose_rig
+    from sa3df.motion.skinning import pose_rig
 
     verts, heads = pose_rig(character.rig, local)
     w = character.world

@@ -26,6 +26,7 @@ from blender_scene import (  # noqa: E402
     EXTENSION_MODULE, add_character, attribute, clear_scene, dominant_bones, install_extension, mesh_from_vertices,
     scene_state, select,
 )
+from sa3df.service import client as worker_client  # noqa: E402
 
 pytestmark = pytest.mark.blender
 MODULE = EXTENSION_MODULE
@@ -40,7 +41,7 @@ def addon(tmp_path_factory):
     yield prefs
     import addon_utils
 
-    sys.modules[f"{MODULE}.client"].release_shared_client()
+    worker_client.release_shared_client()
     addon_utils.disable(MODULE, default_set=True)
     assert not hasattr(bpy.types, "SA3DF_PT_main")
 
@@ -71,7 +72,7 @@ def test_compute_features_colours_every_vertex_of_the_character(man):
     rgb = attribute(body, "sa3df_features")[:, :3]
     assert rgb.min() >= 0 and rgb.max() <= 1 and rgb.std(axis=0).min() > 0.05  # a real PCA view, not flat
     assert body.data.color_attributes.active_color.name == "sa3df_features"
-    client = sys.modules[f"{MODULE}.client"].shared_client()
+    client = worker_client.shared_client()
     assert client.active.info["features_from"] in ("computed", "disk")
     assert bpy.ops.sa3df.compute_features() == {"FINISHED"}  # same mesh content: the worker's memory
     assert client.active.info["features_from"] == "memory"
@@ -121,12 +122,20 @@ def test_trained_features_match_two_animation_frames(man, addon):
         addon.effort = "off"
 
 
-def test_parts_are_consistent_across_two_characters_of_one_rig(addon, data_dir):
+@pytest.fixture
+def man_and_woman(addon, data_dir):
+    """The man and the woman (one rig, two bodies) side by side at rest: (man_rig, man, woman_rig, woman)."""
     clear_scene()
     man_rig, man = add_character(data_dir / "humanoids" / "quaternius_male_casual.fbx")
     woman_rig, woman = add_character(data_dir / "humanoids" / "quaternius_female_casual.fbx")
     for rig in (man_rig, woman_rig):
         rig.data.pose_position = "REST"
+    bpy.context.view_layer.update()
+    return man_rig, man, woman_rig, woman
+
+
+def test_parts_are_consistent_across_two_characters_of_one_rig(man_and_woman):
+    man_rig, man, woman_rig, woman = man_and_woman
     bpy.context.scene.sa3df.part_source, bpy.context.scene.sa3df.part_count = "KMEANS", 6
     select([man, woman], man)
     assert bpy.ops.sa3df.segment_parts() == {"FINISHED"}
@@ -156,12 +165,8 @@ def bone_agreement(man, woman, man_labels, woman_labels) -> float:
     return agree / total
 
 
-def test_vertex_groups_transfer_to_a_character_of_the_same_rig(addon, data_dir):
-    clear_scene()
-    man_rig, man = add_character(data_dir / "humanoids" / "quaternius_male_casual.fbx")
-    woman_rig, woman = add_character(data_dir / "humanoids" / "quaternius_female_casual.fbx")
-    for rig in (man_rig, woman_rig):
-        rig.data.pose_position = "REST"
+def test_vertex_groups_transfer_to_a_character_of_the_same_rig(man_and_woman):
+    man_rig, man, woman_rig, woman = man_and_woman
     own_bone = np.array([("sa3df_" + b) if b else "" for b in dominant_bones(woman)], dtype=object)
     bpy.context.scene.sa3df.part_source = "GROUPS"
     select([man, woman], man)
@@ -177,13 +182,8 @@ def test_vertex_groups_transfer_to_a_character_of_the_same_rig(addon, data_dir):
     assert has_label.mean() > 0.95 and accuracy > 0.85  # measured 0.912 (0.880 without the rest-pose prior)
 
 
-def test_transferred_skin_weights_deform_the_target_with_the_source_armature(addon, data_dir):
-    clear_scene()
-    man_rig, man = add_character(data_dir / "humanoids" / "quaternius_male_casual.fbx")
-    woman_rig, woman = add_character(data_dir / "humanoids" / "quaternius_female_casual.fbx")
-    for rig in (man_rig, woman_rig):
-        rig.data.pose_position = "REST"
-    bpy.context.view_layer.update()
+def test_transferred_skin_weights_deform_the_target_with_the_source_armature(man_and_woman):
+    man_rig, man, woman_rig, woman = man_and_woman
     # Reference: the woman's own weights, bound to the man's armature. Target: the same mesh, no weights.
     reference = woman.copy()
     bpy.context.scene.collection.objects.link(reference)
@@ -225,8 +225,7 @@ def test_transferred_skin_weights_deform_the_target_with_the_source_armature(add
 def _stop_midway(action: str, addon) -> dict:
     """Start Compute Features with training, then ``action`` ("kill" the worker process, or
     "cancel" the job) once training has started. Returns what happened."""
-    client_module = sys.modules[f"{MODULE}.client"]
-    client = client_module.shared_client()
+    client = worker_client.shared_client()
     addon.effort = "fast"
     outcome = {}
 
@@ -353,7 +352,7 @@ def _drawn(context) -> list:
     panel = bpy.types.SA3DF_PT_main
     log = []
     fake = SimpleNamespace(layout=RecordingLayout(log), _draw_selection=panel._draw_selection,
-                           _draw_motion=panel._draw_motion)
+                           _draw_motion=panel._draw_motion, _draw_backend=panel._draw_backend)
     panel.draw(fake, context)
     return log
 
@@ -366,7 +365,7 @@ def test_panel_draws_every_button_and_the_motion_ones_once_they_exist(man):
     motion = ["sa3df.transfer_motion", "sa3df.align_pose"]
     assert [op for op in operators if op not in motion] == [
         "sa3df.compute_features", "sa3df.show_correspondence", "sa3df.segment_parts",
-        "sa3df.transfer_skin_weights", "sa3df.clear"]
+        "sa3df.transfer_skin_weights", "sa3df.clear", "sa3df.check_backend"]
     assert ("label", f"Source: {body.name}") in drawn and not any(e[0] == "progress" for e in drawn)
     assert {("prop", "extractor"), ("prop", "effort"), ("prop", "part_count"), ("prop", "rest_prior")} <= set(drawn)
     assert drawn[drawn.index(("operator", "sa3df.transfer_skin_weights")) - 1] == ("prop", "rest_prior")
@@ -383,3 +382,39 @@ def test_panel_draws_every_button_and_the_motion_ones_once_they_exist(man):
         assert ("operator", "sa3df.transfer_motion") in _drawn(bpy.context)
     finally:
         bpy.utils.unregister_class(SA3DF_OT_transfer_motion)
+
+
+def test_panel_shows_the_backend_and_the_gpu_its_worker_reports(addon, man):
+    """No CUDA here: a faked report of the worker's device takes the panel's GPU path."""
+    shared = worker_client.shared_client()
+    saved, shared.environment = shared.environment, {
+        "device": "cuda", "device_type": "cuda", "cuda": "NVIDIA GeForce RTX 4090", "torch": "2.8.0+cu128",
+        "precision": "fp16", "threads": 16}
+    try:
+        labels = [entry[1] for entry in _drawn(bpy.context) if entry[0] == "label"]
+    finally:
+        shared.environment = saved
+    mode = {"BUNDLED": "Bundled", "EXTERNAL": "External", "MANAGED": "Managed"}[addon.backend]
+    assert f"{mode}: CUDA: NVIDIA GeForce RTX 4090, torch 2.8.0+cu128, fp16" in labels
+    assert bpy.ops.sa3df.check_backend() == {"FINISHED"}  # the real report replaces it
+    labels = [entry[1] for entry in _drawn(bpy.context) if entry[0] == "label"]
+    assert any(label.startswith(f"{mode}: CPU, ") and "threads, torch" in label for label in labels), labels
+
+
+def test_preferences_show_each_backend_environment_with_its_settings_and_buttons(addon):
+    draw = sys.modules[f"{MODULE}.backend"].draw_backend_preferences
+    saved = addon.backend
+    drawn = {}
+    try:
+        for mode in ("BUNDLED", "MANAGED", "EXTERNAL"):
+            addon.backend = mode
+            drawn[mode] = []
+            draw(addon, RecordingLayout(drawn[mode]))
+    finally:
+        addon.backend = saved
+    for mode, props in (("MANAGED", {"managed_torch", "managed_python", "managed_wheels"}),
+                        ("EXTERNAL", {"external_python"})):
+        assert props <= {entry[1] for entry in drawn[mode] if entry[0] == "prop"}
+        assert ("operator", "sa3df.install_backend") in drawn[mode]
+    assert ("operator", "sa3df.install_backend") not in drawn["BUNDLED"]
+    assert all(("operator", "sa3df.check_backend") in entries for entries in drawn.values())

@@ -39,6 +39,16 @@ def test_manifest_check_accepts_a_good_manifest_and_names_each_problem():
         assert any("blender_version_max" in p and "Python 3.13" in p for p in build_addon.check_manifest(manifest))
 
 
+def test_each_blender_python_has_its_own_blender_range():
+    newest = dict(GOOD_MANIFEST, blender_version_min="5.1.0", blender_version_max="6.0.0")
+    assert build_addon.check_manifest(newest) == [] and build_addon.python_of(newest) == "3.13"
+    assert build_addon.python_of(GOOD_MANIFEST) == "3.11"
+    straddling = dict(GOOD_MANIFEST, blender_version_max="6.0.0")  # 4.2 to 5.x: no single Python
+    assert any("at most 5.1.0" in p for p in build_addon.check_manifest(straddling))
+    wrong = build_addon.check_manifest(dict(GOOD_MANIFEST, blender_version_min="4.2.0"), python="3.13")
+    assert any("outside 5.1.0-6.0.0" in p for p in wrong)
+
+
 @pytest.mark.parametrize("wheel, platforms, problem", [
     ("torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl", ["linux-x64"], None),
     ("safetensors-0.8.0-cp310-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", ["linux-x64"], None),
@@ -53,6 +63,19 @@ def test_manifest_check_accepts_a_good_manifest_and_names_each_problem():
 ])
 def test_wheel_tags_are_checked_against_python_and_platforms(wheel, platforms, problem):
     problems = build_addon.check_wheel(wheel, platforms)
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in p for p in problems), problems
+
+
+@pytest.mark.parametrize("wheel, problem", [
+    ("scipy-1.17.1-cp313-cp313-manylinux_2_28_x86_64.whl", None),
+    ("safetensors-0.8.0-cp310-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", None),
+    ("scipy-1.17.1-cp311-cp311-manylinux_2_28_x86_64.whl", "CPython 3.13"),
+])
+def test_wheel_tags_for_the_newest_blender_python(wheel, problem):
+    problems = build_addon.check_wheel(wheel, ["linux-x64"], "3.13")
     if problem is None:
         assert problems == []
     else:
@@ -77,8 +100,9 @@ def test_built_zip_is_a_valid_extension_with_cpu_torch_and_without_numpy(built_z
     assert any(w.startswith("torch-") and "+cpu" in w for w in wheels)
     assert not any(d.startswith("nvidia") for d in dists), "a CUDA torch pulled in NVIDIA wheels"
     assert manifest["platforms"] == [build_addon.this_platform()]
+    assert (manifest["blender_version_min"], manifest["blender_version_max"]) == ("4.2.0", "5.1.0")
     assert "network" not in manifest.get("permissions", {})  # no downloads without --semantic
-    assert {"__init__.py", "operators.py", "panel.py", "client.py", "blender_manifest.toml"} <= set(names)
+    assert {"__init__.py", "operators.py", "panel.py", "blender_manifest.toml"} <= set(names)
 
 
 def test_bundled_wheels_alone_run_the_backend(built_zip, tmp_path):
@@ -132,3 +156,17 @@ def test_zip_check_finds_a_platform_without_a_wheel_and_unlisted_files(tmp_path)
     assert "no wheel of scipy fits windows-x64" in problems
     assert "tqdm-4.70.1-py3-none-any.whl is in the zip but not listed" in problems
     assert "linux-x64" not in problems.replace("manylinux_2_28_x86_64", "")
+
+
+def test_newest_blender_zip_is_valid_and_ships_without_the_cuda_torch():
+    """Linux cp313: no CPU torch wheel exists (the index's is the CUDA build), so the zip has none."""
+    zip_path = build_addon.ensure_built("3.13")
+    assert zip_path.name == "sa3df_tools-0.1.0-cp313-linux-x64.zip"
+    assert build_addon.check_zip(zip_path) == []
+    with zipfile.ZipFile(zip_path) as archive:
+        manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
+    wheels = [Path(w).name for w in manifest["wheels"]]
+    assert (manifest["blender_version_min"], manifest["blender_version_max"]) == ("5.1.0", "6.0.0")
+    assert not any(w.startswith(("torch-", "nvidia")) for w in wheels)
+    assert all("cp311" not in w for w in wheels) and any("cp313" in w for w in wheels)
+    assert {"sa3df", "scipy", "trimesh", "potpourri3d", "scikit_learn"} <= {w.split("-")[0].lower() for w in wheels}

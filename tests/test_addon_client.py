@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_client():
-    """The add-on's client module (it has no bpy), loaded from its file: importing the add-on
-    package itself would need Blender."""
-    spec = importlib.util.spec_from_file_location("sa3df_addon_client", REPO / "sa3df_addon" / "client.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-worker_client = _load_client()
-
-from sa3df.service import jobs  # noqa: E402
+from sa3df.service import client as worker_client
+from sa3df.service import jobs
+from sa3df.service.context import JobOutput
+from sa3df.service.protocol import meshes_to_inputs
 
 
 @pytest.fixture
@@ -38,7 +22,7 @@ def client():
 
 def _square_pair():
     vertices = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=float)
-    return jobs.meshes_to_inputs([(vertices, np.array([[0, 1, 2], [0, 2, 3]]))])
+    return meshes_to_inputs([(vertices, np.array([[0, 1, 2], [0, 2, 3]]))])
 
 
 def test_a_job_runs_in_another_process_and_reports_its_environment(client):
@@ -89,11 +73,11 @@ def test_release_stops_the_process(client):
     assert process.poll() is not None and not client.alive
 
 
-def test_job_registry_takes_new_jobs_with_one_decorator():
-    @jobs.job("test_double")
+def test_job_registry_takes_new_jobs_with_one_call():
     def double(ctx):
-        return jobs.JobOutput({"twice": ctx.inputs["x"] * 2}, {"n": len(ctx.inputs["x"])})
+        return JobOutput({"twice": ctx.inputs["x"] * 2}, {"n": len(ctx.inputs["x"])})
 
+    jobs.register("test_double", double)
     out = jobs.run_job("test_double", {"x": np.arange(3)}, {})
     np.testing.assert_array_equal(out.arrays["twice"], [0, 2, 4])
     assert out.info == {"n": 3} and "test_double" in jobs.job_names()

@@ -107,7 +107,9 @@ def test_joint_clusters_sit_on_the_same_body_parts(characters):
 def test_skin_weight_job_with_the_rest_prior_man_to_woman(characters):
     """The add-on's job (surface features, 300 test-time steps): with the rest-pose prior more of the woman's
     vertices get their weights peaking on their own bone; without it her hands take the forearms' weights."""
-    from sa3df.service.jobs import WorkerState, meshes_to_inputs, run_job
+    from sa3df.service.context import WorkerState
+    from sa3df.service.jobs import run_job
+    from sa3df.service.protocol import meshes_to_inputs
 
     man, woman = characters["man"], characters["woman"]
     inputs = meshes_to_inputs([(man["rest"].vertices, man["rest"].faces), (woman["rest"].vertices, woman["rest"].faces)])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from blender_scene import EXTENSION_MODULE, bpy_or_skip, clear_scene, import_into_scene, install_extension, select
+from sa3df.service import client as worker_client
 
 pytestmark = pytest.mark.blender
 MODULE = EXTENSION_MODULE
@@ -20,7 +21,7 @@ def addon(tmp_path_factory):
     install_extension(tmp_path_factory.mktemp("sa3df-motion-cache"), extractor="geometric", effort="fast",
                       device="cpu")
     yield bpy
-    sys.modules[f"{MODULE}.client"].release_shared_client()
+    worker_client.release_shared_client()
 
 
 def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, data_dir):

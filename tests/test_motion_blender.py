@@ -7,7 +7,7 @@ import pytest
 
 from blender_scene import bpy_or_skip, import_character, import_into_scene, reset_scene, set_action
 from sa3df.motion.fit import MotionConfig, fit_motion
-from sa3df.motion.rig import pose_rig
+from sa3df.motion.skinning import pose_rig
 
 pytestmark = pytest.mark.blender
 

@@ -5,7 +5,7 @@ import numpy as np
 
 from sa3df.motion.contacts import floor_report, foot_sliding, rotation_jumps, source_contacts
 from sa3df.motion.fit import MotionConfig, fit_motion
-from sa3df.motion.rig import pose_rig
+from sa3df.motion.skinning import pose_rig
 from test_motion_fit import smooth_poses, tube_rig
 
 UP = np.array([0.0, 0.0, 1.0])

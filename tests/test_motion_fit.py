@@ -11,7 +11,8 @@ import torch
 
 from sa3df.motion.fit import MotionConfig, align_pose, fit_motion
 from sa3df.core.progress import Cancelled
-from sa3df.motion.rig import Rig, pose_rig
+from sa3df.motion.rig import Rig
+from sa3df.motion.skinning import pose_rig
 from sa3df.motion.rotations import (
     continuous_quaternions, matrix_from_6d, matrix_from_quaternion, quaternion_from_matrix, rotation_angle,
     six_from_matrix,

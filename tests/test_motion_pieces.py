@@ -8,7 +8,8 @@ import pytest
 from blender_scene import bpy_or_skip, reset_scene
 from motion_scenes import character_of, nearest_rest_correspondence, posed_world
 from sa3df.motion.fit import MotionConfig, fit_motion
-from sa3df.motion.rig import place_in_armature, pose_rig
+from sa3df.motion.rig import place_in_armature
+from sa3df.motion.skinning import pose_rig
 
 pytestmark = pytest.mark.blender
 

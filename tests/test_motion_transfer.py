@@ -72,11 +72,10 @@ def feature_correspondence(source, target, rest_prior: float | None = None):
     from sa3df.core import mesh
     from sa3df.service.motion_jobs import REST_PRIOR
     from sa3df.features.pipeline import compute_surface_features
-    from sa3df.features.train import TrainConfig
+    from sa3df.features.settings import FeatureSettings
 
     meshes = [mesh.from_arrays(c.rest_world, c.rig.faces, name=n) for c, n in ((source, "source"), (target, "target"))]
-    result = compute_surface_features(meshes, extractor="geometric", train_config=TrainConfig(steps=300),
-                                      face_alike_up="z")
+    result = compute_surface_features(meshes, FeatureSettings(steps=300, up_axis="z"))
     prior = REST_PRIOR if rest_prior is None else rest_prior
     matches, weights, _ = match.input_vertex_matches(*meshes, *(f.embedding for f in result.features),
                                                      rest_prior=prior, up="z")

@@ -252,7 +252,7 @@ def test_weights_dir_holds_model_folders_by_hub_id(tiny_models, tmp_path, chair)
     weights = tmp_path / "weights"
     shutil.copytree(tiny_models["dino_model"], weights / "facebook" / "dinov2-base")
     options = dict(FAST, input_size=56, weights_dir=str(weights))
-    assert choose_extractor("auto", allow_download=False, **options).name == "dino"  # the default id, found there
+    assert choose_extractor("auto", allow_downloads=False, **options).name == "dino"  # the default id, found there
     features = create_extractor("dino", **options).extract(chair)
     reference = create_extractor("dino", model=tiny_models["dino_model"], **dict(FAST, input_size=56)).extract(chair)
     np.testing.assert_array_equal(features, reference)

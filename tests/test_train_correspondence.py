@@ -13,7 +13,7 @@ from sa3df.apps.evaluate import flip_rate, geodesic_errors, mirrored_ground_trut
 from sa3df.apps.match import nearest_neighbors
 from sa3df.core.mesh import from_arrays
 from sa3df.features.pipeline import compute_surface_features
-from sa3df.features.train import TrainConfig
+from sa3df.features.settings import FeatureSettings
 
 pytestmark = pytest.mark.blender
 
@@ -58,8 +58,8 @@ def _train_and_score(walk, frame_a, frame_b):
     mesh_a, mesh_b = from_arrays(va, faces, name="walk_a"), from_arrays(vb, faces, name="walk_b")
     mirror = mirrored_ground_truth(rest, faces, axis=0)  # input ids; the character's left/right axis is x
 
-    config = TrainConfig(steps=600, seed=0, device="cpu", cpu_threads=1)
-    result = compute_surface_features([mesh_a, mesh_b], "geometric", train_config=config)
+    settings = FeatureSettings(steps=600, seed=0, device="cpu", training={"cpu_threads": 1})
+    result = compute_surface_features([mesh_a, mesh_b], settings)
     a, b = result.features
     base_error, base_flips = _scores(mesh_a, mesh_b, a.base, b.base, mirror)
     ours_error, ours_flips = _scores(mesh_a, mesh_b, a.embedding, b.embedding, mirror)

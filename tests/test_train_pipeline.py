@@ -9,7 +9,7 @@ from sa3df.features.extractors import BaseExtractor
 from sa3df.features.network import NetworkConfig, SurfaceNetwork
 from sa3df.features.checkpoint import save_checkpoint
 from sa3df.features.pipeline import FeatureCache, compute_surface_features
-from sa3df.features.train import TrainConfig
+from sa3df.features.settings import FeatureSettings
 
 
 class CountingExtractor(BaseExtractor):
@@ -37,8 +37,10 @@ def _meshes():
 
 
 def _fast(**overrides):
-    return TrainConfig(**{**dict(steps=30, device="cpu", cpu_threads=1, anchor_pool_size=16, anchors_per_step=8,
-                                 vertices_per_step=64), **overrides})
+    """Short training on a CountingExtractor; ``steps=0`` (with a checkpoint): embed only."""
+    training = dict(cpu_threads=1, anchor_pool_size=16, anchors_per_step=8, vertices_per_step=64)
+    return FeatureSettings(**{**dict(extractor=CountingExtractor(), steps=30, device="cpu", training=training),
+                              **overrides})
 
 
 def test_feature_cache_hits_memory_then_disk(tmp_path):
@@ -59,7 +61,7 @@ def test_feature_cache_hits_memory_then_disk(tmp_path):
 
 def test_train_then_embed_only_with_the_saved_network(tmp_path):
     meshes = _meshes()
-    result = compute_surface_features(meshes, CountingExtractor(), train_config=_fast(), cache_dir=tmp_path / "c")
+    result = compute_surface_features(meshes, _fast(cache_dir=tmp_path / "c"))
     assert [f.base.shape for f in result.features] == [(m.n_vertices, 12) for m in meshes]
     assert [f.embedding.shape for f in result.features] == [(m.n_vertices, 128) for m in meshes]
     assert len(result.history) == 30 and result.extractor_name == "counting"
@@ -69,13 +71,12 @@ def test_train_then_embed_only_with_the_saved_network(tmp_path):
     assert (tmp_path / "c" / "anchors").is_dir() and (tmp_path / "c" / "features").is_dir()
 
     result.save(tmp_path / "net")
-    again = compute_surface_features(meshes, CountingExtractor(), checkpoint=tmp_path / "net")
+    again = compute_surface_features(meshes, _fast(steps=0, checkpoint=tmp_path / "net"))
     assert again.history == []  # embed only
     for old, new in zip(result.features, again.features):
         np.testing.assert_allclose(new.embedding, old.embedding, atol=1e-6)
 
-    tuned = compute_surface_features(meshes[:1], CountingExtractor(), checkpoint=tmp_path / "net",
-                                     train_config=_fast(steps=5))
+    tuned = compute_surface_features(meshes[:1], _fast(steps=5, checkpoint=tmp_path / "net"))
     assert len(tuned.history) == 5
     assert not np.allclose(tuned.features[0].embedding, result.features[0].embedding, atol=1e-4)
 
@@ -83,7 +84,7 @@ def test_train_then_embed_only_with_the_saved_network(tmp_path):
 def test_checkpoint_for_other_features_is_refused(tmp_path):
     save_checkpoint(tmp_path / "wide", SurfaceNetwork(NetworkConfig.for_input_dim(2048)), {"extractor": "diff3f"})
     with pytest.raises(ValueError, match=r"2048-d .*'counting' gives 12-d"):
-        compute_surface_features(_meshes()[:1], CountingExtractor(), checkpoint=tmp_path / "wide")
+        compute_surface_features(_meshes()[:1], _fast(steps=0, checkpoint=tmp_path / "wide"))
     save_checkpoint(tmp_path / "other", SurfaceNetwork(NetworkConfig.for_input_dim(12)), {"extractor": "dino"})
     with pytest.raises(ValueError, match="trained on 'dino' features"):
-        compute_surface_features(_meshes()[:1], CountingExtractor(), checkpoint=tmp_path / "other")
+        compute_surface_features(_meshes()[:1], _fast(steps=0, checkpoint=tmp_path / "other"))

@@ -15,6 +15,7 @@ import numpy as np
 
 from sa3df import __version__
 from sa3df.core import files as sio
+from sa3df.features.settings import FeatureSettings
 
 
 def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -> None:
@@ -34,35 +35,35 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
                    help="let dino/diff3f download missing weights from the model hub")
     g.add_argument("--up", choices=("x", "y", "z"),
                    help="turn every mesh about this axis to face like the first before features (for "
-                        "characters facing different ways; default: as given)")
+                        "characters facing different ways; rendered extractors orbit it; default: as given)")
 
 
 def _features_for(args, paths: list[Path]):
     """Meshes and their features: from .npz feature files, else computed (test-time trained)."""
     if all(p.suffix == ".npz" for p in paths):
         return [sio.load_features(p) for p in paths], None
-    meshes = [sio.load_mesh(p) for p in paths]
-    result = _compute(args, meshes)
-    return [sio.MeshFeatures(m, f.base, f.embedding, result.extractor_name) for m, f in zip(meshes, result.features)], result
+    result = _compute(args, [sio.load_mesh(p) for p in paths])
+    return result.features, result
+
+
+def feature_settings(args) -> FeatureSettings:
+    """The feature options of a command as the one settings object of the feature path."""
+    return FeatureSettings(
+        extractor=args.extractor, steps=max(args.steps, 0), seed=args.seed, device=args.device,
+        checkpoint=args.checkpoint, weights_dir=args.weights_dir, cache_dir=args.cache,
+        allow_downloads=args.allow_downloads, up_axis=args.up,
+    )
 
 
 def _compute(args, meshes):
     """Base features, then the surface-aware embedding: test-time trained unless --steps 0."""
     from sa3df.features.pipeline import compute_surface_features
-    from sa3df.features.train import TrainConfig
 
     if args.steps <= 0 and args.checkpoint is None:
         raise ValueError("--steps 0 needs --checkpoint (a trained network to embed with)")
-    train_config = TrainConfig(steps=args.steps, seed=args.seed, device=args.device) if args.steps > 0 else None
-    from sa3df.features.extractors import choose_extractor
-
-    extractor = choose_extractor(args.extractor, device=args.device, weights_dir=args.weights_dir,
-                                 allow_downloads=args.allow_downloads)
-    print(f"base features: {extractor.name}", file=sys.stderr)
-    return compute_surface_features(
-        meshes, extractor=extractor, checkpoint=args.checkpoint, train_config=train_config, cache_dir=args.cache,
-        face_alike_up=args.up,
-    )
+    result = compute_surface_features(meshes, feature_settings(args))
+    print(f"base features: {result.extractor_name}", file=sys.stderr)
+    return result
 
 
 def cmd_features(args) -> None:
@@ -83,7 +84,7 @@ def cmd_train(args) -> None:
     meshes = [sio.load_mesh(p) for p in args.meshes]
     result = _compute(args, meshes)
     result.save(args.out)
-    last = result.history[-1] if getattr(result, "history", None) else {}
+    last = result.history[-1] if result.history else {}
     print(f"trained on {len(meshes)} meshes; last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
 
 

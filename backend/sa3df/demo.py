@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sa3df.core.files import MeshFeatures, write_colored_ply
+from sa3df.core.files import write_colored_ply
 
 SOURCE_POSE, TARGET_POSE = "walk", "crouch"
 
@@ -28,18 +28,16 @@ def run_demo(out: Path, steps: int = 600, device: str = "auto", seed: int = 0, p
     from sa3df.features.pipeline import compute_surface_features
     from sa3df.apps.report import format_report, score_pair
     from sa3df.apps.segment import joint_kmeans
-    from sa3df.features.train import TrainConfig
+    from sa3df.features.settings import FeatureSettings
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     print(f"sa3df demo: example character in poses '{SOURCE_POSE}' and '{TARGET_POSE}'")
     source, target = humanoid(SOURCE_POSE).mesh, humanoid(TARGET_POSE).mesh
-    result = compute_surface_features(
-        [source, target], extractor="geometric", cache_dir=out / "cache",
-        train_config=TrainConfig(steps=steps, seed=seed, device=device),
-    )
-    items = [MeshFeatures(m, f.base, f.embedding, result.extractor_name) for m, f in zip([source, target], result.features)]
+    settings = FeatureSettings(extractor="geometric", steps=steps, seed=seed, device=device, cache_dir=out / "cache")
+    result = compute_surface_features([source, target], settings)
+    items = result.features
 
     rest = humanoid("rest").mesh
     mirror = mirrored_ground_truth(rest.vertices, rest.faces)

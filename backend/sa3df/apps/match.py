@@ -22,6 +22,7 @@ import torch
 
 from sa3df.core.device import choose_device
 from sa3df.core.mesh import Mesh
+from sa3df.core.orient import box_normalized
 from sa3df.core.progress import ProgressFn, report
 
 DEFAULT_BUDGET_BYTES = 64 * 2**20  # similarity chunk: 64 MB (≈ 1,600 rows against 10k references)
@@ -49,20 +50,13 @@ def auto_chunk_size(n_reference: int, k: int = 1, budget_bytes: int = DEFAULT_BU
     return int(max(1, min(65536, budget_bytes // max(per_row, 1))))
 
 
-def box_normalized(points) -> np.ndarray:
-    """(N, 3) float32: bounding-box centre at the origin, box diagonal 1."""
-    points = np.asarray(points, dtype=np.float64)
-    centred = points - (points.min(axis=0) + points.max(axis=0)) / 2
-    return (centred / max(float(np.linalg.norm(np.ptp(points, axis=0))), 1e-30)).astype(np.float32)
-
-
 @dataclass
 class RestProximity:
     """A spatial prior for matching meshes posed alike (e.g. two characters at rest, facing alike).
 
     The score of query q against reference r becomes cos(f_q, f_r) + ``weight`` · exp(−d² / 2σ²), d the
-    distance between their box-normalised positions (:func:`box_normalized`; σ = ``sigma``, a fraction of
-    the box diagonal). The bonus is bounded, so far-apart candidates are still decided by the features
+    distance between their box-normalised positions (:func:`sa3df.core.orient.box_normalized`;
+    σ = ``sigma``, a fraction of the box diagonal). The bonus is bounded, so far-apart candidates are still decided by the features
     alone: it only breaks ties between neighbouring parts. ``query_points`` and ``reference_points``
     are (Nq, 3) and (Nr, 3) positions in a common orientation.
 
@@ -77,8 +71,8 @@ class RestProximity:
     sigma: float = 0.03
 
     def __post_init__(self):
-        self.query_points = box_normalized(self.query_points)
-        self.reference_points = box_normalized(self.reference_points)
+        self.query_points = box_normalized(self.query_points).astype(np.float32)
+        self.reference_points = box_normalized(self.reference_points).astype(np.float32)
         if self.weight < 0 or self.sigma <= 0:
             raise ValueError(f"RestProximity needs weight >= 0 and sigma > 0, got {self.weight}, {self.sigma}")
 

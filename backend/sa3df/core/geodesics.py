@@ -102,12 +102,6 @@ def farthest_point_anchors(
     return AnchorPool(anchors=anchors, distances=normalised, scale=scale)
 
 
-def geodesic_distances(mesh: Mesh, sources: np.ndarray, solver: GeodesicSolver | None = None) -> np.ndarray:
-    """(len(sources), N) geodesic distances from each source vertex (``inf`` across components)."""
-    solver = solver or GeodesicSolver(mesh)
-    return np.stack([solver.distances_from(int(s)) for s in np.asarray(sources).ravel()])
-
-
 class AnchorCache:
     """Anchor pools kept in memory and, when ``folder`` is given, on disk keyed by mesh content.
 

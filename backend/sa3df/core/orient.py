@@ -25,7 +25,9 @@ def rotation_about(axis: int, angle: float) -> np.ndarray:
     return r
 
 
-def _normalise(points: np.ndarray) -> np.ndarray:
+def box_normalized(points) -> np.ndarray:
+    """(N, 3) float64: bounding-box centre at the origin, box diagonal 1."""
+    points = np.asarray(points, dtype=np.float64)
     centred = points - (points.min(axis=0) + points.max(axis=0)) / 2
     return centred / max(float(np.linalg.norm(np.ptp(points, axis=0))), 1e-30)
 
@@ -47,12 +49,12 @@ def yaw_to_match(reference: np.ndarray, moving: np.ndarray, up: str = "z", turns
     if up not in AXES:
         raise ValueError(f"up axis must be one of x, y, z, not '{up}'")
     axis = AXES[up]
-    ref = _normalise(_sample(np.asarray(reference, dtype=np.float64)))
+    ref = box_normalized(_sample(np.asarray(reference, dtype=np.float64)))
     ref_tree = cKDTree(ref)
     moving = _sample(np.asarray(moving, dtype=np.float64), seed=1)
     scores = []
     for k in range(turns):
-        turned = _normalise(moving @ rotation_about(axis, 2 * np.pi * k / turns).T)
+        turned = box_normalized(moving @ rotation_about(axis, 2 * np.pi * k / turns).T)
         scores.append(ref_tree.query(turned)[0].mean() + cKDTree(turned).query(ref)[0].mean())
     best = int(np.argmin(scores))
     if scores[best] > (1 - KEEP_MARGIN) * scores[0]:

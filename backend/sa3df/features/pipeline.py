@@ -1,28 +1,32 @@
 """From meshes to surface-aware features in one call: base features (cached), train or load, embed.
 
-This is what the CLI and the Blender worker call::
+This is what the CLI, the Blender worker and the demo call::
 
-    result = compute_surface_features([mesh_a, mesh_b])          # test-time training on both
+    result = compute_surface_features([mesh_a, mesh_b], FeatureSettings(steps=300))  # test-time training on both
     result.features[0].embedding                                  # (N_a, E) unit rows
     result.save("my_network")                                     # reuse later via checkpoint=
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from sa3df.features.checkpoint import load_checkpoint, save_checkpoint
-from sa3df.features.extractors import BaseExtractor, create_extractor
+from sa3df.core.files import MeshFeatures
 from sa3df.core.geodesics import AnchorCache
 from sa3df.core.mesh import Mesh
-from sa3df.features.network import SurfaceNetwork
 from sa3df.core.orient import face_like_first
 from sa3df.core.progress import ProgressFn, report, sub_progress
+from sa3df.features.checkpoint import load_checkpoint, save_checkpoint
+from sa3df.features.extractors import BaseExtractor, choose_extractor
+from sa3df.features.network import SurfaceNetwork
+from sa3df.features.settings import FeatureSettings
 from sa3df.features.train import TrainConfig, TrainingSample, embed, train_surface_network
 
 
@@ -77,27 +81,101 @@ class FeatureCache:
         os.replace(tmp, path)
 
 
-@dataclass
-class SurfaceFeatures:
-    """Per-vertex features of one mesh: ``base`` (N, D) float32 and ``embedding`` (N, E) float32, unit rows."""
+class ResultCache:
+    """Whole results by (mesh contents, settings): the last ``max_entries`` in memory (network
+    included) and, with ``folder``, base features and embeddings on disk (``<key>.npz``, no network)."""
 
-    base: np.ndarray
-    embedding: np.ndarray
+    def __init__(self, folder: str | os.PathLike | None = None, max_entries: int = 8):
+        self.folder = Path(folder) if folder else None
+        self.max_entries = max_entries
+        self._memory: dict[str, PipelineResult] = {}
+
+    def get(self, key: str, extractor: BaseExtractor, meshes: list[Mesh]) -> PipelineResult | None:
+        """The cached result for ``meshes`` (in the order they were computed in), or None."""
+        if key in self._memory:
+            self._memory[key] = self._memory.pop(key)  # most recently used last
+            return _with_source(self._memory[key], "memory")
+        arrays = self._read(key, len(meshes))
+        if arrays is None:
+            return None
+        features = [MeshFeatures(m, b, e, extractor.name) for m, (b, e) in zip(meshes, arrays)]
+        result = PipelineResult(features, None, extractor.name, extractor.cache_key(), source="disk")
+        self._remember(key, result)
+        return result
+
+    def put(self, key: str, result: PipelineResult) -> None:
+        self._remember(key, result)
+        self._write(key, result)
+
+    def _remember(self, key: str, result: PipelineResult) -> None:
+        self._memory.pop(key, None)
+        self._memory[key] = result
+        while len(self._memory) > self.max_entries:
+            self._memory.pop(next(iter(self._memory)))
+
+    def _path(self, key: str) -> Path | None:
+        return self.folder / f"{key}.npz" if self.folder else None
+
+    def _read(self, key: str, count: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        path = self._path(key)
+        if path is None or not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return [(data[f"base{i}"], data[f"embedding{i}"]) for i in range(count)]
+        except (OSError, KeyError, ValueError):  # a damaged cache entry is recomputed, not fatal
+            return None
+
+    def _write(self, key: str, result: PipelineResult) -> None:
+        path = self._path(key)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"base{i}": f.base for i, f in enumerate(result.features)}
+        arrays.update({f"embedding{i}": f.embedding for i, f in enumerate(result.features)})
+        partial = path.with_name(path.stem + f".{os.getpid()}.partial.npz")
+        np.savez(partial, **arrays)
+        os.replace(partial, path)
+
+
+@dataclass
+class PipelineCaches:
+    """Everything :func:`compute_surface_features` reuses: base features and anchor pools per mesh,
+    whole results per (meshes, settings). Keep one object to reuse them across calls (the worker does)."""
+
+    features: FeatureCache
+    anchors: AnchorCache
+    results: ResultCache
+
+    @classmethod
+    def in_folder(cls, folder: str | os.PathLike | None = None, results_on_disk: bool = False) -> PipelineCaches:
+        """Caches under ``folder`` (``features/``, ``anchors/``, ``surface_features/``); None: memory only.
+        Results go to disk only with ``results_on_disk`` (a disk hit has no network to save)."""
+        folder = Path(folder) if folder else None
+        sub = (lambda name: folder / name) if folder else (lambda name: None)
+        return cls(FeatureCache(sub("features")), AnchorCache(sub("anchors")),
+                   ResultCache(sub("surface_features") if results_on_disk else None))
 
 
 @dataclass
 class PipelineResult:
-    """``features[i]`` belongs to ``meshes[i]``; ``network`` (EMA weights) made the embeddings.
-
-    ``history`` is the training history (empty when a checkpoint was only applied).
+    """``features[i]`` (a :class:`~sa3df.core.files.MeshFeatures`) belongs to the i-th mesh given;
+    ``network`` (EMA weights) made the embeddings (None without training or checkpoint, or when the
+    result came from the disk cache). ``history`` is the training history (empty when a checkpoint was only
+    applied). ``source``: "computed", or "memory" / "disk" when a cache served it.
     """
 
-    features: list[SurfaceFeatures]
-    network: SurfaceNetwork
+    features: list[MeshFeatures]
+    network: SurfaceNetwork | None
     extractor_name: str
     extractor_key: str = ""
     history: list[dict] = field(default_factory=list)
     train_config: dict | None = None
+    source: str = "computed"
+
+    @property
+    def embeddings(self) -> list[np.ndarray]:
+        return [f.embedding for f in self.features]
 
     def metadata(self) -> dict:
         """What a checkpoint of ``network`` should record so it is reused with the right extractor."""
@@ -110,62 +188,105 @@ class PipelineResult:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Save ``network`` with :meth:`metadata` as an sa3df checkpoint folder."""
+        if self.network is None:
+            raise ValueError("These features were made without a network (no training, no checkpoint): nothing to save")
         return save_checkpoint(folder, self.network, self.metadata())
 
 
 def compute_surface_features(
-    meshes: list[Mesh], extractor: str | BaseExtractor = "geometric", checkpoint: str | os.PathLike | None = None,
-    train_config: TrainConfig | None = None, cache_dir: str | os.PathLike | None = None,
-    progress: ProgressFn | None = None, feature_cache: FeatureCache | None = None,
-    anchor_cache: AnchorCache | None = None, face_alike_up: str | None = None,
+    meshes: list[Mesh], settings: FeatureSettings | None = None, progress: ProgressFn | None = None,
+    caches: PipelineCaches | None = None,
 ) -> PipelineResult:
     """Surface-aware features of ``meshes`` (each (N_i, E) float32, unit rows, in mesh vertex order).
 
-    - no ``checkpoint``: train a network on these meshes (``train_config``, default
-      :class:`TrainConfig`), then embed them;
-    - ``checkpoint`` folder and no ``train_config``: load it and embed only;
-    - both: fine-tune the checkpoint on these meshes, then embed.
-
-    ``extractor`` is a registered name or an instance. ``cache_dir`` keeps base features and
-    geodesic anchor pools on disk (``features/`` and ``anchors/``); explicit ``feature_cache`` /
-    ``anchor_cache`` objects take precedence. ``face_alike_up`` ("x", "y" or "z"): before base
-    features are computed, turn every mesh after the first about that up axis to face like the first
-    (:func:`sa3df.core.orient.face_like_first`), so extrinsic cues agree between meshes that face different
-    ways. Raises ``ValueError`` when the checkpoint was made for other base features (width or extractor name).
+    With ``settings.steps`` > 0: train a network on these meshes (fine-tuning ``settings.checkpoint``
+    when given), then embed them; with 0 steps: embed with the checkpoint, or without one use the
+    unit-length base features as the embedding. The meshes are processed in content-hash order (turned
+    to face like the first of that order when ``settings.up_axis`` is set), so the result does not
+    depend on the order they are listed in; it comes back in the caller's order. ``caches`` default to
+    :meth:`PipelineCaches.in_folder` ``(settings.cache_dir)``. Raises ``ValueError`` when the checkpoint
+    was made for other base features (width or extractor name).
     """
     if not meshes:
         raise ValueError("compute_surface_features needs at least one mesh")
-    extractor = create_extractor(extractor) if isinstance(extractor, str) else extractor
-    cache_dir = Path(cache_dir) if cache_dir else None
-    feature_cache = feature_cache or FeatureCache(cache_dir / "features" if cache_dir else None)
-    anchor_cache = anchor_cache or AnchorCache(cache_dir / "anchors" if cache_dir else None)
+    settings = settings or FeatureSettings()
+    extractor = settings_extractor(settings)
+    caches = caches or PipelineCaches.in_folder(settings.cache_dir)
+    order = sorted(range(len(meshes)), key=lambda i: meshes[i].content_hash())
+    in_order = [meshes[i] for i in order]
+    key = result_key(in_order, settings, extractor)
+    result = caches.results.get(key, extractor, in_order)
+    if result is None:
+        result = _compute(in_order, settings, extractor, caches, progress)
+        caches.results.put(key, result)
+    back = np.argsort(order)  # a cached result's meshes may be other objects (names) with the same contents
+    return _with_source(result, result.source, [replace(result.features[k], mesh=m) for k, m in zip(back, meshes)])
 
-    if face_alike_up:
-        meshes = face_like_first(meshes, face_alike_up)
+
+def settings_extractor(settings: FeatureSettings) -> BaseExtractor:
+    """The extractor the settings name (or hold), with their device, weights folder, downloads and up axis."""
+    if isinstance(settings.extractor, BaseExtractor):
+        return settings.extractor
+    return choose_extractor(
+        settings.extractor, device=settings.device, allow_downloads=settings.allow_downloads,
+        weights_dir=os.fspath(settings.weights_dir) if settings.weights_dir else None,
+        up_axis=settings.up_axis or "y",
+    )
+
+
+def result_key(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExtractor) -> str:
+    """Cache key of a result: the meshes' contents (in order), the extractor actually chosen (with its
+    settings), the training settings and the checkpoint's weights file (its path and modification time)."""
+    relevant = {"steps": int(settings.steps), "seed": int(settings.seed), "up_axis": settings.up_axis,
+                "training": settings.training, "extractor": extractor.cache_key()}
+    if settings.checkpoint:
+        weights = Path(settings.checkpoint, "model.safetensors")
+        relevant["checkpoint"] = [os.fspath(settings.checkpoint), weights.stat().st_mtime if weights.exists() else None]
+    text = json.dumps([[m.content_hash() for m in meshes], relevant], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _compute(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExtractor, caches: PipelineCaches,
+             progress: ProgressFn | None) -> PipelineResult:
+    """1. face alike, 2. base features, 3. load / train the network, 4. embed."""
+    featured = face_like_first(meshes, settings.up_axis) if settings.up_axis else list(meshes)
     base = []
-    for i, mesh in enumerate(meshes):
+    for i, mesh in enumerate(featured):
         stage = sub_progress(progress, 0.3 * i / len(meshes), 0.3 * (i + 1) / len(meshes))
-        base.append(feature_cache.get(mesh, extractor, progress=stage))
+        base.append(caches.features.get(mesh, extractor, progress=stage))
 
     network, history, used_config = None, [], None
-    if checkpoint is not None:
-        network = _load_matching(checkpoint, extractor, base[0].shape[1])
-    if checkpoint is None or train_config is not None:
-        used_config = train_config or TrainConfig()
-        samples = [TrainingSample(m, f) for m, f in zip(meshes, base)]
+    if settings.checkpoint:
+        network = _load_matching(settings.checkpoint, extractor, base[0].shape[1])
+    if settings.steps > 0:
+        used_config = TrainConfig(**{**settings.training, "steps": int(settings.steps), "seed": int(settings.seed),
+                                     "device": settings.device})
+        samples = [TrainingSample(m, f) for m, f in zip(featured, base)]
         trained = train_surface_network(
-            samples, used_config, anchor_cache=anchor_cache, progress=sub_progress(progress, 0.3, 0.95),
+            samples, used_config, anchor_cache=caches.anchors, progress=sub_progress(progress, 0.3, 0.95),
             init_network=network,
         )
         network, history = trained.network, trained.history
 
     report(progress, 0.95, "embedding")
-    features = [SurfaceFeatures(base=f, embedding=embed(network, f)) for f in base]
+    embeddings = [embed(network, f) if network is not None else _unit_rows(f) for f in base]
     report(progress, 1.0, "done")
     return PipelineResult(
-        features=features, network=network, extractor_name=extractor.name, extractor_key=extractor.cache_key(),
-        history=history, train_config=used_config.to_dict() if used_config else None,
+        features=[MeshFeatures(m, b, e, extractor.name) for m, b, e in zip(meshes, base, embeddings)],
+        network=network, extractor_name=extractor.name, extractor_key=extractor.cache_key(), history=history,
+        train_config=used_config.to_dict() if used_config else None,
     )
+
+
+def _unit_rows(features: np.ndarray) -> np.ndarray:
+    """No network: the base features, each row scaled to unit length, stand in for the embedding."""
+    features = np.asarray(features, dtype=np.float32)
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+def _with_source(result: PipelineResult, source: str, features: list[MeshFeatures] | None = None) -> PipelineResult:
+    return PipelineResult(features if features is not None else list(result.features), result.network,
+                          result.extractor_name, result.extractor_key, result.history, result.train_config, source)
 
 
 def _load_matching(folder, extractor: BaseExtractor, dim: int) -> SurfaceNetwork:

@@ -33,7 +33,8 @@ from sa3df.core.device import choose_device
 from sa3df.core.progress import ProgressFn, report, sub_progress
 from sa3df.motion.contacts import ContactGoals, clip_floor, heights
 from sa3df.motion.terms import Problem, refine, rematch, robust_start
-from sa3df.motion.rig import Rig, TorchRig, local_matrices
+from sa3df.motion.rig import Rig
+from sa3df.motion.skinning import TorchRig, local_matrices
 from sa3df.motion.rotations import continuous_quaternions, matrix_from_6d, quaternion_from_matrix, six_from_matrix
 
 
@@ -122,7 +123,7 @@ class MotionResult:
     placed_source: np.ndarray
 
     def local_matrices(self) -> np.ndarray:
-        """(T, B, 4, 4) pose-bone basis matrices (what :func:`sa3df.motion.rig.pose_rig` takes)."""
+        """(T, B, 4, 4) pose-bone basis matrices (what :func:`sa3df.motion.skinning.pose_rig` takes)."""
         from sa3df.motion.rotations import matrix_from_quaternion
 
         t, b = self.rotations.shape[:2]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sa3df.motion.skinning import apply_to_frames
+
 
 def matrix_from_6d(six: torch.Tensor) -> torch.Tensor:
     """(..., 3, 3) rotations from (..., 6) vectors: the first two columns, Gram-Schmidt orthonormalised.
@@ -22,12 +24,6 @@ def matrix_from_6d(six: torch.Tensor) -> torch.Tensor:
 def six_from_matrix(matrix: torch.Tensor) -> torch.Tensor:
     """(..., 6) from rotations (..., 3, 3): their first two columns."""
     return torch.cat([matrix[..., :, 0], matrix[..., :, 1]], dim=-1)
-
-
-def apply_to_frames(matrix: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """(m, n) @ each of (T, n, k) -> (T, m, k), as one matrix product (see :func:`sa3df.motion.rig.apply_to_frames`)."""
-    t, n, k = frames.shape
-    return (matrix @ frames.permute(1, 0, 2).reshape(n, t * k)).reshape(-1, t, k).permute(1, 0, 2)
 
 
 def weighted_covariances(

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from sa3df.core.progress import ProgressFn, report
-from sa3df.motion.rig import Rig, TorchRig, apply_to_frames, local_matrices
+from sa3df.motion.rig import Rig
+from sa3df.motion.skinning import TorchRig, apply_to_frames, local_matrices
 from sa3df.motion.rotations import matrix_from_6d, nearest_rotation, six_from_matrix, weighted_covariances
 
 

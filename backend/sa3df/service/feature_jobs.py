@@ -1,48 +1,56 @@
 """The feature jobs of the worker: environment check, Compute Features, correspondence, parts, skin weights.
 
-Each is registered with :func:`sa3df.service.jobs.job`; see :mod:`sa3df.service.jobs` for the array conventions.
+:mod:`sa3df.service.jobs` registers them; :mod:`sa3df.service.protocol` names their arrays.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from sa3df.service.jobs import JobContext, JobOutput, clean_notes, features_for_job, job, job_names
 from sa3df.apps.match import rest_proximity
 from sa3df.core.progress import report
+from sa3df.service import protocol as keys
+from sa3df.service.context import JobContext, JobOutput
+from sa3df.service.feature_service import clean_notes, feature_settings, features_for_job
 
 
-@job("environment")
 def environment_job(ctx: JobContext) -> JobOutput:
     """Versions, the device "auto" picks, and the registered extractors (the add-on's "Check")."""
+    import platform
+
     import torch
 
     from sa3df import __version__
+    from sa3df.core.device import choose_device, default_dtype
     from sa3df.features import extractors
-    from sa3df.core.device import choose_device
 
     device = choose_device(ctx.params.get("device", "auto"))
     info = {
-        "sa3df": __version__, "torch": torch.__version__, "numpy": np.__version__, "device": str(device),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "extractors": extractors.available_extractors(), "jobs": job_names(),
+        "sa3df": __version__, "location": os.path.dirname(os.path.dirname(__file__)), "torch": torch.__version__,
+        "numpy": np.__version__, "device": str(device),
+        "device_type": device.type, "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        # the rendered extractors (DINOv2, Diff3F) run their image models at this precision on this device
+        "precision": "fp16" if default_dtype(device) == torch.float16 else "fp32",
+        "extractors": extractors.available_extractors(), "jobs": list(ctx.job_names),
     }
     return JobOutput({}, info)
 
 
-@job("compute_features")
 def compute_features_job(ctx: JobContext) -> JobOutput:
     """Features of every mesh; returns ``pca{i}`` (N_i, 3) colours from one joint PCA of the embeddings."""
     from sa3df.apps.colors import pca_colors
 
-    meshes, features = features_for_job(ctx, share=0.95)
-    colors = pca_colors(features.embedding)
-    arrays = {f"pca{i}": m.to_input(np.asarray(c, np.float32), fill=0.5) for i, (m, c) in enumerate(zip(meshes, colors))}
-    dims = {"base_dim": int(features.base[0].shape[1]), "embedding_dim": int(features.embedding[0].shape[1])}
-    return JobOutput(arrays, {**dims, "features_from": features.source, "cleaned": clean_notes(meshes)})
+    meshes, result = features_for_job(ctx, share=0.95)
+    colors = pca_colors(result.embeddings)
+    arrays = {keys.pca(i): m.to_input(np.asarray(c, np.float32), fill=0.5)
+              for i, (m, c) in enumerate(zip(meshes, colors))}
+    dims = {"base_dim": int(result.features[0].base.shape[1]), "embedding_dim": int(result.embeddings[0].shape[1])}
+    return JobOutput(arrays, {**dims, "features_from": result.source, "cleaned": clean_notes(meshes)})
 
 
-@job("correspondence")
 def correspondence_job(ctx: JobContext) -> JobOutput:
     """Mesh 0 is the source; for every other mesh t: ``source_index{t}`` (N_t,) the matched source
     vertex (input ids, -1 where a vertex was dropped), ``similarity{t}``, ``mutual{t}`` and
@@ -50,7 +58,7 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
     from sa3df.apps.colors import correspondence_colors
     from sa3df.apps.match import correspondence
 
-    meshes, features = features_for_job(ctx)
+    meshes, result = features_for_job(ctx)
     source = meshes[0]
     if len(meshes) < 2:
         raise ValueError(f"Correspondence needs a source and at least one target mesh; got only '{source.name}'")
@@ -59,18 +67,17 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"matching {meshes[t].name}")
         target = meshes[t]
-        corr = correspondence(features.embedding[0], features.embedding[t], target_faces=target.faces)
+        corr = correspondence(result.embeddings[0], result.embeddings[t], target_faces=target.faces)
         source_rgb, target_rgb = correspondence_colors(source.vertices, corr.target_to_source)
-        arrays["colors0"] = source.to_input(np.asarray(source_rgb, np.float32), fill=0.5)
-        arrays[f"colors{t}"] = target.to_input(np.asarray(target_rgb, np.float32), fill=0.5)
-        arrays[f"source_index{t}"] = target.to_input(source.input_index[corr.target_to_source], fill=-1)
-        arrays[f"similarity{t}"] = target.to_input(np.asarray(corr.target_similarity, np.float32), fill=0.0)
-        arrays[f"mutual{t}"] = target.to_input(np.asarray(corr.mutual, np.int8), fill=0)
+        arrays[keys.colors(0)] = source.to_input(np.asarray(source_rgb, np.float32), fill=0.5)
+        arrays[keys.colors(t)] = target.to_input(np.asarray(target_rgb, np.float32), fill=0.5)
+        arrays[keys.source_index(t)] = target.to_input(source.input_index[corr.target_to_source], fill=-1)
+        arrays[keys.similarity(t)] = target.to_input(np.asarray(corr.target_similarity, np.float32), fill=0.0)
+        arrays[keys.mutual(t)] = target.to_input(np.asarray(corr.mutual, np.int8), fill=0)
         mutual_share[target.name] = round(float(np.mean(corr.mutual)), 3)
     return JobOutput(arrays, {"mutual_fraction": mutual_share, "cleaned": clean_notes(meshes)})
 
 
-@job("segment")
 def segment_job(ctx: JobContext) -> JobOutput:
     """Consistent parts over all meshes: ``labels{i}`` (N_i,) int32 (-1 where a vertex was dropped)
     and ``colors{i}``. ``params["mode"]``: "kmeans" (joint k-means, ``params["k"]`` parts) or
@@ -79,70 +86,69 @@ def segment_job(ctx: JobContext) -> JobOutput:
     from sa3df.apps import segment
     from sa3df.apps.colors import label_colors
 
-    meshes, features = features_for_job(ctx)
+    meshes, result = features_for_job(ctx)
     mode = ctx.params.get("mode", "kmeans")
     if mode == "kmeans":
         k = int(ctx.params.get("k", 8))
         report(ctx.progress, 0.85, f"k-means with {k} parts")
-        labels, _ = segment.joint_kmeans(features.embedding, k, seed=int(ctx.params.get("seed", 0)))
+        labels, _ = segment.joint_kmeans(result.embeddings, k, seed=int(ctx.params.get("seed", 0)))
     elif mode == "transfer":
-        labels = _transferred_labels(ctx, meshes, features, segment.transfer_labels)
+        labels = _transferred_labels(ctx, meshes, result, segment.transfer_labels)
         k = int(max(int(np.max(l)) for l in labels) + 1)
     else:
         raise ValueError(f"Unknown segmentation mode '{mode}' (use 'kmeans' or 'transfer')")
-    if ctx.params.get("smooth", True) and hasattr(segment, "smooth_labels"):
+    if ctx.params.get("smooth", True):
         labels = [segment.smooth_labels(l, m.faces) for l, m in zip(labels, meshes)]
     arrays = {}
     for i, (mesh, lab) in enumerate(zip(meshes, labels)):
         lab = np.asarray(lab, dtype=np.int32)
-        arrays[f"labels{i}"] = mesh.to_input(lab, fill=-1)
-        arrays[f"colors{i}"] = mesh.to_input(np.asarray(label_colors(lab, k), np.float32), fill=0.5)
+        arrays[keys.labels(i)] = mesh.to_input(lab, fill=-1)
+        arrays[keys.colors(i)] = mesh.to_input(np.asarray(label_colors(lab, k), np.float32), fill=0.5)
     return JobOutput(arrays, {"k": k, "cleaned": clean_notes(meshes)})
 
 
-def _transferred_labels(ctx: JobContext, meshes, features, transfer_labels) -> list[np.ndarray]:
-    if "source_labels" not in ctx.inputs:
+def _transferred_labels(ctx: JobContext, meshes, result, transfer_labels) -> list[np.ndarray]:
+    if keys.SOURCE_LABELS not in ctx.inputs:
         raise ValueError("Segment 'transfer' mode needs the source mesh's labels (input 'source_labels')")
-    source_labels = np.asarray(ctx.inputs["source_labels"])[meshes[0].input_index]
+    source_labels = np.asarray(ctx.inputs[keys.SOURCE_LABELS])[meshes[0].input_index]
     known = source_labels >= 0
     if not known.any():
         raise ValueError(f"Mesh '{meshes[0].name}' has no labelled vertex to transfer")
     out = [np.where(known, source_labels, 0)]
-    weight, up = float(ctx.params.get("rest_prior", 0.0)), (ctx.params.get("features") or {}).get("up_axis", "y")
+    weight, up = float(ctx.params.get("rest_prior", 0.0)), feature_settings(ctx.params).up_axis or "y"
     for t in range(1, len(meshes)):
         prior = rest_proximity(meshes[0], meshes[t], weight, up)
-        out.append(transfer_labels(source_labels[known], features.embedding[0][known], features.embedding[t],
+        out.append(transfer_labels(source_labels[known], result.embeddings[0][known], result.embeddings[t],
                                    proximity=prior.among_references(known) if prior else None))
     if not known.all():  # give the source's unlabelled vertices the label of their best match too
-        out[0] = transfer_labels(source_labels[known], features.embedding[0][known], features.embedding[0])
+        out[0] = transfer_labels(source_labels[known], result.embeddings[0][known], result.embeddings[0])
         out[0][known] = source_labels[known]
     return out
 
 
-@job("transfer_weights")
 def transfer_weights_job(ctx: JobContext) -> JobOutput:
     """Skin weights of mesh 0 (input ``source_weights`` (N_0, K), rows of vertex-group weights)
     carried to every other mesh t: ``weights{t}`` (N_t, K) float32, rows summing to 1. Param
     ``rest_prior`` (default 0): weight of the rest-pose proximity bonus, for meshes posed alike."""
     from sa3df.apps.transfer import transfer_vertex_weights
 
-    meshes, features = features_for_job(ctx)
+    meshes, result = features_for_job(ctx)
     if len(meshes) < 2:
         raise ValueError(f"Skin-weight transfer needs a source and a target mesh; got only '{meshes[0].name}'")
-    weights = np.asarray(ctx.inputs.get("source_weights"), dtype=np.float32)
+    weights = np.asarray(ctx.inputs.get(keys.SOURCE_WEIGHTS), dtype=np.float32)
     if weights.ndim != 2 or len(weights) != meshes[0].input_vertex_count:
         raise ValueError(
             f"Mesh '{meshes[0].name}': source weights must be ({meshes[0].input_vertex_count}, K), got {weights.shape}"
         )
     source_weights = weights[meshes[0].input_index]
-    weight, up = float(ctx.params.get("rest_prior", 0.0)), (ctx.params.get("features") or {}).get("up_axis", "y")
+    weight, up = float(ctx.params.get("rest_prior", 0.0)), feature_settings(ctx.params).up_axis or "y"
     arrays = {}
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"weights for {meshes[t].name}")
         prior = rest_proximity(meshes[0], meshes[t], weight, up)
         target_weights = transfer_vertex_weights(
-            source_weights, features.embedding[0], features.embedding[t], target_faces=meshes[t].faces,
+            source_weights, result.embeddings[0], result.embeddings[t], target_faces=meshes[t].faces,
             proximity=prior,
         )
-        arrays[f"weights{t}"] = meshes[t].to_input(np.asarray(target_weights, np.float32), fill=0.0)
+        arrays[keys.weights(t)] = meshes[t].to_input(np.asarray(target_weights, np.float32), fill=0.0)
     return JobOutput(arrays, {"cleaned": clean_notes(meshes)})

@@ -3,25 +3,7 @@
 Start it as ``python -m sa3df.service.worker``. It runs one job at a time, so a torch crash or an
 out-of-memory kill ends this process, never the caller's.
 
-Protocol: one JSON object per line.
-
-Requests (worker's stdin)::
-
-    {"op": "run", "job_id": "7", "name": "segment", "input": "/tmp/x/in.npz",
-     "output": "/tmp/x/out.npz", "params": {...}}
-    {"op": "cancel", "job_id": "7"}      # stop between two steps; nothing is written
-    {"op": "ping"}                        # answered with {"event": "pong"}
-    {"op": "quit"}                        # also when stdin closes: the running job stops at its next step
-
-Events (worker's stdout)::
-
-    {"event": "ready", "pid": 123, "jobs": ["compute_features", ...]}
-    {"event": "progress", "job_id": "7", "fraction": 0.4, "message": "training"}
-    {"event": "done", "job_id": "7", "output": "/tmp/x/out.npz", "info": {...}, "seconds": 2.1}
-    {"event": "cancelled", "job_id": "7"}
-    {"event": "error", "job_id": "7", "kind": "ValueError", "message": "...", "traceback": "..."}
-
-Arrays travel as ``.npz`` files (no pickle) whose paths the requests name. Anything the backend
+The messages and the array files are defined in :mod:`sa3df.service.protocol`. Anything the backend
 libraries print goes to stderr: stdout carries protocol lines only.
 """
 
@@ -34,12 +16,11 @@ import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import IO
 
-import numpy as np
-
 from sa3df.core.progress import Cancelled
+from sa3df.service import jobs, protocol
+from sa3df.service.protocol import load_arrays, save_arrays
 
 
 class ProtocolWriter:
@@ -50,42 +31,25 @@ class ProtocolWriter:
         self._lock = threading.Lock()
 
     def send(self, event: str, **fields) -> None:
-        line = json.dumps({"event": event, **fields})
+        line = protocol.encode({"event": event, **fields})
         with self._lock:
-            self._stream.write(line + "\n")
+            self._stream.write(line)
             self._stream.flush()
 
 
 def _protocol_stdout() -> IO[str]:
     """Keep the real stdout for protocol lines and point file descriptor 1 at stderr, so stray
     prints from torch, tqdm or C extensions cannot corrupt the protocol."""
-    protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    stream = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    return protocol
-
-
-def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read an ``.npz`` of job arrays (pickle is refused)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
-
-
-def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Write an ``.npz`` atomically: a reader never sees a half-written file."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, **{k: np.asarray(v) for k, v in arrays.items()})
-    os.replace(partial, path)
+    return stream
 
 
 class Worker:
     """Reads requests on a thread, runs jobs on the main thread, streams events back."""
 
     def __init__(self, requests: IO[str], writer: ProtocolWriter):
-        from sa3df.service import jobs
-
-        self._jobs = jobs
         self._requests = requests
         self._writer = writer
         self._queue: queue.Queue[dict | None] = queue.Queue()
@@ -96,7 +60,10 @@ class Worker:
 
     def serve(self) -> None:
         threading.Thread(target=self._read_requests, name="sa3df-requests", daemon=True).start()
-        self._writer.send("ready", pid=os.getpid(), jobs=self._jobs.job_names())
+        from sa3df import __version__
+
+        self._writer.send(protocol.READY, pid=os.getpid(), jobs=jobs.job_names(), version=__version__,
+                          python=".".join(map(str, sys.version_info[:3])))
         while (request := self._queue.get()) is not None:
             self._run(request)
 
@@ -108,17 +75,17 @@ class Worker:
             try:
                 request = json.loads(line)
             except json.JSONDecodeError:
-                self._writer.send("error", job_id=None, kind="ProtocolError", message=f"not JSON: {line[:200]}")
+                self._writer.send(protocol.ERROR, job_id=None, kind="ProtocolError", message=f"not JSON: {line[:200]}")
                 continue
             op = request.get("op")
-            if op == "run":
+            if op == protocol.RUN:
                 self._queue.put(request)
-            elif op == "cancel":
+            elif op == protocol.CANCEL:
                 with self._lock:
                     self._cancelled.add(str(request.get("job_id")))
-            elif op == "ping":
-                self._writer.send("pong")
-            elif op == "quit":
+            elif op == protocol.PING:
+                self._writer.send(protocol.PONG)
+            elif op == protocol.QUIT:
                 break
         with self._lock:  # stdin closed (Blender quit or crashed) or quit: stop, then exit
             self._closing = True
@@ -139,23 +106,23 @@ class Worker:
             now = time.perf_counter()
             if now - last_sent[0] >= 0.05 or fraction >= 1.0:  # keep the pipe quiet in tight loops
                 last_sent[0] = now
-                self._writer.send("progress", job_id=job_id, fraction=float(fraction), message=str(message))
+                self._writer.send(protocol.PROGRESS, job_id=job_id, fraction=float(fraction), message=str(message))
 
         try:
             if self._is_cancelled(job_id):
                 raise Cancelled(f"job {job_id} was cancelled before it started")
             inputs = load_arrays(request["input"]) if request.get("input") else {}
-            output = self._jobs.run_job(
+            output = jobs.run_job(
                 request["name"], inputs, request.get("params") or {}, progress, self.context
             )
             progress(1.0, "writing results")
             save_arrays(request["output"], output.arrays)
         except Cancelled:
-            self._writer.send("cancelled", job_id=job_id)
+            self._writer.send(protocol.CANCELLED, job_id=job_id)
             return
         except Exception as error:  # noqa: BLE001 - every failure goes back to the caller as a message
             self._writer.send(
-                "error", job_id=job_id, kind=type(error).__name__, message=str(error) or type(error).__name__,
+                protocol.ERROR, job_id=job_id, kind=type(error).__name__, message=str(error) or type(error).__name__,
                 traceback=traceback.format_exc(),
             )
             return
@@ -163,7 +130,7 @@ class Worker:
             with self._lock:
                 self._cancelled.discard(job_id)
         self._writer.send(
-            "done", job_id=job_id, output=request["output"], info=output.info,
+            protocol.DONE, job_id=job_id, output=request["output"], info=output.info,
             seconds=round(time.perf_counter() - started, 3),
         )
 

@@ -21,13 +21,10 @@ def choose_extractor(preference: str = "auto", **settings) -> BaseExtractor:
 
     ``settings`` go to the chosen extractor's constructor; ones it does not take are dropped, so
     callers can pass every setting they have. ``dino_model`` serves as the dino extractor's ``model``;
-    ``allow_download`` is accepted for ``allow_downloads``; ``weights_dir`` is a folder of model
-    folders (``weights_dir/facebook/dinov2-base``, ...) or a hub cache.
+    ``weights_dir`` is a folder of model folders (``weights_dir/facebook/dinov2-base``, ...) or a hub cache.
     The returned extractor's ``name`` tells which one runs.
     """
     min_gb = float(settings.pop("min_gpu_memory_gb", MIN_DIFF3F_GPU_GB))
-    if "allow_download" in settings:  # the add-on's and jobs' spelling
-        settings.setdefault("allow_downloads", settings.pop("allow_download"))
     if preference != "auto":
         return create_extractor(preference, **_accepted(preference, settings))
     device = choose_device(settings.get("device", "auto"))

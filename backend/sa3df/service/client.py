@@ -1,4 +1,6 @@
-"""The add-on's side of the backend worker process (``python -m sa3df.worker``). No bpy here.
+"""The front end's side of the backend worker process (``python -m sa3df.worker``): the Blender add-on
+uses it. No bpy and no torch here (only numpy and :mod:`sa3df.service.protocol`), so Blender's own
+process stays free of them.
 
 One worker per Blender session, started on first use and kept (models and feature caches stay warm).
 A job is a message; arrays go through ``.npz`` files in a temporary folder; the worker streams
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from sa3df.service import protocol
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 CANCEL_GRACE_SECONDS = 5.0  # after this long without the worker confirming a cancel, it is killed
@@ -56,12 +60,19 @@ class WorkerClient:
     """Starts, talks to and stops one backend worker process.
 
     ``python`` defaults to ``sys.executable`` (Blender's own Python inside Blender, the venv's with
-    the bpy module); the worker sees this process's ``sys.path`` (so the extension's wheels).
+    the bpy module). ``pythonpath``: folders put first on the worker's ``PYTHONPATH``; the bundled
+    backend passes this process's ``sys.path`` (the extension's wheels), while another interpreter
+    (managed or external, maybe another Python version) gets none: it finds ``sa3df`` itself.
+    ``expected_version``: the add-on's version; a worker whose ``sa3df`` differs is refused by name.
     """
 
-    def __init__(self, python: str | None = None, extra_env: dict[str, str] | None = None):
+    def __init__(self, python: str | None = None, extra_env: dict[str, str] | None = None,
+                 pythonpath: list[str] | None = None, expected_version: str | None = None):
         self.python = python or sys.executable
         self.extra_env = dict(extra_env or {})
+        self.pythonpath = [p for p in (sys.path if pythonpath is None and python is None else pythonpath or []) if p]
+        self.expected_version = expected_version
+        self.environment: dict | None = None  # the last "environment" job's report (versions, device)
         self.process: subprocess.Popen | None = None
         self.active: Job | None = None
         self.log_path: Path | None = None
@@ -83,7 +94,9 @@ class WorkerClient:
         if self.alive:
             return
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        inherited = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if self.pythonpath or inherited:
+            env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(self.pythonpath + inherited))
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         self.log_path = Path(tempfile.mkdtemp(prefix="sa3df-worker-")) / "worker.log"
@@ -108,7 +121,7 @@ class WorkerClient:
         if not self.alive:
             raise WorkerError("The sa3df worker is not running")
         try:
-            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.write(protocol.encode(request))
             self.process.stdin.flush()
         except (BrokenPipeError, OSError) as error:
             raise WorkerError(f"The sa3df worker stopped accepting requests ({error})") from None
@@ -124,7 +137,7 @@ class WorkerClient:
         """Stop the worker politely (frees its memory); kills it if it does not quit in ``timeout``."""
         if self.alive:
             try:
-                self._send({"op": "quit"})
+                self._send({"op": protocol.QUIT})
                 self.process.wait(timeout=timeout)
             except (WorkerError, subprocess.TimeoutExpired):
                 self.process.kill()
@@ -150,11 +163,11 @@ class WorkerClient:
         self.start()
         self._counter += 1
         folder = Path(tempfile.mkdtemp(prefix=f"sa3df-{name}-"))
-        np.savez(folder / "input.npz", **arrays)
+        protocol.save_arrays(folder / "input.npz", arrays)
         job = Job(job_id=f"{os.getpid()}-{self._counter}", name=name, folder=folder)
         self.active = job
         try:
-            self._send({"op": "run", "job_id": job.job_id, "name": name, "input": str(folder / "input.npz"),
+            self._send({"op": protocol.RUN, "job_id": job.job_id, "name": name, "input": str(folder / "input.npz"),
                         "output": str(folder / "output.npz"), "params": params})
         except WorkerError as error:
             self._finish(job, FAILED, str(error))
@@ -168,7 +181,7 @@ class WorkerClient:
         job.cancel_requested_at = job.cancel_requested_at or time.monotonic()
         job.message = "cancelling"
         try:
-            self._send({"op": "cancel", "job_id": job.job_id})
+            self._send({"op": protocol.CANCEL, "job_id": job.job_id})
         except WorkerError:
             self.poll()
 
@@ -221,24 +234,36 @@ class WorkerClient:
                     self._finish(job, FAILED, f"The sa3df worker process stopped unexpectedly (exit code {code})"
                                  + (f"; its last output:\n{tail}" if tail else ""))
             return
+        if kind == protocol.READY:
+            self._check_version(event, job)
+            return
         if job is None or job.finished or event.get("job_id") != job.job_id:
             return
-        if kind == "progress":
+        if kind == protocol.PROGRESS:
             job.fraction = float(event.get("fraction", job.fraction))
             job.message = str(event.get("message", ""))
-        elif kind == "done":
+        elif kind == protocol.DONE:
             try:
-                with np.load(event["output"], allow_pickle=False) as data:
-                    job.arrays = {key: data[key] for key in data.files}
+                job.arrays = protocol.load_arrays(event["output"])
                 job.info = dict(event.get("info") or {})
                 self._finish(job, DONE, None)
             except (OSError, ValueError, KeyError) as error:
                 self._finish(job, FAILED, f"Could not read the result of job '{job.name}': {error}")
-        elif kind == "cancelled":
+        elif kind == protocol.CANCELLED:
             self._finish(job, CANCELLED, None)
-        elif kind == "error":
+        elif kind == protocol.ERROR:
             self._finish(job, FAILED, f"{event.get('kind', 'Error')}: {event.get('message', '')}")
             job.info = {"traceback": event.get("traceback", "")}
+
+    def _check_version(self, ready: dict, job: Job | None) -> None:
+        """A backend of another version than the add-on's is stopped with a message saying so."""
+        found = ready.get("version")
+        if self.expected_version is None or found == self.expected_version:
+            return
+        if job is not None and not job.finished:
+            self._finish(job, FAILED, f"The backend at {self.python} is sa3df {found or '(unknown version)'}, but "
+                         f"this add-on needs sa3df {self.expected_version}: reinstall it (Preferences > Backend)")
+        self.kill()
 
     def _finish(self, job: Job, state: str, error: str | None) -> None:
         job.state, job.error = state, error
@@ -250,11 +275,26 @@ class WorkerClient:
 _shared: WorkerClient | None = None
 
 
-def shared_client() -> WorkerClient:
-    """The session's worker client (created on first use)."""
+def shared_client(**settings) -> WorkerClient:
+    """The session's worker client (created on first use). ``settings`` (``python``, ``pythonpath``,
+    ``expected_version``, as for :class:`WorkerClient`), when given and different from the current
+    client's, replace it: the old worker is released first."""
     global _shared
+    if _shared is not None and settings and not _same_settings(_shared, settings):
+        release_shared_client()
     if _shared is None:
-        _shared = WorkerClient()
+        _shared = WorkerClient(**settings)
+    return _shared
+
+
+def _same_settings(client: WorkerClient, settings: dict) -> bool:
+    other = WorkerClient(**settings)
+    return (client.python, client.pythonpath, client.expected_version, client.extra_env) == (
+        other.python, other.pythonpath, other.expected_version, other.extra_env)
+
+
+def current_client() -> WorkerClient | None:
+    """The session's worker client if one was made (nothing is started)."""
     return _shared
 
 

@@ -1,0 +1,96 @@
+"""The rig's differentiable linear-blend skinning in torch (conventions in :mod:`sa3df.motion.rig`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sa3df.motion.rig import Rig
+
+
+class TorchRig:
+    """The rig's constant tensors on one device, with batched forward kinematics and skinning."""
+
+    def __init__(
+        self, rig: Rig, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, unit: float = 1.0
+    ):
+        """``unit``: lengths are divided by it (the fitter works in units of the character's size)."""
+        self.rig = rig
+        self.device, self.dtype = torch.device(device), dtype
+        as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=self.device)  # noqa: E731
+        self.parents = [int(p) for p in rig.parents]
+        rest = rig.rest_matrices.copy()
+        rest[:, :3, 3] /= unit
+        self.rest = as_t(rest)
+        self.rest_inv = as_t(np.linalg.inv(rest))
+        # Rest offset of each bone in its parent's frame: inv(R[parent]) @ R[b] (roots: R[b]).
+        offsets = np.array([rest[b] if p < 0 else np.linalg.inv(rest[p]) @ rest[b] for b, p in enumerate(rig.parents)])
+        self.offsets = as_t(offsets.reshape(-1, 4, 4))
+        self.weights = as_t(rig.weights)
+        self.rest_vertices = as_t(rig.rest_vertices / unit)
+
+    def bone_matrices(self, local: torch.Tensor) -> torch.Tensor:
+        """Posed bone frames (T, B, 4, 4) in armature space from local basis matrices (T, B, 4, 4)."""
+        posed: list[torch.Tensor] = []
+        per_bone = local.unbind(1)  # one unbind (not B slices): its backward is a single stack
+        for b, p in enumerate(self.parents):
+            base = self.offsets[b] if p < 0 else posed[p] @ self.offsets[b]
+            posed.append(base @ per_bone[b])
+        return torch.stack(posed, dim=1)
+
+    def skinning_matrices(self, posed: torch.Tensor) -> torch.Tensor:
+        """(T, B, 3, 4) affine maps taking rest armature-space points to posed ones, per bone."""
+        return (posed @ self.rest_inv)[..., :3, :]
+
+    def skin(self, skinning: torch.Tensor, vertex_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Posed vertices (T, n, 3) for ``vertex_ids`` (default all) from skinning matrices (T, B, 3, 4).
+
+        One matrix product per frame: ``v[t, n] = sum_{b,k} (w[n, b] * p[n, k]) * S[t, b, :, k]`` with
+        homogeneous rest points p, i.e. (n, 4B) @ (4B, 3); no (T, n, 3, 4) blend is ever formed, which keeps
+        memory traffic (the CPU bottleneck) low. Unweighted vertices stay at rest.
+        """
+        weights, rest = self.weights, self.rest_vertices
+        if vertex_ids is not None:
+            weights, rest = weights[vertex_ids], rest[vertex_ids]
+        homogeneous = torch.cat([rest, torch.ones_like(rest[:, :1])], dim=1)  # (n, 4)
+        design = (weights[:, :, None] * homogeneous[:, None, :]).reshape(len(rest), -1)  # (n, 4B)
+        per_frame = skinning.transpose(-1, -2)  # (T, B, 4, 3): [t, b, k, i] = S[t, b, i, k]
+        unweighted = (1.0 - weights.sum(dim=1, keepdim=True)).clamp_min(0.0) * rest
+        return apply_to_frames(design, per_frame.flatten(1, 2)) + unweighted
+
+    def pose(self, local: torch.Tensor, vertex_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(posed vertices (T, n, 3), bone head positions (T, B, 3)) for local basis matrices (T, B, 4, 4)."""
+        posed = self.bone_matrices(local)
+        return self.skin(self.skinning_matrices(posed), vertex_ids), posed[..., :3, 3]
+
+
+def apply_to_frames(matrix: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """``matrix`` (m, n) applied to every frame of ``frames`` (T, n, k) -> (T, m, k) as ONE (m, n) @ (n, T*k)
+    product: a broadcast batched product would first copy ``matrix`` T times."""
+    t, n, k = frames.shape
+    out = matrix @ frames.permute(1, 0, 2).reshape(n, t * k)
+    return out.reshape(-1, t, k).permute(1, 0, 2)
+
+
+def local_matrices(
+    rotations: torch.Tensor, bones: list[int] | None = None, locations: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Basis matrices (T, B, 4, 4) from local rotations (T, B, 3, 3) and, for the listed ``bones``,
+    locations (T, len(bones), 3) in each bone's rest frame (Blender's ``pose_bone.location``)."""
+    t, b = rotations.shape[:2]
+    shift = rotations.new_zeros(t, b, 3, 1)
+    if bones:
+        columns = list(shift.unbind(1))
+        for k, bone in enumerate(bones):
+            columns[bone] = locations[:, k, :, None]
+        shift = torch.stack(columns, dim=1)
+    bottom = rotations.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(t, b, 1, 4)
+    return torch.cat([torch.cat([rotations, shift], dim=-1), bottom], dim=-2)
+
+
+def pose_rig(rig: Rig, local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Numpy convenience: (posed vertices (T, N, 3), bone heads (T, B, 3)) for basis matrices (T, B, 4, 4)."""
+    model = TorchRig(rig, dtype=torch.float64)
+    with torch.no_grad():
+        verts, heads = model.pose(torch.as_tensor(np.asarray(local, dtype=np.float64)))
+    return verts.numpy(), heads.numpy()
