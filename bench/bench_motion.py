@@ -65,10 +65,9 @@ def speed(data: Path, frames: int, with_features: bool) -> None:
     fit_motion(wolf.rig, placed[:4], matches, weights, MotionConfig(iterations=2))  # warm-up (imports)
     runs = (("closed-form start only", dict(iterations=0, rematch_rounds=0)),
             ("full fit (2x40 + 200 Adam steps)", {}))
-    up = tuple(np.linalg.inv(wolf.world)[:3, :3] @ np.array([0.0, 0.0, 1.0]))
     for label, settings in runs:
         start = time.perf_counter()
-        result = fit_motion(wolf.rig, placed, matches, weights, MotionConfig(placement="origin", up=up, **settings))
+        result = fit_motion(wolf.rig, placed, matches, weights, MotionConfig(placement="origin", up=wolf.up, **settings))
         took = time.perf_counter() - start
         r = result.normalized_residuals
         print(f"  {label:34s} {took:6.1f} s  ({1000 * took / len(placed):5.1f} ms/frame)  residual / size: "
@@ -145,9 +144,8 @@ def contact_row(label, source, target, matches, weights, with_truth: bool, **con
     from sa3df.motion.contacts import floor_report, rotation_jumps
     from sa3df.motion.rotations import quaternion_from_matrix
 
-    up = tuple(np.linalg.inv(target.world)[:3, :3] @ np.array([0.0, 0.0, 1.0]))
     start = time.perf_counter()
-    result = transfer(source, target, matches, weights, up=up, **config)
+    result = transfer(source, target, matches, weights, up=target.up, **config)
     took = time.perf_counter() - start
     verts, joints = posed_world(target, result.local_matrices())
     z = (0.0, 0.0, 1.0)

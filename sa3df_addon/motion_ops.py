@@ -18,7 +18,7 @@ from sa3df.service import protocol
 
 from . import rig_io
 from .mesh_io import armature_of, mesh_arrays
-from .preferences import feature_settings
+from .preferences import feature_settings, preferences
 from .runner import BackendOperator, Request, UserError
 
 
@@ -169,7 +169,9 @@ def transfer_estimate(context) -> str | None:
         return None
     vertices = sum(len(m.data.vertices) for a in (source, target) for m in rig_io.moved_meshes(a))
     frames = len(rig_io.action_frames(action))
-    steps = EFFORT_STEPS.get(feature_settings(context, train=context.scene.sa3df.train_on_selection)["effort"], 0)
+    prefs = preferences(context)
+    effort = getattr(prefs, "effort", "fast") if context.scene.sa3df.train_on_selection else "off"
+    steps = EFFORT_STEPS.get(effort, 0)
     seconds = (FIXED_SECONDS + FEATURE_SECONDS * steps * vertices / 1000
                + FIT_SECONDS_PER_FRAME * frames * len(target.data.bones) / 50)
     return f"{frames} frames onto {target.name}: about {seconds:.0f} s"

@@ -28,6 +28,11 @@ class Character:
         return self.world[:3, 3]
 
     @property
+    def up(self) -> tuple:
+        """World Z (up) in the armature's space, as the add-on's job gets it."""
+        return tuple(np.linalg.inv(self.world)[:3, :3] @ np.array([0.0, 0.0, 1.0]))
+
+    @property
     def height(self) -> float:
         """World-space vertical extent of the rest skin (Z up)."""
         return float(np.ptp(self.rest_world[:, 2]))
