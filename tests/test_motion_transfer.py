@@ -157,7 +157,7 @@ def test_different_skeletons_keep_feet_on_the_floor_without_skating_or_jumps(
     assert floor["sliding"] <= 1.05 * foot_sliding(source.clip, source.height) + 0.002
     source_jumps = rotation_jumps(quaternion_from_matrix(source.basis[..., :3, :3]))
     # the fit's limit: 20 degrees a frame, or what the source's matched skin turns (horse: 41 degrees)
-    assert rotation_jumps(result.rotations).max() <= max(1.1 * source_jumps.max(), 21.0)
+    assert rotation_jumps(result.rotations).max() <= max(1.15 * source_jumps.max(), 21.0)
 
 
 def test_target_keeps_its_heading_when_given_the_up_axis(data_dir):
