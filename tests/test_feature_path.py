@@ -76,3 +76,15 @@ def test_misspelt_feature_settings_are_refused():
     with pytest.raises(ValueError, match="Unknown training effort 'quick'"):
         FeatureSettings.from_params({"effort": "quick"})
     assert FeatureSettings.from_params({"effort": "off"}).steps == 0
+
+
+def test_the_workers_settings_reach_the_extractor(tmp_path):
+    """The weights folder, downloads and up axis the add-on sends are what the extractor gets (it resolves
+    hub ids inside the weights folder itself, see extractors.weights.resolve)."""
+    from sa3df.features.pipeline import settings_extractor
+
+    params = {"extractor": "dino", "device": "cpu", "weights_dir": str(tmp_path), "allow_downloads": True,
+              "up_axis": "z", "effort": "off"}
+    extractor = settings_extractor(FeatureSettings.from_params(params))
+    assert extractor.name == "dino" and extractor.up_axis == "z"
+    assert extractor.featurizer.weights_dir == str(tmp_path) and extractor.featurizer.allow_downloads is True
