@@ -63,9 +63,10 @@ def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, d
     # the source selected too, and so does an action the user made for the horse himself.
     own = bpy.data.actions.new("HorseOwn")
     own.use_fake_user = True
+    transferred = action.name
     select([man, horse], man)
     assert bpy.ops.sa3df.clear(remove_actions=True) == {"FINISHED"}
-    assert action.name not in {a.name for a in bpy.data.actions}
+    assert transferred not in {a.name for a in bpy.data.actions}
     assert horse.animation_data.action is None and man.animation_data.action == walk
     assert set(bpy.data.actions) == actions_before | {own}
 
