@@ -54,12 +54,12 @@ class SA3DF_OT_compute_features(BackendOperator):
 
     def build_request(self, context) -> Request:
         def apply(context, job, objects) -> str:
-            for i, obj in enumerate(objects):
-                results.write_color_attribute(obj, FEATURES_COLOR, job.arrays[protocol.pca(i)])
+            written = [results.write_color_attribute(obj, FEATURES_COLOR, job.arrays[protocol.pca(i)])
+                       for i, obj in enumerate(objects)]
             show_colors(context)
             cached = " (from the cache)" if job.info.get("features_from") in ("memory", "disk") else ""
             return (f"Features of {len(objects)} mesh(es){cached}: {job.info.get('embedding_dim', '?')}-d "
-                    f"embedding shown as colour attribute '{FEATURES_COLOR}'")
+                    f"embedding shown as colour attribute {written_names(objects, written)}")
 
         return _request(context, protocol.COMPUTE_FEATURES, selected_meshes(context), apply)
 
@@ -72,14 +72,15 @@ class SA3DF_OT_show_correspondence(BackendOperator):
 
     def build_request(self, context) -> Request:
         def apply(context, job, objects) -> str:
-            results.write_color_attribute(objects[0], CORRESPONDENCE_COLOR, job.arrays[protocol.colors(0)])
+            colours = [results.write_color_attribute(objects[0], CORRESPONDENCE_COLOR, job.arrays[protocol.colors(0)])]
             for t, obj in enumerate(objects[1:], start=1):
-                results.write_color_attribute(obj, CORRESPONDENCE_COLOR, job.arrays[protocol.colors(t)])
+                colours.append(results.write_color_attribute(obj, CORRESPONDENCE_COLOR, job.arrays[protocol.colors(t)]))
                 results.write_int_attribute(obj, MATCH_INDEX, job.arrays[protocol.source_index(t)])
             show_colors(context)
             mutual = job.info.get("mutual_fraction", {})
             shares = ", ".join(f"{name} {share:.0%}" for name, share in mutual.items())
-            return f"Matched {len(objects) - 1} mesh(es) to '{objects[0].name}' (mutual matches: {shares})"
+            return (f"Matched {len(objects) - 1} mesh(es) to '{objects[0].name}' (mutual matches: {shares}); "
+                    f"colours in {written_names(objects, colours)}")
 
         objects = selected_meshes(context, min_count=2, need_active=True)
         return _request(context, protocol.CORRESPONDENCE, objects, apply)
@@ -106,9 +107,10 @@ class SA3DF_OT_segment_parts(BackendOperator):
             params, arrays = {"mode": "kmeans", "k": count}, {}
 
         def apply(context, job, objects) -> str:
+            written = []
             for i, obj in enumerate(objects):
                 labels = job.arrays[protocol.labels(i)]
-                results.write_int_attribute(obj, PART_INDEX, labels)
+                written.append(results.write_int_attribute(obj, PART_INDEX, labels))
                 results.write_color_attribute(obj, PART_COLOR, job.arrays[protocol.colors(i)])
                 one_hot = np.zeros((len(labels), len(group_names)), dtype=np.float32)
                 valid = (labels >= 0) & (labels < len(group_names))
@@ -116,7 +118,8 @@ class SA3DF_OT_segment_parts(BackendOperator):
                 used = one_hot.any(axis=0)
                 results.write_vertex_groups(obj, [n for n, u in zip(group_names, used) if u], one_hot[:, used])
             show_colors(context)
-            return f"{int(job.info.get('k', len(group_names)))} parts on {len(objects)} mesh(es)"
+            return (f"{int(job.info.get('k', len(group_names)))} parts on {len(objects)} mesh(es), "
+                    f"in attribute {written_names(objects, written)} and vertex groups")
 
         return _request(context, protocol.SEGMENT, objects, apply, params, arrays)
 
@@ -153,24 +156,40 @@ class SA3DF_OT_transfer_skin_weights(BackendOperator):
             rig = bpy.data.objects.get(armature_name)
             if rig is None:
                 raise UserError(f"Armature '{armature_name}' is gone")
+            done = []
             for t, target in enumerate(objects[1:], start=1):
                 results.write_vertex_groups(target, bones, job.arrays[protocol.weights(t)], exact_names=True)
-                results.add_armature_modifier(target, rig, ARMATURE_MODIFIER)
-            return f"Skin weights of {len(bones)} bones of '{armature_name}' on {len(objects) - 1} mesh(es)"
+                _, modifier = results.add_armature_modifier(target, rig, ARMATURE_MODIFIER)
+                done.append(f"'{target.name}' {modifier}")
+            return f"Skin weights of {len(bones)} bones of '{armature_name}': {'; '.join(done)}"
 
         return _request(context, protocol.TRANSFER_WEIGHTS, objects, apply,
                         extra_arrays={protocol.SOURCE_WEIGHTS: weights},
                         extra_params={"rest_prior": float(context.scene.sa3df.rest_prior)})
 
 
+def written_names(objects: list, names: list[str]) -> str:
+    """'sa3df_features' when every object got that name, else 'Body: sa3df_features.001, …'."""
+    if len(set(names)) == 1:
+        return f"'{names[0]}'"
+    return ", ".join(f"'{name}' on '{obj.name}'" for obj, name in zip(objects, names))
+
+
 class SA3DF_OT_clear(bpy.types.Operator):
-    """Remove every attribute, vertex group and modifier this add-on wrote on the selected objects, and
-    (if chosen) the actions Transfer Motion made for the selected characters"""
+    """Remove the attributes, vertex groups and modifiers this add-on wrote on the selected objects,
+    unless they were edited since, and (if chosen) the actions Transfer Motion made for the selected
+    characters"""
 
     bl_idname = "sa3df.clear"
     bl_label = "Clear sa3df Results"
     bl_options = {"REGISTER", "UNDO"}
 
+    remove_edited: bpy.props.BoolProperty(
+        name="Also Remove Edited",
+        description="Also remove items under sa3df's names whose contents changed since sa3df wrote them "
+                    "(weights or colours painted since, or an item of that name made by you)",
+        default=False,
+    )
     remove_actions: bpy.props.BoolProperty(
         name="Remove Transferred Actions", default=True,
         description="Also unassign and delete the actions Transfer Motion made for the selected characters "
@@ -183,12 +202,19 @@ class SA3DF_OT_clear(bpy.types.Operator):
         return self.execute(context)
 
     def execute(self, context):
-        removed = sum(results.clear_results(obj) for obj in context.selected_objects)
-        note = ""
+        removed, kept = 0, []
+        for obj in context.selected_objects:
+            count, edited = results.clear_results(obj, remove_edited=self.remove_edited)
+            removed += count
+            kept += [f"'{obj.name}': {name}" for name in edited]
+        message = f"Removed {removed} sa3df result(s)"
         if self.remove_actions:
             gone = sum(actions.remove_transferred_actions(a) for a in _selected_armatures(context))
-            note = f" and {gone} transferred action(s)" if gone else ""
-        self.report({"INFO"}, f"Removed {removed} sa3df result(s){note}")
+            message += f" and {gone} transferred action(s)" if gone else ""
+        if kept:
+            message += (f"; kept {len(kept)} edited since sa3df wrote them ({', '.join(kept[:6])}"
+                        f"{', …' if len(kept) > 6 else ''}): use 'Also Remove Edited' to remove them too")
+        self.report({"WARNING"} if kept else {"INFO"}, message)
         return {"FINISHED"}
 
 

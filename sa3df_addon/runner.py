@@ -194,7 +194,8 @@ class BackendOperator(bpy.types.Operator):
             return {"FINISHED"}  # FINISHED pushes the undo step that takes a partial write back
         cleaned = job.info.get("cleaned") or {}
         notes = "; ".join(f"'{name}': {text}" for name, text in cleaned.items())
-        self.report({"INFO"}, summary + (f" (cleaned: {notes})" if notes else ""))
+        extractor = f" [{job.info['extractor']} base features]" if job.info.get("extractor") else ""
+        self.report({"INFO"}, summary + extractor + (f" (cleaned: {notes})" if notes else ""))
         return {"FINISHED"}
 
     @staticmethod

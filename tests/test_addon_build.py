@@ -95,7 +95,7 @@ def test_built_zip_is_a_valid_extension_with_cpu_torch_and_without_numpy(built_z
     wheels = [Path(w).name for w in manifest["wheels"]]
     dists = {w.split("-")[0].lower() for w in wheels}
     assert {"sa3df", "torch", "scipy", "trimesh", "embreex", "potpourri3d", "robust_laplacian", "scikit_learn",
-            "safetensors", "tqdm", "joblib", "threadpoolctl", "sympy", "networkx"} <= dists
+            "safetensors", "tqdm", "fast_simplification", "joblib", "threadpoolctl", "sympy", "networkx"} <= dists
     assert "numpy" not in dists and not any(n.startswith("wheels/numpy") for n in names)
     assert any(w.startswith("torch-") and "+cpu" in w for w in wheels)
     assert not any(d.startswith("nvidia") for d in dists), "a CUDA torch pulled in NVIDIA wheels"
@@ -127,6 +127,7 @@ def test_bundled_wheels_alone_run_the_backend(built_zip, tmp_path):
     script = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
         "import sa3df, sa3df.service.jobs, torch, scipy, trimesh, embreex, potpourri3d, robust_laplacian, sklearn\n"
+        "import fast_simplification\n"
         "import safetensors, tqdm\n"
         "assert sa3df.__file__.startswith(sys.argv[1]), sa3df.__file__\n"
         "assert torch.__file__.startswith(sys.argv[1]), torch.__file__\n"

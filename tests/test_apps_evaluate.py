@@ -153,3 +153,40 @@ def test_seam_split_copies_are_welded_for_geodesics():
     np.testing.assert_allclose(errors[:-1], 0)
     expected = evaluate.geodesic_errors(m, np.array([antipode]), np.array([0]))[0]
     assert errors[-1] == pytest.approx(expected, rel=1e-6)
+
+
+# Regions: 0 body (central), 1 arm.L, 2 arm.R.
+MIRROR = np.array([0, 2, 1])
+
+
+def test_region_scores_count_own_region_hits_and_left_right_swaps():
+    source = np.array([0, 0, 1, 1, 2, 2])
+    target = np.array([0, 1, 1, 2, 2, -1])
+    # target 0 -> body (hit), 1 -> arm.L (hit), 2 -> arm.R (swap), 3 -> arm.R (hit), 4 -> body (miss)
+    t2s = np.array([1, 2, 4, 5, 0, 3])
+    scores = evaluate.region_scores(t2s, source, target, MIRROR)
+    assert scores["count"] == 5 and scores["sided_count"] == 4  # the unlabelled vertex does not count
+    assert scores["accuracy"] == pytest.approx(3 / 5)
+    assert scores["swap_rate"] == pytest.approx(1 / 4)
+
+
+def test_region_scores_skip_regions_the_source_lacks_and_reject_bad_maps():
+    source, target = np.array([0, 0, 1]), np.array([0, 2, 1])  # the source has no arm.R
+    scores = evaluate.region_scores(np.array([0, 2, 2]), source, target, MIRROR)
+    assert scores["count"] == 2 and scores["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="source vertex ids"):
+        evaluate.region_scores(np.array([0, 3, 1]), source, target, MIRROR)
+    with pytest.raises(ValueError, match="differ in shape"):
+        evaluate.region_scores(np.array([0, 1]), source, target, MIRROR)
+    with pytest.raises(ValueError, match="mirror table"):
+        evaluate.region_scores(np.array([0, 1, 1]), source, np.array([0, 3, 1]), MIRROR)
+
+
+def test_part_agreement_sees_merged_sides_and_inconsistent_parts():
+    regions = np.array([0, 0, 1, 1, 2, 2])
+    split = np.array([5, 5, 6, 6, 7, 7])
+    perfect = evaluate.part_agreement(split, split, regions, regions, MIRROR)
+    assert perfect == {"agreement": 1.0, "sides_apart": 1.0, "parts_used": (3, 3)}
+    merged = evaluate.part_agreement(split, np.array([5, 5, 6, 6, 6, 6]), regions, regions, MIRROR)
+    assert merged["sides_apart"] == 0.0 and merged["agreement"] == pytest.approx(4 / 6)
+    assert merged["parts_used"] == (3, 2)

@@ -82,3 +82,26 @@ def test_seam_split_vertices_are_welded_and_results_shared():
     per_vertex = m.to_input(m.vertices[:, 0])
     np.testing.assert_array_equal(per_vertex, flat[:, 0])
     assert mesh.from_arrays(flat, faces, weld=False).n_vertices == len(flat)
+
+
+@pytest.mark.parametrize("name", ["khronos_fox.glb", "quaternius_fox.glb", "quaternius_wolf.glb"])
+def test_seam_split_gltf_characters_keep_every_face_and_stay_closed(data_dir, name):
+    """glTF splits vertices at UV seams; welding them must not make valid faces look degenerate
+    (the area test once read input rows with welded indices: the Khronos fox lost 32 of 576 faces)."""
+    path = data_dir / "quadrupeds" / name
+    scene = trimesh.load(path, process=False)
+    file_faces = sum(len(g.faces) for g in scene.geometry.values())
+    m = mesh.load(path)
+    assert m.report.degenerate_faces == 0 and m.report.welded_vertices > 0
+    assert len(m.faces) == file_faces - m.report.duplicate_faces
+    edges = np.sort(m.faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    assert (np.unique(edges, axis=0, return_counts=True)[1] == 1).sum() == 0, "no holes along the seams"
+    if name == "khronos_fox.glb":
+        assert len(m.faces) == 576
+
+
+def test_weld_does_not_hide_a_truly_degenerate_face():
+    """A sliver whose corners are distinct but collinear is still dropped after welding."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0], [2, 0, 0]], dtype=float)  # vertex 3 = vertex 0
+    m = mesh.from_arrays(v, [[0, 1, 2], [3, 1, 4]])
+    assert m.report.welded_vertices == 1 and m.report.degenerate_faces == 1 and len(m.faces) == 1

@@ -49,7 +49,7 @@ def test_feature_cache_hits_memory_then_disk(tmp_path):
     cache = FeatureCache(tmp_path)
     first = cache.get(m, extractor)
     assert cache.get(m, extractor) is first and extractor.calls == 1
-    files = list(tmp_path.glob("*.npy"))
+    files = list(tmp_path.glob("*.npz"))
     assert len(files) == 1 and files[0].name.startswith(m.content_hash())
     again = FeatureCache(tmp_path).get(m, extractor)  # a new process: read from disk
     assert extractor.calls == 1

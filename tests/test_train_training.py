@@ -124,7 +124,7 @@ def test_learning_rate_warms_up_then_decays_to_the_floor(sphere_sample, anchors)
     lrs = [h["lr"] for h in train_surface_network([sphere_sample], config, anchor_cache=anchors).history]
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1e-4)
-    assert TrainConfig.test_time(seed=2).steps == 600 and TrainConfig.test_time(seed=2).lr == 1e-3
+    assert TrainConfig.test_time(seed=2).steps == 600 and TrainConfig.test_time(seed=2).lr == 3e-3
     paper = TrainConfig.paper()
     assert (paper.lr, paper.lr_schedule, paper.lr_warmup_steps, paper.w_con) == (1e-4, "constant", 0, 1.0)
 
@@ -150,3 +150,15 @@ def test_progress_rises_to_one(sphere_sample, anchors):
     train_surface_network([sphere_sample], _tiny(steps=10), anchor_cache=anchors,
                           progress=lambda fraction, message: seen.append(fraction))
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) >= 10
+
+
+def test_small_networks_train_on_one_thread_and_the_setting_comes_back(sphere_sample, anchors):
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train_surface_network([sphere_sample], _tiny(steps=3, cpu_threads=None), anchor_cache=anchors,
+                              progress=lambda fraction, message: seen.append(torch.get_num_threads()))
+        assert seen[-1] == 1 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

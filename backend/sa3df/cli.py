@@ -1,4 +1,4 @@
-"""The ``sa3df`` command line: features, train, match, segment, eval, demo.
+"""The ``sa3df`` command line: features, train, match, segment, eval, batch, demo.
 
 Every command prints one clear line and exits non-zero on bad input; long stages show progress bars.
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 from sa3df import __version__
 from sa3df.core import files as sio
-from sa3df.features.settings import FeatureSettings
+from sa3df.features.settings import DEFAULT_PROXY_VERTICES, FeatureSettings
 
 
 def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -> None:
@@ -33,16 +33,39 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
                    help="folder of model weights for dino/diff3f (hub ids as sub-folders, or a hub cache)")
     g.add_argument("--allow-downloads", action="store_true",
                    help="let dino/diff3f download missing weights from the model hub")
+    g.add_argument("--proxy-vertices", type=int, default=DEFAULT_PROXY_VERTICES,
+                   help="compute meshes above 1.25x this size on a simplified proxy of about this many vertices "
+                        "and carry the features to every vertex (0: full resolution; default %(default)s)")
     g.add_argument("--up", choices=("x", "y", "z"),
                    help="turn every mesh about this axis to face like the first before features (for "
                         "characters facing different ways; rendered extractors orbit it; default: as given)")
+
+
+def _add_batch_options(p: argparse.ArgumentParser) -> None:
+    from sa3df.batch.plan import MANIFEST_HELP
+
+    g = p.add_argument_group("batch", f"SOURCE as a manifest: {MANIFEST_HELP}. With --steps 0 each mesh is one "
+                             "task (embedded with --checkpoint, or base features only without one); otherwise "
+                             "each group is test-time trained in one task.")
+    g.add_argument("--ray", metavar="ADDRESS", help="join this Ray cluster ('auto' or HOST:PORT; default: start "
+                   "a local Ray). Every node must see the mesh paths")
+    g.add_argument("--local-cpus", type=int, help="CPUs of the local Ray (default: all)")
+    g.add_argument("--cpus-per-task", type=float, default=1.0)
+    g.add_argument("--gpus-per-task", type=float, default=0.0)
+    g.add_argument("--retries", type=int, default=3, help="runs again a task whose worker died (default: %(default)s)")
+    g.add_argument("--group-by", choices=("mesh", "folder"), default="mesh",
+                   help="training groups of a folder SOURCE: each mesh alone, or one per sub-folder")
 
 
 def _features_for(args, paths: list[Path]):
     """Meshes and their features: from .npz feature files, else computed (test-time trained)."""
     if all(p.suffix == ".npz" for p in paths):
         return [sio.load_features(p) for p in paths], None
-    result = _compute(args, [sio.load_mesh(p) for p in paths])
+    meshes = [sio.load_mesh(p) for p in paths]
+    for mesh in meshes:
+        if mesh.report.summary() != "clean":
+            print(f"{mesh.name}: cleaned: {mesh.report.summary()}", file=sys.stderr)
+    result = _compute(args, meshes)
     return result.features, result
 
 
@@ -51,22 +74,36 @@ def feature_settings(args) -> FeatureSettings:
     return FeatureSettings(
         extractor=args.extractor, steps=max(args.steps, 0), seed=args.seed, device=args.device,
         checkpoint=args.checkpoint, weights_dir=args.weights_dir, cache_dir=args.cache,
-        allow_downloads=args.allow_downloads, up_axis=args.up,
+        allow_downloads=args.allow_downloads, up_axis=args.up, proxy_vertices=args.proxy_vertices,
     )
 
 
-def _compute(args, meshes):
+def _compute(args, meshes, settings: FeatureSettings | None = None, caches=None):
     """Base features, then the surface-aware embedding: test-time trained unless --steps 0."""
     from sa3df.features.pipeline import compute_surface_features
 
     if args.steps <= 0 and args.checkpoint is None:
         raise ValueError("--steps 0 needs --checkpoint (a trained network to embed with)")
-    result = compute_surface_features(meshes, feature_settings(args))
+    result = compute_surface_features(meshes, settings or feature_settings(args), caches=caches)
     print(f"base features: {result.extractor_name}", file=sys.stderr)
     return result
 
 
+def _check_outputs(args, paths: list[Path] | None = None) -> None:
+    """Before any work: ``--out`` must be a folder (or not exist yet), and no two inputs may write
+    outputs of the same name into it (``a/body.obj`` and ``b/body.obj`` would overwrite each other)."""
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out '{args.out}' is a file; give a folder (it is created if missing)")
+    seen: dict[str, Path] = {}
+    for path in paths or []:
+        if path.stem in seen:
+            raise ValueError(f"Inputs '{seen[path.stem]}' and '{path}' would both write '{path.stem}' outputs "
+                             f"into '{args.out}'; rename one of them")
+        seen[path.stem] = path
+
+
 def cmd_features(args) -> None:
+    _check_outputs(args, args.meshes)
     items, result = _features_for(args, args.meshes)
     args.out.mkdir(parents=True, exist_ok=True)
     for item in items:
@@ -81,14 +118,22 @@ def cmd_features(args) -> None:
 def cmd_train(args) -> None:
     if args.steps <= 0:
         raise ValueError("--steps must be positive for training")
-    meshes = [sio.load_mesh(p) for p in args.meshes]
-    result = _compute(args, meshes)
+    _check_outputs(args)
+    if any(p.suffix == ".npz" or p.is_dir() for p in args.meshes):  # a data set from `sa3df batch`
+        from sa3df.batch.dataset import archive_training_inputs
+
+        meshes, settings, caches = archive_training_inputs(args.meshes, feature_settings(args))
+        result = _compute(args, meshes, settings, caches)
+    else:
+        meshes = [sio.load_mesh(p) for p in args.meshes]
+        result = _compute(args, meshes)
     result.save(args.out)
     last = result.history[-1] if result.history else {}
     print(f"trained on {len(meshes)} meshes; last loss {last.get('loss', float('nan')):.4f} -> {args.out}")
 
 
 def cmd_match(args) -> None:
+    _check_outputs(args)  # the PLYs are named *_source / *_target: same stems do not collide
     (source, target), _ = _features_for(args, [args.source, args.target])
     from sa3df.apps.colors import correspondence_colors
     from sa3df.apps.match import correspondence, rest_proximity
@@ -99,8 +144,10 @@ def cmd_match(args) -> None:
     prior = rest_proximity(source.mesh, target.mesh, args.rest_prior, args.up)
     corr = correspondence(getattr(source, features), getattr(target, features), proximity=prior)
     args.out.mkdir(parents=True, exist_ok=True)
-    np.savetxt(args.out / "target_to_source.txt", source.mesh.input_index[corr.target_to_source], fmt="%d",
-               header=f"for each vertex of {target.mesh.name}: matched vertex of {source.mesh.name}")
+    matched = target.mesh.to_input(source.mesh.input_index[corr.target_to_source], fill=-1)
+    np.savetxt(args.out / "target_to_source.txt", matched, fmt="%d",
+               header=f"for each input vertex of {target.mesh.name}: matched input vertex of {source.mesh.name} "
+                      "(-1: dropped in cleaning)")
     src_rgb, tgt_rgb = correspondence_colors(source.mesh.vertices, corr.target_to_source)
     sio.write_colored_ply(args.out / f"{source.mesh.name}_source.ply", source.mesh, src_rgb)
     sio.write_colored_ply(args.out / f"{target.mesh.name}_target.ply", target.mesh, tgt_rgb)
@@ -108,6 +155,7 @@ def cmd_match(args) -> None:
 
 
 def cmd_segment(args) -> None:
+    _check_outputs(args, args.meshes)
     items, _ = _features_for(args, args.meshes)
     from sa3df.apps.colors import label_colors
     from sa3df.apps.segment import joint_kmeans
@@ -140,6 +188,29 @@ def cmd_eval(args) -> None:
         args.json.write_text(json.dumps(report, indent=2))
 
 
+def cmd_cache(args) -> None:
+    from sa3df.core import storage
+
+    if args.action == "clear":
+        removed, size = storage.clear_cache(args.cache)
+        print(f"removed {removed} cache file(s), {size / 2**20:.1f} MB, from {args.cache}")
+        return
+    print(storage.cache_summary(args.cache))
+
+
+def cmd_batch(args) -> None:
+    from sa3df.batch import RaySettings, plan_batch, require_ray, run_batch
+
+    require_ray()
+    features = feature_settings(args)
+    groups = plan_batch(args.source, args.out, features, group_by=args.group_by)
+    cluster = RaySettings(args.ray, args.local_cpus, args.cpus_per_task, args.gpus_per_task, args.retries)
+    summary = run_batch(groups, features, cluster, summary_path=args.out / "batch_summary.json")
+    print(summary.text())
+    if summary.failed:
+        raise RuntimeError(f"{len(summary.failed)} meshes failed (listed above and in {args.out / 'batch_summary.json'})")
+
+
 def cmd_demo(args) -> None:
     from sa3df.demo import run_demo
 
@@ -158,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_features)
 
     p = sub.add_parser("train", help="train a surface-aware network on meshes; writes a checkpoint folder")
-    p.add_argument("meshes", nargs="+", type=Path)
+    p.add_argument("meshes", nargs="+", type=Path,
+                   help="mesh files, or feature archives (.npz) and folders of them (`sa3df batch` outputs)")
     p.add_argument("--out", type=Path, required=True)
     _add_feature_options(p, train_default=3000)
     p.set_defaults(run=cmd_train)
@@ -193,6 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_options(p)
     p.set_defaults(run=cmd_eval)
 
+    p = sub.add_parser("cache", help="size of the on-disk caches (info) or empty them (clear)")
+    p.add_argument("action", choices=("info", "clear"))
+    p.add_argument("--cache", type=Path, default=sio.default_cache_dir(), help="cache folder (default: %(default)s)")
+    p.set_defaults(run=cmd_cache)
+    p = sub.add_parser("batch", help="features for a folder or manifest of meshes on Ray (pip install 'sa3df[ray]')")
+    p.add_argument("source", type=Path, help="a folder of meshes (searched recursively) or a manifest file")
+    p.add_argument("--out", type=Path, required=True, help="one .npz per mesh, mirroring the input folders")
+    _add_batch_options(p)
+    _add_feature_options(p)
+    p.set_defaults(run=cmd_batch)
+
     p = sub.add_parser("demo", help="the whole method on built-in example characters, offline")
     p.add_argument("--out", type=Path, default=Path("demo_output"))
     p.add_argument("--steps", type=int, default=600)
@@ -209,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sa3df: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         if os.environ.get("SA3DF_DEBUG"):
             raise
         print(f"sa3df {args.command}: error: {error}", file=sys.stderr)

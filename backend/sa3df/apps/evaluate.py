@@ -19,6 +19,11 @@ Conventions (shared by the CLI's ``eval`` command and the tests):
   before geodesics are computed, so the surface is measured as one piece.
 - **Mirrored ground truth** (for a shape's left/right symmetry): reflect the vertices across the plane
   through the bounding-box centre normal to the sagittal axis and take the nearest vertex.
+- **Regions** (between different characters, where no vertex corresponds to a vertex): each vertex carries
+  a body-region label (e.g. from its dominant skin bone; -1 = none). **Region accuracy** is the share of
+  target vertices whose match lies in the same region; only target vertices whose region the source has
+  count. **Swap rate** is, among those on a sided region (``mirror[r] != r``), the share whose match lies
+  in the mirror region (left hand matched to the right hand).
 """
 
 from __future__ import annotations
@@ -266,3 +271,76 @@ def evaluate_correspondence(target_mesh: Mesh, predicted_ids, true_ids, mirrored
                                     rest, to_true=raw)
         scores["flip_rate"], scores["flip_count"] = rate, counted
     return scores
+
+
+def _region_arrays(source_regions, target_regions, mirror, n_source: int | None = None):
+    source = np.asarray(source_regions)
+    target = np.asarray(target_regions)
+    mirror = np.asarray(mirror)
+    for name, labels in (("source_regions", source), ("target_regions", target)):
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{name} must be a 1-D integer array of region ids, got {labels.dtype} {labels.shape}")
+        if len(labels) and labels.max() >= len(mirror):
+            raise ValueError(f"{name} has region {labels.max()} but the mirror table has {len(mirror)} regions")
+    if mirror.ndim != 1 or (len(mirror) and (mirror.min() < 0 or mirror.max() >= len(mirror))):
+        raise ValueError(f"mirror must be a (R,) table of region ids in [0, R), got {mirror}")
+    if n_source is not None and n_source != len(source):
+        raise ValueError(f"source_regions has {len(source)} entries for a map into {n_source} source vertices")
+    return source, target, mirror
+
+
+def region_scores(target_to_source, source_regions, target_regions, mirror) -> dict:
+    """Region accuracy and left/right swap rate of a map between two characters (see the module notes).
+
+    ``target_to_source`` (Nt,) source vertex per target vertex; ``source_regions`` (Ns,) and
+    ``target_regions`` (Nt,) region ids (-1: unlabelled, not counted); ``mirror`` (R,) the region on the
+    other side of each region (itself for a central one). Returns plain floats: ``accuracy``,
+    ``swap_rate`` (nan without sided regions), ``count`` and ``sided_count`` (the vertices they count).
+    """
+    t2s = np.asarray(target_to_source)
+    source, target, mirror = _region_arrays(source_regions, target_regions, mirror)
+    if t2s.shape != target.shape:
+        raise ValueError(f"target_to_source {t2s.shape} and target_regions {target.shape} differ in shape")
+    if not np.issubdtype(t2s.dtype, np.integer) or (len(t2s) and (t2s.min() < 0 or t2s.max() >= len(source))):
+        raise ValueError(f"target_to_source must hold source vertex ids in [0, {len(source) - 1}]")
+    present = np.zeros(len(mirror), dtype=bool)
+    present[source[source >= 0]] = True
+    counted = (target >= 0) & present[np.maximum(target, 0)]
+    if not counted.any():
+        raise ValueError("no target vertex lies in a region the source has: nothing to score")
+    matched, truth = source[t2s[counted]], target[counted]
+    sided = mirror[truth] != truth
+    swapped = matched[sided] == mirror[truth[sided]]
+    return {"accuracy": float((matched == truth).mean()),
+            "swap_rate": float(swapped.mean()) if sided.any() else float("nan"),
+            "count": int(counted.sum()), "sided_count": int(sided.sum())}
+
+
+def part_agreement(source_parts, target_parts, source_regions, target_regions, mirror) -> dict:
+    """How consistently parts (e.g. one joint k-means over both meshes) cover the same body regions.
+
+    Each region of the source votes for the part most of its vertices got; ``agreement`` is the share of
+    (counted) target vertices whose part is the one their region got on the source. ``sides_apart`` is
+    the share of left/right region pairs whose parts differ on *both* meshes (1: no part spans both legs);
+    ``parts_used`` the number of distinct parts on each mesh.
+    """
+    source, target, mirror = _region_arrays(source_regions, target_regions, mirror)
+    s_parts, t_parts = np.asarray(source_parts), np.asarray(target_parts)
+    if s_parts.shape != source.shape or t_parts.shape != target.shape:
+        raise ValueError("parts and regions must have one entry per vertex on each mesh")
+
+    def majority(parts, regions):
+        out = np.full(len(mirror), -1)
+        for r in np.unique(regions[regions >= 0]):
+            values, counts = np.unique(parts[regions == r], return_counts=True)
+            out[r] = values[np.argmax(counts)]
+        return out
+
+    s_major, t_major = majority(s_parts, source), majority(t_parts, target)
+    counted = (target >= 0) & (s_major[np.maximum(target, 0)] >= 0)
+    agreement = float((t_parts[counted] == s_major[target[counted]]).mean()) if counted.any() else float("nan")
+    left = [r for r in range(len(mirror)) if mirror[r] > r and min(s_major[r], s_major[mirror[r]],
+                                                                    t_major[r], t_major[mirror[r]]) >= 0]
+    apart = [s_major[r] != s_major[mirror[r]] and t_major[r] != t_major[mirror[r]] for r in left]
+    return {"agreement": agreement, "sides_apart": float(np.mean(apart)) if apart else float("nan"),
+            "parts_used": (int(len(np.unique(s_parts))), int(len(np.unique(t_parts))))}

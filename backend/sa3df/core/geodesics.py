@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sa3df.core import storage
 from sa3df.core.mesh import Mesh
 from sa3df.core.progress import ProgressFn, steps
 
@@ -116,19 +117,37 @@ class AnchorCache:
         return f"{mesh.content_hash()}_p{count}_s{seed}"
 
     def get(self, mesh: Mesh, count: int = 128, seed: int = 0, progress: ProgressFn | None = None) -> AnchorPool:
+        """The pool of ``count`` anchors of ``mesh``: from memory, from disk when the entry checks out
+        (:meth:`_read`), else computed and written (atomically; the folder kept under its size limit)."""
         key = self._key(mesh, count, seed)
         if key in self._memory:
             return self._memory[key]
         path = self.folder / f"anchors_{key}.npz" if self.folder else None
-        if path is not None and path.exists():
-            with np.load(path) as data:
-                pool = AnchorPool(data["anchors"], data["distances"], float(data["scale"]))
-        else:
+        pool = self._read(path, key, mesh, count) if path is not None else None
+        if pool is None:
             pool = farthest_point_anchors(mesh, count, seed=seed, progress=progress)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.npz")
-                np.savez(tmp, anchors=pool.anchors, distances=pool.distances, scale=pool.scale)
-                os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache entry
+                arrays = {"key": key, "anchors": pool.anchors, "distances": pool.distances, "scale": pool.scale}
+                storage.write_npz(path, arrays)
+                storage.prune(self.folder, keep=path)
         self._memory[key] = pool
         return pool
+
+    @staticmethod
+    def _read(path: Path, key: str, mesh: Mesh, count: int) -> AnchorPool | None:
+        """A cached pool, or ``None`` when the file is damaged, foreign, or its values cannot be right
+        (shape, anchors out of range, distances outside [0, 1], a non-positive scale)."""
+        data = storage.read_npz(path, key=key)
+        if data is None:
+            return None
+        anchors, distances, scale = data.get("anchors"), data.get("distances"), data.get("scale")
+        pool_size = min(count, mesh.n_vertices)
+        if not (storage.finite_array(anchors, (pool_size,), np.int64)
+                and storage.finite_array(distances, (mesh.n_vertices, pool_size))
+                and storage.finite_array(scale, (), np.float64)):
+            return None
+        if anchors.min() < 0 or anchors.max() >= mesh.n_vertices or distances.min() < 0 or distances.max() > 1:
+            return None
+        if float(scale) <= 0 or not np.allclose(distances[anchors, np.arange(pool_size)], 0, atol=1e-6):
+            return None
+        return AnchorPool(anchors, distances, float(scale))

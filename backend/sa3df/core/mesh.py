@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
+MAX_COORDINATE = 1e15  # squared lengths and areas of larger coordinates lose all precision or overflow
 
 
 @dataclass
@@ -166,6 +167,9 @@ def from_arrays(vertices, faces, name: str = "mesh", parts: np.ndarray | None = 
     report = CleanReport(polygons_triangulated=split)
 
     finite = np.isfinite(v).all(axis=1)
+    if finite.any() and (largest := np.abs(v[finite]).max()) > MAX_COORDINATE:
+        raise ValueError(f"Mesh '{name}': coordinates reach {largest:.3g}, beyond what sa3df computes with "
+                         f"(|x| <= {MAX_COORDINATE:.0e}); scale the mesh down")
     report.nonfinite_vertices = int((~finite).sum())
     on_bad = ~finite[tris].all(axis=1)
     report.faces_on_nonfinite = int(on_bad.sum())
@@ -175,8 +179,8 @@ def from_arrays(vertices, faces, name: str = "mesh", parts: np.ndarray | None = 
     tris = input_to_clean[tris]
 
     degenerate = (tris[:, 0] == tris[:, 1]) | (tris[:, 1] == tris[:, 2]) | (tris[:, 0] == tris[:, 2])
-    if len(tris):
-        a, b, c = (v[tris[:, k]] for k in range(3))
+    if len(tris):  # ``tris`` now index the welded vertices ``v[keep]``, not the input rows
+        a, b, c = (v[keep][tris[:, k]] for k in range(3))
         area2 = np.linalg.norm(np.cross(b - a, c - a), axis=1)
         degenerate |= area2 <= 1e-12 * max(np.ptp(v[finite], axis=0).max(), 1e-30) ** 2
     report.degenerate_faces = int(degenerate.sum())
@@ -252,21 +256,37 @@ def _load_obj(path: Path, name: str) -> Mesh:
     """
     vertices, polygons, parts_of_faces, part = [], [], [], 0
     with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             if line.startswith("v "):
-                vertices.append(line.split()[1:4])
+                vertices.append(_obj_numbers(line.split()[1:4], float, path, number, "vertex"))
             elif line.startswith("f "):
                 n = len(vertices)
-                poly = [int(token.split("/")[0]) for token in line.split()[1:]]
+                poly = _obj_numbers([t.split("/")[0] for t in line.split()[1:]], int, path, number, "face")
                 polygons.append([i - 1 if i > 0 else n + i for i in poly])
                 parts_of_faces.append(part)
             elif line.startswith(("o ", "g ")) and polygons:
                 part += 1
-    try:
-        v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
-    except ValueError as error:
-        raise ValueError(f"'{path.name}': a vertex record is not three numbers ({error})") from None
+    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 3)
     vertex_parts = np.zeros(len(v), dtype=np.int64)
     for poly, p in zip(polygons, parts_of_faces):
         vertex_parts[[i for i in poly if 0 <= i < len(v)]] = p
     return from_arrays(v, polygons, name=name, parts=vertex_parts)
+
+
+def _obj_numbers(tokens: list[str], kind, path: Path, line: int, record: str) -> list:
+    """The numbers of one OBJ record; ``ValueError`` naming the file, line and token otherwise."""
+    if record == "vertex" and len(tokens) < 3:
+        raise ValueError(f"'{path.name}' line {line}: a vertex needs three coordinates, got {len(tokens)}")
+    try:
+        return [kind(token) for token in tokens]
+    except ValueError:
+        bad = next(t for t in tokens if not _parses(t, kind))
+        raise ValueError(f"'{path.name}' line {line}: {record} record has '{bad}', not a number") from None
+
+
+def _parses(token: str, kind) -> bool:
+    try:
+        kind(token)
+    except ValueError:
+        return False
+    return True

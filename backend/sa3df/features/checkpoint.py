@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from sa3df.core.storage import atomic_write
 from sa3df.features.network import NetworkConfig, SurfaceNetwork
 
 FORMAT = "sa3df-surface-network"
@@ -38,21 +39,24 @@ def save_checkpoint(folder: str | os.PathLike, network: SurfaceNetwork, metadata
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in network.state_dict().items()}
-    _atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(weights, str(tmp), metadata={"format": FORMAT}))
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(weights, str(tmp), metadata={"format": FORMAT}))
     config = {"format": FORMAT, "version": VERSION, "network": network.config.to_dict(), "metadata": metadata or {}}
     text = json.dumps(config, indent=2, sort_keys=True)
-    _atomic(folder / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(folder / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return folder
 
 
 def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[SurfaceNetwork, dict]:
-    """Read a folder written by :func:`save_checkpoint`. Returns (network in eval mode, metadata).
+    """Read a folder written by :func:`save_checkpoint` (or a reference ``feature_network.pt`` file, see
+    :func:`load_reference_checkpoint`). Returns (network in eval mode, metadata).
 
     Raises ``ValueError`` naming the folder when a file is missing or the format is foreign.
     """
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    if folder.is_file() and folder.suffix == ".pt":  # the reference implementation's feature_network.pt
+        return load_reference_checkpoint(folder).to(device), {}
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.exists():
@@ -63,12 +67,35 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         raise ValueError(f"Checkpoint '{folder}': {CONFIG_FILE} is not valid JSON ({error})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"Checkpoint '{folder}': {CONFIG_FILE} is not an sa3df surface-network config")
-    network = SurfaceNetwork(NetworkConfig.from_dict(config["network"]))
+    if not isinstance(config.get("network"), dict):
+        raise ValueError(f"Checkpoint '{folder}': {CONFIG_FILE} has no 'network' section (the architecture)")
     try:
-        network.load_state_dict(load_file(str(weights_path)))
+        network = SurfaceNetwork(NetworkConfig.from_dict(config["network"]))
+    except (TypeError, ValueError, KeyError) as error:
+        raise ValueError(f"Checkpoint '{folder}': the 'network' section of {CONFIG_FILE} is invalid ({error})") from None
+    weights = _read_weights(weights_path, load_file)
+    try:
+        network.load_state_dict(weights)
     except RuntimeError as error:
         raise ValueError(f"Checkpoint '{folder}': weights do not fit its config.json ({error})") from None
     return network.to(device).eval(), config.get("metadata", {})
+
+
+def _read_weights(path: Path, load_file) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; ``ValueError`` when it is damaged or holds NaN/inf."""
+    try:
+        weights = load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError (truncated, garbage)
+        raise ValueError(f"'{path}' is damaged or not a safetensors file ({error})") from None
+    _require_finite(weights, path)
+    return weights
+
+
+def _require_finite(weights: dict[str, torch.Tensor], path: Path) -> None:
+    bad = [name for name, value in weights.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise ValueError(f"'{path}': weights {', '.join(sorted(bad)[:3])} hold NaN or infinite values "
+                         "(a diverged or damaged checkpoint)")
 
 
 def load_reference_checkpoint(path: str | os.PathLike, prefer: str = "ema_model") -> SurfaceNetwork:
@@ -84,13 +111,18 @@ def load_reference_checkpoint(path: str | os.PathLike, prefer: str = "ema_model"
     path = Path(path)
     if not path.exists():
         raise ValueError(f"Reference checkpoint '{path}' does not exist")
-    raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError...
+        raise ValueError(f"Reference checkpoint '{path}' cannot be read safely ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
     state = raw.get("model_state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"Reference checkpoint '{path}' does not hold a state dict")
     weights = _reference_network_weights(state, prefer)
     if not weights:
         raise ValueError(f"Reference checkpoint '{path}' has no encoder/decoder weights")
+    _require_finite(weights, path)
     config = _config_from_weights(weights, path)
     network = SurfaceNetwork(config)
     try:
@@ -111,7 +143,7 @@ def save_training_state(
     folder = save_checkpoint(folder, network, metadata)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     text = json.dumps(info)
-    _atomic(folder / TRAINING_STATE_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"info": text}))
+    atomic_write(folder / TRAINING_STATE_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"info": text}))
     return folder
 
 
@@ -213,9 +245,3 @@ def _config_from_weights(weights: dict[str, torch.Tensor], path: Path) -> Networ
     widths = [int(weights[f"encoder.{blocks[0]}.fc2.weight"].shape[1])]
     widths += [int(weights[f"encoder.{i}.fc2.weight"].shape[0]) for i in blocks]
     return NetworkConfig(input_dim=widths[0], widths=widths, embedding_dim=widths[-1])
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)

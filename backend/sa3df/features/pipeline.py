@@ -20,12 +20,14 @@ import numpy as np
 
 from sa3df.core.files import MeshFeatures
 from sa3df.core.geodesics import AnchorCache
+from sa3df.core import storage
 from sa3df.core.mesh import Mesh
 from sa3df.core.orient import face_like_first
 from sa3df.core.progress import ProgressFn, report, sub_progress
 from sa3df.features.checkpoint import load_checkpoint, save_checkpoint
 from sa3df.features.extractors import BaseExtractor, choose_extractor
 from sa3df.features.network import SurfaceNetwork
+from sa3df.features.proxy import Proxy, build_proxy, needs_proxy
 from sa3df.features.settings import FeatureSettings
 from sa3df.features.train import TrainConfig, TrainingSample, embed, train_surface_network
 
@@ -33,8 +35,9 @@ from sa3df.features.train import TrainConfig, TrainingSample, embed, train_surfa
 class FeatureCache:
     """Base features per (mesh content, extractor settings), in memory and, with ``folder``, on disk.
 
-    Files are ``<folder>/<mesh hash>_<extractor key>.npy`` (float32), written atomically so a
-    crash never leaves a truncated entry that a later run would trust.
+    Files are ``<folder>/<mesh hash>_<extractor key>.npz`` holding the float32 features and their key
+    (:mod:`sa3df.core.storage`: atomic, checked on read, the folder kept under its size limit). An
+    entry that is damaged, of the wrong shape or not finite is recomputed and replaced.
     """
 
     def __init__(self, folder: str | os.PathLike | None = None):
@@ -50,35 +53,37 @@ class FeatureCache:
         key = self.key(mesh, extractor)
         if key in self._memory:
             return self._memory[key]
-        path = self.folder / f"{key}.npy" if self.folder else None
-        features = self._read(path, mesh) if path is not None and path.exists() else None
+        require_surface(mesh)
+        path = self.folder / f"{key}.npz" if self.folder else None
+        features = self._read(path, key, mesh) if path is not None else None
         if features is None:
             features = np.asarray(extractor.extract(mesh, progress=progress), dtype=np.float32)
-            if features.shape[0] != mesh.n_vertices or features.ndim != 2:
+            if not storage.finite_array(features, (mesh.n_vertices, None)):
                 raise ValueError(
-                    f"Extractor '{extractor.name}' returned shape {features.shape} for mesh '{mesh.name}' "
-                    f"with {mesh.n_vertices} vertices"
+                    f"Extractor '{extractor.name}' returned {features.shape} values (finite: "
+                    f"{bool(np.isfinite(features).all())}) for mesh '{mesh.name}' with {mesh.n_vertices} vertices"
                 )
             if path is not None:
-                self._write(path, features)
+                storage.write_npz(path, {"key": key, "features": features})
+                storage.prune(self.folder, keep=path)
         self._memory[key] = features
         return features
 
     @staticmethod
-    def _read(path: Path, mesh: Mesh) -> np.ndarray | None:
-        try:
-            features = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            return None  # unreadable entry: recompute and overwrite it
-        return features if features.ndim == 2 and len(features) == mesh.n_vertices else None
+    def _read(path: Path, key: str, mesh: Mesh) -> np.ndarray | None:
+        arrays = storage.read_npz(path, key=key)
+        features = None if arrays is None else arrays.get("features")
+        return features if storage.finite_array(features, (mesh.n_vertices, None)) else None
 
-    @staticmethod
-    def _write(path: Path, features: np.ndarray) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            np.save(handle, features, allow_pickle=False)
-        os.replace(tmp, path)
+
+MIN_VERTICES = 4
+
+
+def require_surface(mesh: Mesh) -> None:
+    """Raise ``ValueError`` for a mesh too small to have spectra or geodesics worth the name."""
+    if mesh.n_vertices < MIN_VERTICES or len(mesh.faces) < 2:
+        raise ValueError(f"Mesh '{mesh.name}' is too small: {mesh.n_vertices} vertices and {len(mesh.faces)} "
+                         f"face(s) after cleaning (sa3df needs at least {MIN_VERTICES} vertices and 2 faces)")
 
 
 class ResultCache:
@@ -95,7 +100,7 @@ class ResultCache:
         if key in self._memory:
             self._memory[key] = self._memory.pop(key)  # most recently used last
             return _with_source(self._memory[key], "memory")
-        arrays = self._read(key, len(meshes))
+        arrays = self._read(key, meshes)
         if arrays is None:
             return None
         features = [MeshFeatures(m, b, e, extractor.name) for m, (b, e) in zip(meshes, arrays)]
@@ -116,26 +121,29 @@ class ResultCache:
     def _path(self, key: str) -> Path | None:
         return self.folder / f"{key}.npz" if self.folder else None
 
-    def _read(self, key: str, count: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    def _read(self, key: str, meshes: list[Mesh]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """The entry's (base, embedding) per mesh, or None when it is missing, damaged, another key's or not
+        one finite row per vertex: then it is recomputed."""
         path = self._path(key)
-        if path is None or not path.exists():
+        data = storage.read_npz(path, key=key) if path is not None else None
+        if data is None:
             return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return [(data[f"base{i}"], data[f"embedding{i}"]) for i in range(count)]
-        except (OSError, KeyError, ValueError):  # a damaged cache entry is recomputed, not fatal
-            return None
+        pairs = [(data.get(f"base{i}"), data.get(f"embedding{i}")) for i in range(len(meshes))]
+        for mesh, (base, embedding) in zip(meshes, pairs):
+            shape = (mesh.n_vertices, None)
+            if not (storage.finite_array(base, shape, np.float16) and storage.finite_array(embedding, shape, np.float16)):
+                return None
+        return [(base.astype(np.float32), embedding.astype(np.float32)) for base, embedding in pairs]
 
     def _write(self, key: str, result: PipelineResult) -> None:
         path = self._path(key)
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"base{i}": f.base for i, f in enumerate(result.features)}
-        arrays.update({f"embedding{i}": f.embedding for i, f in enumerate(result.features)})
-        partial = path.with_name(path.stem + f".{os.getpid()}.partial.npz")
-        np.savez(partial, **arrays)
-        os.replace(partial, path)
+        arrays = {"key": key}  # features as float16, like archives
+        arrays.update({f"base{i}": f.base.astype(np.float16) for i, f in enumerate(result.features)})
+        arrays.update({f"embedding{i}": f.embedding.astype(np.float16) for i, f in enumerate(result.features)})
+        storage.write_npz(path, arrays)
+        storage.prune(path.parent, keep=path)
 
 
 @dataclass
@@ -238,9 +246,11 @@ def result_key(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExt
     """Cache key of a result: the meshes' contents (in order), the extractor actually chosen (with its
     settings), the training settings and the checkpoint's weights file (its path and modification time)."""
     relevant = {"steps": int(settings.steps), "seed": int(settings.seed), "up_axis": settings.up_axis,
-                "training": settings.training, "extractor": extractor.cache_key()}
+                "training": settings.training, "extractor": extractor.cache_key(),
+                "proxy_vertices": settings.proxy_vertices or 0}
     if settings.checkpoint:
-        weights = Path(settings.checkpoint, "model.safetensors")
+        checkpoint = Path(settings.checkpoint)  # a folder, or a reference .pt file
+        weights = checkpoint if checkpoint.is_file() else checkpoint / "model.safetensors"
         relevant["checkpoint"] = [os.fspath(settings.checkpoint), weights.stat().st_mtime if weights.exists() else None]
     text = json.dumps([[m.content_hash() for m in meshes], relevant], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -248,8 +258,12 @@ def result_key(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExt
 
 def _compute(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExtractor, caches: PipelineCaches,
              progress: ProgressFn | None) -> PipelineResult:
-    """1. face alike, 2. base features, 3. load / train the network, 4. embed."""
+    """1. face alike, 2. proxies of large meshes, 3. base features, 4. load / train the network, 5. embed,
+    6. carry proxy features to every vertex."""
     featured = face_like_first(meshes, settings.up_axis) if settings.up_axis else list(meshes)
+    proxies = [build_proxy(m, settings.proxy_vertices) if needs_proxy(m, settings.proxy_vertices) else None
+               for m in featured]
+    featured = [p.mesh if p is not None else m for m, p in zip(featured, proxies)]  # what is computed on
     base = []
     for i, mesh in enumerate(featured):
         stage = sub_progress(progress, 0.3 * i / len(meshes), 0.3 * (i + 1) / len(meshes))
@@ -270,12 +284,24 @@ def _compute(meshes: list[Mesh], settings: FeatureSettings, extractor: BaseExtra
 
     report(progress, 0.95, "embedding")
     embeddings = [embed(network, f) if network is not None else _unit_rows(f) for f in base]
+    base, embeddings = zip(*[_on_original(p, b, e) for p, b, e in zip(proxies, base, embeddings)])
+    for mesh, embedding in zip(meshes, embeddings):
+        if not np.isfinite(embedding).all():  # never hand on (or save) an all-NaN result
+            raise ValueError(f"The surface-aware embedding of mesh '{mesh.name}' is not finite; training "
+                             "diverged or the network is damaged (try fewer steps or another seed)")
     report(progress, 1.0, "done")
     return PipelineResult(
         features=[MeshFeatures(m, b, e, extractor.name) for m, b, e in zip(meshes, base, embeddings)],
         network=network, extractor_name=extractor.name, extractor_key=extractor.cache_key(), history=history,
         train_config=used_config.to_dict() if used_config else None,
     )
+
+
+def _on_original(proxy: Proxy | None, base: np.ndarray, embedding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(base, embedding) per vertex of the caller's mesh: as computed, or carried over from its proxy."""
+    if proxy is None:
+        return base, embedding
+    return proxy.carry(base), proxy.carry(embedding, unit_rows=True)
 
 
 def _unit_rows(features: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 # Test-time training steps per named effort level (the add-on's "Training Effort").
 EFFORT_STEPS = {"off": 0, "fast": 300, "normal": 600, "thorough": 2000}
 DEFAULT_EFFORT = "fast"
+# Meshes above 1.25 x this many vertices are computed on a simplified proxy (sa3df.features.proxy).
+DEFAULT_PROXY_VERTICES = 6000
 UP_AXES = ("x", "y", "z")
 
 
@@ -29,6 +31,8 @@ class FeatureSettings:
     - ``cache_dir``: base features, anchor pools (and, for the worker, whole results) on disk;
     - ``up_axis`` ("x", "y", "z" or None): turn the meshes to face alike about it before base features,
       and orbit the rendered extractors' cameras around it (None: meshes as given, cameras around y);
+    - ``proxy_vertices``: a mesh with more than 1.25× this many vertices is computed on a simplified
+      proxy of about this size and its features carried to every vertex (0 or None: full resolution);
     - ``training``: further :class:`sa3df.features.train.TrainConfig` fields (``lr``, ``cpu_threads``...).
     """
 
@@ -41,6 +45,7 @@ class FeatureSettings:
     cache_dir: str | os.PathLike | None = None
     allow_downloads: bool = False
     up_axis: str | None = None
+    proxy_vertices: int | None = DEFAULT_PROXY_VERTICES
     training: dict = field(default_factory=dict)
 
     def __post_init__(self):

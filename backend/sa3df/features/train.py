@@ -18,7 +18,7 @@ import copy
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,88 +29,13 @@ from sa3df.core.mesh import Mesh
 from sa3df.features.network import NetworkConfig, SurfaceNetwork
 from sa3df.core.progress import ProgressFn, report, sub_progress
 from sa3df.features import checkpoint
+from sa3df.features.train_config import TrainConfig, learning_rate
+
+__all__ = ["TrainConfig", "TrainingSample", "TrainResult", "surface_losses", "train_surface_network", "embed"]
 
 
 ANCHOR_SHARE = 0.1  # fraction of the progress bar given to building anchor pools
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run. The defaults suit training on the meshes at hand (minutes on a
-    CPU): AdamW lr 1e-3 with a 50-step warm-up and cosine decay. Measured on the two walk-cycle
-    frames of tests/test_train_correspondence.py, 600 steps: mean geodesic matching error 0.022·√area
-    with these defaults vs 0.080 with the paper's constant lr 1e-4 (base features: 0.214).
-    :meth:`paper` gives the reference's settings.
-
-    ``steps`` is the total step count (a resumed run continues up to it). ``lr_warmup_steps`` and
-    ``lr_schedule`` ("constant" as in the paper, or "cosine" decay to ``lr_min_ratio``·lr) shape the
-    learning rate. The EMA copies the online weights for ``ema_warmup_steps`` steps, then averages
-    with decay min(``ema_beta``, 1 − (1 + t)^−``ema_power``), t = steps since warm-up (ema_pytorch's
-    schedule). ``feature_noise`` adds N(0, (p·std F)²) to the input features (the target stays clean).
-    Early stop: every ``plateau_window`` steps the window's mean loss is compared with the best;
-    after ``patience`` steps without a gain of ``min_delta`` training stops (``patience=0``: never).
-    ``checkpoint_every`` > 0 writes a resumable checkpoint to ``checkpoint_dir`` that often and at the end.
-    ``cpu_threads`` caps torch's CPU threads during training (restored afterwards): the network's
-    matrices are small, and on a busy CPU (Blender's UI, other jobs) one thread can run several
-    times faster than threads that wait on each other; None keeps torch's setting.
-    ``max_seconds`` stops training (like an early stop) once that much wall time has passed since
-    the first step; runs cut by time are not reproducible step for step.
-    """
-
-    steps: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    w_rec: float = 1.0
-    w_con: float = 1.0
-    anchors_per_step: int = 64
-    vertices_per_step: int = 1024
-    anchor_pool_size: int = 128
-    ema_beta: float = 0.999
-    ema_power: float = 0.75
-    ema_warmup_steps: int = 100
-    lr_warmup_steps: int = 50
-    lr_schedule: str = "cosine"
-    lr_min_ratio: float = 0.05
-    feature_noise: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    patience: int = 0
-    min_delta: float = 1e-4
-    plateau_window: int = 50
-    checkpoint_every: int = 0
-    checkpoint_dir: str | None = None
-    embedding_dim: int | None = None
-    cpu_threads: int | None = None
-    max_seconds: float | None = None
-
-    def __post_init__(self):
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"TrainConfig.lr_schedule must be 'constant' or 'cosine', not '{self.lr_schedule}'")
-        for name in ("steps", "anchors_per_step", "vertices_per_step", "anchor_pool_size", "plateau_window"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be at least 1, got {getattr(self, name)}")
-        if self.checkpoint_every and not self.checkpoint_dir:
-            raise ValueError("TrainConfig.checkpoint_every is set but checkpoint_dir is not")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def test_time(cls, **overrides) -> "TrainConfig":
-        """The preset for training on just the meshes at hand: the defaults (lr 1e-3, 50-step warm-up,
-        cosine decay) with 600 steps — about half a minute for two 1k-vertex meshes on one CPU core."""
-        settings = dict(steps=600, lr=1e-3, lr_warmup_steps=50, lr_schedule="cosine")
-        settings.update(overrides)
-        return cls(**settings)
-
-    @classmethod
-    def paper(cls, **overrides) -> "TrainConfig":
-        """The reference's optimiser settings: AdamW lr 1e-4 (constant, no warm-up), 60 000 steps,
-        EMA β 0.9999 copying for the first 6 000 steps, 100 anchors per step."""
-        settings = dict(steps=60_000, lr=1e-4, lr_warmup_steps=0, lr_schedule="constant", ema_beta=0.9999,
-                        ema_warmup_steps=6_000, anchors_per_step=100)
-        settings.update(overrides)
-        return cls(**settings)
+SMALL_NETWORK_WIDTH = 512  # networks no wider than this train on one CPU thread by default
 
 
 @dataclass
@@ -181,8 +106,15 @@ def train_surface_network(
     with nothing written after the last complete checkpoint.
     """
     config = config or TrainConfig()
-    with _cpu_threads(config.cpu_threads):
-        return _train(samples, config, anchor_cache, resume_from, progress, init_network)
+    return _train(samples, config, anchor_cache, resume_from, progress, init_network)
+
+
+def _thread_count(config: TrainConfig, network: SurfaceNetwork, device: torch.device) -> int | None:
+    """Torch CPU threads for the training loop (see ``TrainConfig.cpu_threads``); None: leave as is."""
+    if config.cpu_threads:
+        return config.cpu_threads
+    small = max(network.config.widths) <= SMALL_NETWORK_WIDTH
+    return 1 if device.type == "cpu" and small else None
 
 
 @contextlib.contextmanager
@@ -221,6 +153,12 @@ def _train(samples, config: TrainConfig, anchor_cache, resume_from, progress, in
     else:
         start = 0
 
+    with _cpu_threads(_thread_count(config, run.online, device)):
+        return _loop(run, sources, start, progress)
+
+
+def _loop(run: "_Run", sources: list["_MeshBatchSource"], start: int, progress) -> TrainResult:
+    config = run.config
     result = TrainResult(network=run.ema)
     bar = _progress_bar(config.steps, start) if progress is None else None
     deadline = time.perf_counter() + config.max_seconds if config.max_seconds else math.inf
@@ -253,7 +191,8 @@ class _Run:
         self.online, self.config, self.device = online.train(), config, device
         self.online.requires_grad_(True)
         self.ema = copy.deepcopy(online).requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(online.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(online.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=device.type in ("cpu", "cuda"))
         self.rng = np.random.default_rng(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed)
         self.plateau = _Plateau(config)
@@ -261,7 +200,7 @@ class _Run:
 
     def step(self, step: int, source: "_MeshBatchSource") -> dict:
         """One optimiser step on ``source``; returns the history record."""
-        lr = _learning_rate(self.config, step)
+        lr = learning_rate(self.config, step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         rec, con = _step_losses(self.online, source, self.config, self.rng, self.noise_gen, self.device)
@@ -350,36 +289,22 @@ def _initial_network(samples, config, state, init_network) -> SurfaceNetwork:
 
 def _step_losses(network, source: _MeshBatchSource, config, rng, noise_gen, device):
     n, pool_size = len(source.features), len(source.anchors)
-    vertex_ids = rng.choice(n, size=min(config.vertices_per_step, n), replace=False)
-    columns = rng.choice(pool_size, size=min(config.anchors_per_step, pool_size), replace=False)
-    vertex_ids_t = torch.as_tensor(vertex_ids, device=device)
-    columns_t = torch.as_tensor(columns, device=device)
-    target = source.distances[vertex_ids_t][:, columns_t]
+    vertex_ids = torch.as_tensor(rng.choice(n, size=min(config.vertices_per_step, n), replace=False), device=device)
+    columns = torch.as_tensor(rng.choice(pool_size, size=min(config.anchors_per_step, pool_size), replace=False),
+                              device=device)
+    target = source.distances[vertex_ids][:, columns]
     noise = None
     if config.feature_noise > 0:
         shape = (len(vertex_ids) + len(columns), source.features.shape[1])
         noise = torch.randn(shape, generator=noise_gen, device=device) * (config.feature_noise * source.noise_std)
-    return surface_losses(network, source.features, vertex_ids_t, source.anchors[columns_t], target, noise)
-
-
-def _learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up over ``lr_warmup_steps``, then constant or cosine decay to lr·lr_min_ratio."""
-    if config.lr_warmup_steps and step <= config.lr_warmup_steps:
-        return config.lr * step / config.lr_warmup_steps
-    if config.lr_schedule == "constant":
-        return config.lr
-    span = max(config.steps - config.lr_warmup_steps, 1)
-    progress = min(max(step - config.lr_warmup_steps, 0) / span, 1.0)
-    low = config.lr * config.lr_min_ratio
-    return low + (config.lr - low) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return surface_losses(network, source.features, vertex_ids, source.anchors[columns], target, noise)
 
 
 @torch.no_grad()
 def _update_ema(ema: SurfaceNetwork, online: SurfaceNetwork, config: TrainConfig, step: int) -> None:
     t = step - config.ema_warmup_steps
     decay = 0.0 if t <= 0 else min(config.ema_beta, 1.0 - (1.0 + t) ** -config.ema_power)
-    for e, o in zip(ema.parameters(), online.parameters()):
-        e.lerp_(o, 1.0 - decay)
+    torch._foreach_lerp_(list(ema.parameters()), list(online.parameters()), 1.0 - decay)
 
 
 class _Plateau:

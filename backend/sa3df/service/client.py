@@ -12,6 +12,7 @@ Blender itself never goes down with it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -30,6 +31,8 @@ from sa3df.service import protocol
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
 CANCEL_GRACE_SECONDS = 5.0  # after this long without the worker confirming a cancel, it is killed
+LOG_FOLDER = Path(tempfile.gettempdir(), "sa3df-logs")  # worker-<start time>-<pid>.log, the newest kept
+KEPT_LOGS = 5
 
 
 class WorkerError(RuntimeError):
@@ -99,7 +102,8 @@ class WorkerClient:
             env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(self.pythonpath + inherited))
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
-        self.log_path = Path(tempfile.mkdtemp(prefix="sa3df-worker-")) / "worker.log"
+        self._close_log()
+        self.log_path = new_log_path()
         self._log_file = open(self.log_path, "w", encoding="utf-8")
         self._events = queue.Queue()  # events of a previous process are dropped with it
         self.process = subprocess.Popen(
@@ -143,10 +147,15 @@ class WorkerClient:
                 self.process.kill()
                 self.process.wait(timeout=10)
         self.poll()
+        if self.active is not None and not self.active.finished:  # its exit event may not have arrived yet
+            self._finish(self.active, CANCELLED, None)  # removes the job folder
+        self._close_log()
+        self.process = None
+
+    def _close_log(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        self.process = None
 
     def log_tail(self, lines: int = 12) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -272,6 +281,17 @@ class WorkerClient:
         shutil.rmtree(job.folder, ignore_errors=True)
 
 
+def new_log_path(folder: Path | None = None, keep: int = KEPT_LOGS) -> Path:
+    """A fresh worker log in ``folder`` (default :data:`LOG_FOLDER`); only the newest ``keep`` - 1 older
+    logs stay, so a crash can still be read afterwards but logs never pile up."""
+    folder = folder or LOG_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    logs = sorted(folder.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
+    for old in logs[:max(len(logs) - (keep - 1), 0)]:
+        old.unlink(missing_ok=True)
+    return folder / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}.log"
+
+
 _shared: WorkerClient | None = None
 
 
@@ -304,3 +324,6 @@ def release_shared_client() -> None:
     if _shared is not None:
         _shared.release()
         _shared = None
+
+
+atexit.register(release_shared_client)  # Blender quits: stop the worker and remove the running job's folder

@@ -13,7 +13,7 @@ from sa3df.apps.match import rest_proximity
 from sa3df.core.progress import report
 from sa3df.service import protocol as keys
 from sa3df.service.context import JobContext, JobOutput
-from sa3df.service.feature_service import clean_notes, feature_settings, features_for_job
+from sa3df.service.feature_service import feature_info, feature_settings, features_for_job
 
 
 def environment_job(ctx: JobContext) -> JobOutput:
@@ -48,7 +48,7 @@ def compute_features_job(ctx: JobContext) -> JobOutput:
     arrays = {keys.pca(i): m.to_input(np.asarray(c, np.float32), fill=0.5)
               for i, (m, c) in enumerate(zip(meshes, colors))}
     dims = {"base_dim": int(result.features[0].base.shape[1]), "embedding_dim": int(result.embeddings[0].shape[1])}
-    return JobOutput(arrays, {**dims, "features_from": result.source, "cleaned": clean_notes(meshes)})
+    return JobOutput(arrays, {**dims, **feature_info(meshes, result)})
 
 
 def correspondence_job(ctx: JobContext) -> JobOutput:
@@ -75,7 +75,7 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
         arrays[keys.similarity(t)] = target.to_input(np.asarray(corr.target_similarity, np.float32), fill=0.0)
         arrays[keys.mutual(t)] = target.to_input(np.asarray(corr.mutual, np.int8), fill=0)
         mutual_share[target.name] = round(float(np.mean(corr.mutual)), 3)
-    return JobOutput(arrays, {"mutual_fraction": mutual_share, "cleaned": clean_notes(meshes)})
+    return JobOutput(arrays, {"mutual_fraction": mutual_share, **feature_info(meshes, result)})
 
 
 def segment_job(ctx: JobContext) -> JobOutput:
@@ -104,7 +104,7 @@ def segment_job(ctx: JobContext) -> JobOutput:
         lab = np.asarray(lab, dtype=np.int32)
         arrays[keys.labels(i)] = mesh.to_input(lab, fill=-1)
         arrays[keys.colors(i)] = mesh.to_input(np.asarray(label_colors(lab, k), np.float32), fill=0.5)
-    return JobOutput(arrays, {"k": k, "cleaned": clean_notes(meshes)})
+    return JobOutput(arrays, {"k": k, **feature_info(meshes, result)})
 
 
 def _transferred_labels(ctx: JobContext, meshes, result, transfer_labels) -> list[np.ndarray]:
@@ -151,4 +151,4 @@ def transfer_weights_job(ctx: JobContext) -> JobOutput:
             proximity=prior,
         )
         arrays[keys.weights(t)] = meshes[t].to_input(np.asarray(target_weights, np.float32), fill=0.0)
-    return JobOutput(arrays, {"cleaned": clean_notes(meshes)})
+    return JobOutput(arrays, {**feature_info(meshes, result)})

@@ -52,3 +52,8 @@ def features_for_job(ctx: JobContext, share: float = 0.8) -> tuple[list[Mesh], P
 def clean_notes(meshes: list[Mesh]) -> dict:
     """What cleaning changed per mesh (only meshes that needed cleaning), for the user."""
     return {m.name: m.report.summary() for m in meshes if m.report.summary() != "clean"}
+
+
+def feature_info(meshes: list[Mesh], result: PipelineResult) -> dict:
+    """What every feature-based job tells the user: cleaning notes, which extractor ran, which cache served."""
+    return {"cleaned": clean_notes(meshes), "extractor": result.extractor_name, "features_from": result.source}

@@ -20,6 +20,10 @@ Events (worker's stdout)::
     {"event": "cancelled", "job_id": "7"}
     {"event": "error", "job_id": "7", "kind": "ValueError", "message": "...", "traceback": "..."}
 
+A line that is not a JSON object, or names an unknown op, is answered with an ``error`` event
+(``kind`` "ProtocolError", ``job_id`` null) and the worker keeps serving; a ``run`` without ``name``
+or ``output`` fails before its job starts.
+
 Arrays travel as ``.npz`` files (no pickle) whose paths the requests name. Meshes go in as
 ``mesh{i}_vertices`` (N, 3) float and ``mesh{i}_faces`` (F, 3) int, ``params["mesh_names"]`` naming them,
 ``params["features"]`` the feature settings (:class:`sa3df.features.settings.FeatureSettings`, JSON form).
@@ -33,6 +37,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from sa3df.core.storage import write_npz
 
 # Requests (field "op") and events (field "event").
 RUN, CANCEL, PING, QUIT = "run", "cancel", "ping", "quit"
@@ -127,7 +133,4 @@ def load_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write an ``.npz`` atomically: a reader never sees a half-written file."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, **{k: np.asarray(v) for k, v in arrays.items()})
-    os.replace(partial, path)
+    write_npz(path, {k: np.asarray(v) for k, v in arrays.items()}, make_folder=False)

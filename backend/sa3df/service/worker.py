@@ -77,6 +77,10 @@ class Worker:
             except json.JSONDecodeError:
                 self._writer.send(protocol.ERROR, job_id=None, kind="ProtocolError", message=f"not JSON: {line[:200]}")
                 continue
+            if not isinstance(request, dict):  # valid JSON but no request: answer and keep serving
+                self._writer.send("error", job_id=None, kind="ProtocolError",
+                                  message=f"a request must be a JSON object, got: {line[:200]}")
+                continue
             op = request.get("op")
             if op == protocol.RUN:
                 self._queue.put(request)
@@ -87,6 +91,9 @@ class Worker:
                 self._writer.send(protocol.PONG)
             elif op == protocol.QUIT:
                 break
+            else:
+                self._writer.send("error", job_id=request.get("job_id"), kind="ProtocolError",
+                                  message=f"unknown op {op!r} (use run, cancel, ping or quit)")
         with self._lock:  # stdin closed (Blender quit or crashed) or quit: stop, then exit
             self._closing = True
         self._queue.put(None)
@@ -109,6 +116,9 @@ class Worker:
                 self._writer.send(protocol.PROGRESS, job_id=job_id, fraction=float(fraction), message=str(message))
 
         try:
+            missing = [key for key in ("name", "output") if not isinstance(request.get(key), str)]
+            if missing:  # refuse before the work, not after it
+                raise ValueError(f"the run request lacks {' and '.join(repr(k) for k in missing)}")
             if self._is_cancelled(job_id):
                 raise Cancelled(f"job {job_id} was cancelled before it started")
             inputs = load_arrays(request["input"]) if request.get("input") else {}

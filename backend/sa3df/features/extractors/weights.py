@@ -83,12 +83,34 @@ def require(what: str, sources: list[tuple[str, str]], allow_downloads: bool | N
     Returns ``local_files_only`` for ``from_pretrained``. Raises MissingWeightsError listing the
     missing sources otherwise.
     """
-    if downloads_allowed(allow_downloads):
-        return False
     missing = [source for source, marker in sources if not weights_present(source, marker, weights_dir)]
+    if downloads_allowed(allow_downloads):
+        if missing:
+            require_hub_reachable(what, missing)
+        return False
     if missing:
         raise missing_weights_error(what, missing)
     return True
+
+
+def require_hub_reachable(what: str, sources: list[str], timeout_s: float = 3.0) -> None:
+    """Raise MissingWeightsError at once when the model hub cannot be reached, instead of letting
+    ``from_pretrained`` retry for a minute and end in a traceback."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError as error:
+        listed = ", ".join(f"'{s}'" for s in sources)
+        raise MissingWeightsError(
+            f"{what} weights {listed} would be downloaded, but {endpoint} cannot be reached ({error}). "
+            "Connect to the network, or fetch them elsewhere with `hf download ID --local-dir WEIGHTS_DIR/ID` "
+            "and point the weights folder (--weights-dir) there, or use the offline 'geometric' extractor."
+        ) from None
 
 
 @contextmanager
