@@ -203,7 +203,7 @@ class SA3DF_OT_clear(bpy.types.Operator):
 
     def execute(self, context):
         removed, kept = 0, []
-        for obj in context.selected_objects:
+        for obj in (o for o in context.selected_objects if o.type == "MESH"):  # an armature holds no results
             count, edited = results.clear_results(obj, remove_edited=self.remove_edited)
             removed += count
             kept += [f"'{obj.name}': {name}" for name in edited]
