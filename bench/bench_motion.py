@@ -42,7 +42,7 @@ def clip_of_actions(path: Path, frames_wanted: int):
         armature.animation_data.action = action
         if hasattr(armature.animation_data, "action_slot") and action.slots:
             armature.animation_data.action_slot = action.slots[0]
-        clips.append(rig_io.source_clip(armature, rig_io.skinned_meshes(armature), rig_io.action_frames(action)))
+        clips.append(rig_io.source_clip(armature, rig_io.moved_meshes(armature), rig_io.action_frames(action)))
         if sum(map(len, clips)) >= frames_wanted:
             break
     clip = np.concatenate(clips)[:frames_wanted]
@@ -51,7 +51,7 @@ def clip_of_actions(path: Path, frames_wanted: int):
     return Character(rig, world, list(range(len(clip))), clip, None, rest)
 
 
-def speed(data: Path, frames: int) -> None:
+def speed(data: Path, frames: int, with_features: bool) -> None:
     from motion_scenes import load_character, nearest_rest_correspondence
     from sa3df.motion.fit import MotionConfig, fit_motion
     from sa3df.motion.rig import place_in_armature
@@ -67,11 +67,19 @@ def speed(data: Path, frames: int) -> None:
             ("full fit (2x40 + 200 Adam steps)", {}))
     for label, settings in runs:
         start = time.perf_counter()
-        result = fit_motion(wolf.rig, placed, matches, weights, MotionConfig(placement="origin", **settings))
+        result = fit_motion(wolf.rig, placed, matches, weights, MotionConfig(placement="origin", up=wolf.up, **settings))
         took = time.perf_counter() - start
         r = result.normalized_residuals
         print(f"  {label:34s} {took:6.1f} s  ({1000 * took / len(placed):5.1f} ms/frame)  residual / size: "
               f"mean {r.mean():.4f}, max {r.max():.4f}")
+    if with_features:
+        from test_motion_transfer import feature_correspondence
+
+        start = time.perf_counter()
+        feature_correspondence(fox, wolf)
+        took = time.perf_counter() - start
+        print(f"  {'correspondence (features, 300 steps)':34s} {took:6.1f} s  (fox {fox.rig.n_vertices} + wolf "
+              f"{wolf.rig.n_vertices} vertices; the full fit above plus this is one Transfer Motion)")
 
 
 def accuracy(data: Path, with_features: bool) -> None:
@@ -110,11 +118,81 @@ def accuracy(data: Path, with_features: bool) -> None:
     print(f"  baseline, {'nearest bone by rest position':40s} {errors(baseline)}")
 
 
+PAIRS = (("man -> woman", "humanoids/quaternius_male_casual.fbx", "humanoids/quaternius_female_casual.fbx"),
+         ("man -> animated human", "humanoids/quaternius_male_casual.fbx", "humanoids/quaternius_animated_human.fbx"),
+         ("horse -> cow", "quadrupeds/quaternius_horse.fbx", "quadrupeds/quaternius_cow.fbx"),
+         ("fox -> wolf", "quadrupeds/quaternius_fox.glb", "quadrupeds/quaternius_wolf.glb"),
+         ("man -> robot (rigid pieces)", "humanoids/quaternius_male_casual.fbx", "robot"))
+
+
+def robot_character():
+    """The tests' robot (tests/robot_rig.py): 14 bone-parented boxes and one skinned mesh of the hands."""
+    from blender_scene import reset_scene
+    from motion_scenes import character_of
+    from robot_rig import build_robot
+
+    reset_scene()
+    armature, _ = build_robot("Robot", pieces="rigid", walk=False)
+    return character_of(armature)
+
+
+def contact_row(label, source, target, matches, weights, with_truth: bool, **config) -> None:
+    """One pair's walk transfer: contact quality of the target against the source's own, and time."""
+    from test_motion_transfer import centred_joint_error, transfer
+
+    from motion_scenes import posed_world
+    from sa3df.motion.contacts import floor_report, rotation_jumps
+    from sa3df.motion.rotations import quaternion_from_matrix
+
+    start = time.perf_counter()
+    result = transfer(source, target, matches, weights, up=target.up, **config)
+    took = time.perf_counter() - start
+    verts, joints = posed_world(target, result.local_matrices())
+    z = (0.0, 0.0, 1.0)
+    mine = floor_report(verts, z, target.rest_world[:, 2].min(), target.height)
+    theirs = floor_report(source.clip, z, source.rest_world[:, 2].min(), source.height)
+    jump = rotation_jumps(result.rotations).max()
+    source_jump = rotation_jumps(quaternion_from_matrix(source.basis[..., :3, :3])).max()
+    truth = ""
+    if with_truth:
+        _, expected = posed_world(target, source.basis)
+        truth = f", joint error {100 * centred_joint_error(target, joints, expected):.2f} %"
+    pct = lambda key: f"{100 * mine[key + '_max']:4.2f}/{100 * mine[key + '_mean']:4.2f}"  # noqa: E731
+    print(f"  {label:28s} sliding {100 * mine['sliding']:5.3f} vs source {100 * theirs['sliding']:5.3f} | "
+          f"penetration {pct('penetration')} | float {pct('float')} (source {100 * theirs['penetration_max']:.2f}/"
+          f"{100 * theirs['float_max']:.2f}) | jump {jump:4.1f} deg (source {source_jump:4.1f}){truth} | "
+          f"fit {took:.1f} s, {len(source.frames)} frames")
+
+
+def contacts(data: Path, with_features: bool, only: str | None = None, **config) -> None:
+    from motion_scenes import load_character, nearest_rest_correspondence
+
+    kind = "surface features (geometric, 300 steps, rest prior)" if with_features else "nearest rest vertex"
+    print(f"contacts: walk transfers, correspondence {kind}; sliding = mean speed of planted vertices, % of height "
+          "per frame; penetration / float of each frame's lowest point vs the target's rest floor, % of height, "
+          "max/mean; jump = largest per-frame local bone rotation change")
+    for label, source_path, target_path in PAIRS:
+        if only and only not in label:
+            continue
+        source = load_character(str(data / source_path), "Walk")
+        target = robot_character() if target_path == "robot" else load_character(str(data / target_path))
+        if with_features:
+            from test_motion_transfer import feature_correspondence
+
+            matches, weights = feature_correspondence(source, target)
+        else:
+            matches, weights = nearest_rest_correspondence(source, target)
+        contact_row(label, source, target, matches, weights, with_truth=label == "man -> woman", **config)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=250)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
     parser.add_argument("--skip-features", action="store_true", help="skip the feature training (~40 s)")
+    parser.add_argument("--only", choices=("speed", "accuracy", "contacts"), help="run one part")
+    parser.add_argument("--pair", help="contacts part: only the pairs whose label contains this")
+    parser.add_argument("--contact-weight", type=float, help="MotionConfig.contact_weight for the contacts part")
     args = parser.parse_args()
 
     import os
@@ -130,8 +208,13 @@ def main() -> None:
     if data is None:
         sys.exit("shared data not found: set SA3DF_DATA")
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s)")
-    speed(data, args.frames)
-    accuracy(data, not args.skip_features)
+    if args.only in (None, "speed"):
+        speed(data, args.frames, not args.skip_features)
+    if args.only in (None, "accuracy"):
+        accuracy(data, not args.skip_features)
+    if args.only in (None, "contacts"):
+        extra = {} if args.contact_weight is None else {"contact_weight": args.contact_weight}
+        contacts(data, not args.skip_features, args.pair, **extra)
 
 
 if __name__ == "__main__":

@@ -68,3 +68,46 @@ def vertex_group_labels(obj, min_weight: float = 0.5, skip=()) -> tuple[np.ndarr
     labels = weights.argmax(axis=1).astype(np.int32)
     labels[weights.max(axis=1) < min_weight] = -1
     return labels, names
+
+
+def armature_of(obj):
+    """The armature that moves ``obj`` (itself when it is one): an Armature modifier's, else the armature
+    it hangs from (bone or armature parenting, through any chain of parents), else None."""
+    if obj is None:
+        return None
+    if obj.type == "ARMATURE":
+        return obj
+    modifier = next((m for m in obj.modifiers if m.type == "ARMATURE" and m.object is not None), None)
+    if modifier is not None:
+        return modifier.object
+    link = obj
+    while link.parent is not None:
+        if link.parent.type == "ARMATURE" and link.parent_type in ("BONE", "ARMATURE"):
+            return link.parent
+        link = link.parent
+    return None
+
+
+def moved_meshes(armature) -> list:
+    """Every mesh object ``armature``'s bones move, in name order: skinned ones (an Armature modifier on it,
+    or armature-deform parenting) and rigid pieces (parented to one of its bones, directly or through other
+    objects). Together they are one character."""
+    found = [obj for obj in bpy.data.objects if obj.type == "MESH" and mover(obj, armature) is not None]
+    return sorted(found, key=lambda o: o.name)
+
+
+def mover(obj, armature):
+    """How ``armature`` moves the mesh ``obj``: ("skin", modifier or None) for skinning by vertex groups,
+    ("bone", bone name) for a rigid piece, or None when it does not."""
+    modifier = next((m for m in obj.modifiers if m.type == "ARMATURE" and m.object == armature), None)
+    if modifier is not None:
+        return "skin", modifier
+    if obj.parent == armature and obj.parent_type == "ARMATURE":
+        return "skin", None
+    link = obj
+    while link.parent is not None:
+        if link.parent == armature:
+            bone = link.parent_bone if link.parent_type == "BONE" else ""
+            return ("bone", bone) if bone in armature.data.bones else None
+        link = link.parent
+    return None

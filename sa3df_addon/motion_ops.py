@@ -17,24 +17,13 @@ import numpy as np
 from sa3df.service import protocol
 
 from . import rig_io
-from .mesh_io import mesh_arrays
-from .preferences import feature_settings
+from .mesh_io import armature_of, mesh_arrays
+from .preferences import feature_settings, preferences
 from .runner import BackendOperator, Request, UserError
 
 
-def _armature_of(obj):
-    """The armature driving ``obj`` (itself when it is one), else None."""
-    if obj is None:
-        return None
-    if obj.type == "ARMATURE":
-        return obj
-    if obj.type == "MESH":
-        return next((m.object for m in obj.modifiers if m.type == "ARMATURE" and m.object), None)
-    return None
-
-
 def _target_armature(context, source_armature):
-    targets = {_armature_of(o) for o in context.selected_objects} - {None, source_armature}
+    targets = {armature_of(o) for o in context.selected_objects} - {None, source_armature}
     if len(targets) != 1:
         raise UserError("Select exactly one target character (an armature or its skinned mesh) besides "
                         f"the active source (found {len(targets)})")
@@ -51,7 +40,7 @@ def _size(vertices: np.ndarray) -> float:
 
 
 def _request(context, job: str, source_objects, source_rest, source_faces, frames, target_armature, apply, scale):
-    target_meshes = rig_io.skinned_meshes(target_armature)
+    target_meshes = rig_io.moved_meshes(target_armature)
     rig = rig_io.rig_from_objects(target_armature, target_meshes)
     target_rest = _world_rest(rig, target_armature)
     arrays = {**protocol.meshes_to_inputs([(source_rest, source_faces), (target_rest, rig.faces)]),
@@ -79,6 +68,13 @@ def _result(job, bone_names):
     return SimpleNamespace(bone_names=bone_names, rotations=rotations, locations=locations)
 
 
+def _feet_note(info: dict) -> str:
+    if "sliding" not in info:
+        return ""
+    return (f"; feet slide {info['sliding']:.2f} % of its height per frame (source {info['source_sliding']:.2f} %), "
+            f"lowest point at most {info['penetration']:.2f} % below / {info['float']:.2f} % above its floor")
+
+
 class SA3DF_OT_transfer_motion(BackendOperator):
     """Give the selected target character a new action that moves it like the active character's action
     (no bone map: the two surfaces are matched)"""
@@ -87,14 +83,14 @@ class SA3DF_OT_transfer_motion(BackendOperator):
     bl_label = "Transfer Motion"
 
     def build_request(self, context) -> Request:
-        source = _armature_of(context.active_object)
+        source = armature_of(context.active_object)
         if source is None:
             raise UserError("Make the source character (its armature or skinned mesh) the active object")
         action = source.animation_data.action if source.animation_data else None
         if action is None:
             raise UserError(f"Source armature '{source.name}' has no active action to transfer")
         target = _target_armature(context, source)
-        source_meshes = rig_io.skinned_meshes(source)
+        source_meshes = rig_io.moved_meshes(source)
         source_rig = rig_io.rig_from_objects(source, source_meshes)
         frames = rig_io.action_frames(action)
         clip = rig_io.source_clip(source, source_meshes, frames, into=target, align_origins=True)
@@ -108,7 +104,8 @@ class SA3DF_OT_transfer_motion(BackendOperator):
             new = rig_io.bake_motion(armature, result, frames, f"{names['action']} → {armature.name}")
             notes = "; ".join(request.info.get("warnings") or [])
             return (f"New action '{new.name}' on '{armature.name}': {len(frames)} frames, mean fit distance "
-                    f"{job.info.get('mean_residual', float('nan')):.1%} of its size" + (f" ({notes})" if notes else ""))
+                    f"{job.info.get('mean_residual', float('nan')):.1%} of its size{_feet_note(job.info)}"
+                    + (f" ({notes})" if notes else ""))
 
         request = _request(context, protocol.TRANSFER_MOTION, source_meshes, _world_rest(source_rig, source),
                            source_rig.faces, clip, target, apply, scale=None)
@@ -127,7 +124,7 @@ class SA3DF_OT_align_pose(BackendOperator):
         shape = context.active_object
         if shape is None or shape.type != "MESH":
             raise UserError("Make the mesh whose pose you want the active object")
-        target = _target_armature(context, _armature_of(shape) if _armature_of(shape) is not None else None)
+        target = _target_armature(context, armature_of(shape) if armature_of(shape) is not None else None)
         vertices, faces = mesh_arrays(shape, evaluated=True, world=True)
         from sa3df.motion.rig import place_in_armature
 
@@ -148,6 +145,36 @@ class SA3DF_OT_align_pose(BackendOperator):
         # the target's: let the fit place it by centroid and estimate the scale bone by bone.
         request.params.update(placement="centroid", scale=None)
         return request
+
+
+# Seconds per training step per 1,000 vertices (both meshes), and per frame of the fit per 50 bones, measured
+# by bench/bench_motion.py on 2 shared CPU cores (fox -> wolf, 250 frames); the panel's estimate.
+FEATURE_SECONDS = 0.011
+FIT_SECONDS_PER_FRAME = 0.07
+FIXED_SECONDS = 3.0
+
+
+def transfer_estimate(context) -> str | None:
+    """What Transfer Motion would do with the current selection and about how long it takes, or None
+    when the selection is not one it takes."""
+    from sa3df.features.settings import EFFORT_STEPS
+
+    source = armature_of(context.active_object)
+    action = source.animation_data.action if source is not None and source.animation_data else None
+    try:
+        target = _target_armature(context, source) if action is not None else None
+    except UserError:
+        return None
+    if target is None:
+        return None
+    vertices = sum(len(m.data.vertices) for a in (source, target) for m in rig_io.moved_meshes(a))
+    frames = len(rig_io.action_frames(action))
+    prefs = preferences(context)
+    effort = getattr(prefs, "effort", "fast") if context.scene.sa3df.train_on_selection else "off"
+    steps = EFFORT_STEPS.get(effort, 0)
+    seconds = (FIXED_SECONDS + FEATURE_SECONDS * steps * vertices / 1000
+               + FIT_SECONDS_PER_FRAME * frames * len(target.data.bones) / 50)
+    return f"{frames} frames onto {target.name}: about {seconds:.0f} s"
 
 
 def set_pose(armature, result) -> None:

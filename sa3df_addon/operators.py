@@ -12,10 +12,10 @@ import numpy as np
 from sa3df.service import client as worker_client
 from sa3df.service import protocol
 
-from . import results
+from . import actions, results
 from .backend import client_for
 from .backend_env import BackendEnvError, describe_device
-from .mesh_io import vertex_group_labels, vertex_group_weights
+from .mesh_io import armature_of, vertex_group_labels, vertex_group_weights
 from .preferences import feature_settings
 from .runner import BackendOperator, Request, UserError, mesh_inputs, selected_meshes
 
@@ -140,7 +140,7 @@ def _parts_summary(info: dict, requested: int | None, mesh_count: int) -> str:
 
 def source_armature(obj):
     """The armature deforming ``obj`` (its Armature modifier's, else its parent), or a UserError."""
-    armature = obj.find_armature()
+    armature = armature_of(obj)
     if armature is None:
         raise UserError(f"Mesh '{obj.name}' is not rigged (no Armature modifier or armature parent)")
     return armature
@@ -191,7 +191,8 @@ def written_names(objects: list, names: list[str]) -> str:
 
 class SA3DF_OT_clear(bpy.types.Operator):
     """Remove the attributes, vertex groups and modifiers this add-on wrote on the selected objects,
-    unless they were edited since"""
+    unless they were edited since, and (if chosen) the actions Transfer Motion made for the selected
+    characters"""
 
     bl_idname = "sa3df.clear"
     bl_label = "Clear sa3df Results"
@@ -203,19 +204,37 @@ class SA3DF_OT_clear(bpy.types.Operator):
                     "(weights or colours painted since, or an item of that name made by you)",
         default=False,
     )
+    remove_actions: bpy.props.BoolProperty(
+        name="Remove Transferred Actions", default=True,
+        description="Also unassign and delete the actions Transfer Motion made for the selected characters "
+                    "(the action each played before comes back); your own actions are never touched",
+    )
+
+    def invoke(self, context, event):
+        if any(actions.transferred_actions(a) for a in _selected_armatures(context)):
+            return context.window_manager.invoke_props_dialog(self)  # offer it: removing is not the only way
+        return self.execute(context)
 
     def execute(self, context):
         removed, kept = 0, []
-        for obj in context.selected_objects:
+        for obj in (o for o in context.selected_objects if o.type == "MESH"):  # an armature holds no results
             count, edited = results.clear_results(obj, remove_edited=self.remove_edited)
             removed += count
             kept += [f"'{obj.name}': {name}" for name in edited]
         message = f"Removed {removed} sa3df result(s)"
+        if self.remove_actions:
+            gone = sum(actions.remove_transferred_actions(a) for a in _selected_armatures(context))
+            message += f" and {gone} transferred action(s)" if gone else ""
         if kept:
             message += (f"; kept {len(kept)} edited since sa3df wrote them ({', '.join(kept[:6])}"
                         f"{', …' if len(kept) > 6 else ''}): use 'Also Remove Edited' to remove them too")
         self.report({"WARNING"} if kept else {"INFO"}, message)
         return {"FINISHED"}
+
+
+def _selected_armatures(context) -> set:
+    """The armatures of the selected objects (selected themselves, or moving a selected mesh)."""
+    return {armature_of(o) for o in context.selected_objects} - {None}
 
 
 class SA3DF_OT_cancel_job(bpy.types.Operator):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bpy
 
+from . import motion_ops
 from .backend import backend_summary, bundled_torch
 from .preferences import preferences
 from .runner import running_job, selected_meshes
@@ -50,7 +51,7 @@ class SA3DF_PT_main(bpy.types.Panel):
         column.enabled = not busy
         column.prop(settings, "rest_prior")  # used by skin weights and motion alike
         column.operator("sa3df.transfer_skin_weights", icon="MOD_VERTEX_WEIGHT")
-        self._draw_motion(layout, busy)
+        self._draw_motion(layout, context, busy)
         layout.separator()
         layout.operator("sa3df.clear", icon="TRASH")
         self._draw_backend(layout, context, busy)
@@ -78,12 +79,15 @@ class SA3DF_PT_main(bpy.types.Panel):
         layout.label(text=text, icon="MESH_DATA")
 
     @staticmethod
-    def _draw_motion(layout, running: bool) -> None:
+    def _draw_motion(layout, context, running: bool) -> None:
         column = layout.column(align=True)
         column.enabled = not running
         column.label(text="Motion")
         column.operator("sa3df.transfer_motion", icon="ANIM")
         column.operator("sa3df.align_pose", icon="ARMATURE_DATA")
+        estimate = motion_ops.transfer_estimate(context)
+        if estimate:
+            column.label(text=estimate, icon="TIME")
 
 
 classes = (SA3DF_PT_main,)

@@ -14,16 +14,8 @@ from mathutils import Euler, Quaternion
 
 from sa3df.motion.rig import Rig, place_in_armature
 
-from .mesh_io import mesh_arrays
-
-
-def skinned_meshes(armature) -> list:
-    """Mesh objects deformed by ``armature`` through an Armature modifier, in name order."""
-    found = [
-        obj for obj in bpy.data.objects
-        if obj.type == "MESH" and any(m.type == "ARMATURE" and m.object == armature for m in obj.modifiers)
-    ]
-    return sorted(found, key=lambda o: o.name)
+from . import actions
+from .mesh_io import mesh_arrays, mover, moved_meshes, vertex_group_weights
 
 
 def ordered_bones(armature) -> list:
@@ -37,44 +29,36 @@ def ordered_bones(armature) -> list:
 
 
 def rig_from_objects(armature, meshes=None) -> Rig:
-    """A :class:`Rig` (armature space) for ``armature`` and its skinned ``meshes`` (default: all meshes with
-    an Armature modifier on it), concatenated in order. ``rig.extra['mesh_sizes']`` lists vertex counts.
+    """A :class:`Rig` (armature space) for ``armature`` and the ``meshes`` it moves (default: all of them,
+    :func:`moved_meshes`), concatenated in order: skinned meshes with their vertex-group weights, rigid
+    pieces weighted 1 to their parent bone. ``rig.extra`` lists ``meshes`` and their ``mesh_sizes``.
 
-    Raises ``ValueError`` naming the object when it is not an armature, has no skinned mesh, or a mesh's
-    modifier cannot be represented (Preserve Volume / dual quaternions are approximated as linear and
-    reported in ``rig.extra['warnings']``).
+    Raises ``ValueError`` naming the object when it is not an armature, moves no mesh, or a given mesh is
+    not moved by it. Preserve Volume (dual quaternions) is approximated as linear and reported in
+    ``rig.extra['warnings']``.
     """
     if armature is None or armature.type != "ARMATURE":
         raise ValueError(f"Object '{getattr(armature, 'name', None)}' is not an armature")
-    meshes = skinned_meshes(armature) if meshes is None else list(meshes)
+    meshes = moved_meshes(armature) if meshes is None else list(meshes)
     if not meshes:
-        raise ValueError(f"Armature '{armature.name}' deforms no mesh (no Armature modifier points at it)")
+        raise ValueError(f"Armature '{armature.name}' moves no mesh: no mesh has an Armature modifier on it "
+                         "or is parented to one of its bones")
     bones = ordered_bones(armature)
     index = {b.name: i for i, b in enumerate(bones)}
-    deform = {b.name for b in bones if b.use_deform}
-    to_armature = np.linalg.inv(np.array(armature.matrix_world, dtype=np.float64))
-    verts, faces, weights, sizes, warnings, offset = [], [], [], [], [], 0
+    verts, faces, weights, warnings, offset = [], [], [], [], 0
     for obj in meshes:
-        modifier = next((m for m in obj.modifiers if m.type == "ARMATURE" and m.object == armature), None)
-        if modifier is None:
-            raise ValueError(f"Mesh '{obj.name}' has no Armature modifier using '{armature.name}'")
-        if modifier.use_deform_preserve_volume:
-            warnings.append(f"'{obj.name}' uses Preserve Volume; the fit models linear blend skinning")
-        v, f = _rest_arrays(obj)
-        # The Armature modifier deforms in armature space: mesh object -> world -> armature object.
-        into_armature = to_armature @ np.array(obj.matrix_world, dtype=np.float64)
-        verts.append(v @ into_armature[:3, :3].T + into_armature[:3, 3])
+        v, f, w = _piece_arrays(armature, obj, bones, index, warnings)
+        verts.append(v)
         faces.append(f + offset)
-        use_groups = modifier.use_vertex_groups
-        weights.append(_skin_weights(obj, index, deform) if use_groups else np.zeros((len(v), len(bones))))
-        sizes.append(len(v))
+        weights.append(w)
         offset += len(v)
     constrained = [b.name for b in armature.pose.bones if any(c.enabled for c in b.constraints)]
     if constrained:
         warnings.append(f"bone constraints (e.g. on '{constrained[0]}') may override keyed poses")
     weights = np.concatenate(weights)
     if not weights.any():
-        raise ValueError(f"Armature '{armature.name}': no vertex group of its meshes names a deform bone")
+        raise ValueError(f"Armature '{armature.name}' moves no vertex of its meshes: no vertex group names a "
+                         "deform bone and no mesh is parented to a bone")
     return Rig(
         bone_names=[b.name for b in bones],
         parents=np.array([index[b.parent.name] if b.parent else -1 for b in bones]),
@@ -85,40 +69,33 @@ def rig_from_objects(armature, meshes=None) -> Rig:
         name=armature.name,
         bone_tails=np.array([np.array(b.tail_local) for b in bones]),
         connected=np.array([bool(b.use_connect and b.parent) for b in bones]),
-        extra={"mesh_sizes": sizes, "meshes": [m.name for m in meshes], "warnings": warnings},
+        extra={"mesh_sizes": [len(v) for v in verts], "meshes": [m.name for m in meshes], "warnings": warnings},
     )
 
 
-def _rest_arrays(obj) -> tuple[np.ndarray, np.ndarray]:
-    """Undeformed vertices (object space, shape keys not applied) and triangles of a mesh object."""
-    mesh = obj.data
-    n = len(mesh.vertices)
-    co = np.empty(n * 3)
-    mesh.vertices.foreach_get("co", co)
-    mesh.calc_loop_triangles()
-    tris = np.empty(len(mesh.loop_triangles) * 3, dtype=np.int64)
-    mesh.loop_triangles.foreach_get("vertices", tris)
-    return co.reshape(n, 3), tris.reshape(-1, 3)
-
-
-def _skin_weights(obj, bone_index: dict, deform: set) -> np.ndarray:
-    """(N, B) weights of the vertex groups that name deform bones (other groups are ignored, as the
-    Armature modifier does)."""
-    column = {g.index: bone_index[g.name] for g in obj.vertex_groups if g.name in deform}
-    n = len(obj.data.vertices)
-    out = np.zeros((n, len(bone_index)))
-    if not column:
-        return out
-    rows, cols, vals = [], [], []
-    for v in obj.data.vertices:  # Blender exposes group memberships only per vertex
-        for g in v.groups:
-            col = column.get(g.group)
-            if col is not None:
-                rows.append(v.index)
-                cols.append(col)
-                vals.append(g.weight)
-    np.add.at(out, (np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)), np.array(vals))
-    return out
+def _piece_arrays(armature, obj, bones, index, warnings):
+    """(rest vertices in armature space, triangles, (N, B) weights) of one mesh the armature moves."""
+    how = mover(obj, armature)
+    if how is None:
+        raise ValueError(f"Mesh '{obj.name}' is not moved by '{armature.name}' (no Armature modifier using it, "
+                         "not parented to one of its bones)")
+    v, f = mesh_arrays(obj, evaluated=False, world=False)  # undeformed, shape keys not applied
+    # Armature space: mesh object -> world -> armature object (where the Armature modifier deforms).
+    into_armature = np.linalg.inv(np.array(armature.matrix_world, dtype=np.float64)) @ np.array(obj.matrix_world)
+    kind, detail = how
+    weights = np.zeros((len(v), len(bones)))
+    if kind == "bone":
+        # A rigid piece follows its bone's current pose: undo that pose to place it at rest.
+        bone = armature.data.bones[detail]
+        unpose = np.array(bone.matrix_local) @ np.linalg.inv(np.array(armature.pose.bones[detail].matrix))
+        into_armature = unpose @ into_armature
+        weights[:, index[detail]] = 1.0
+    elif detail is None or detail.use_vertex_groups:
+        deform = [b.name for b in bones if b.use_deform]
+        weights[:, [index[n] for n in deform]] = vertex_group_weights(obj, deform)
+        if detail is not None and detail.use_deform_preserve_volume:
+            warnings.append(f"'{obj.name}' uses Preserve Volume; the fit models linear blend skinning")
+    return v @ into_armature[:3, :3].T + into_armature[:3, 3], f, weights
 
 
 def source_clip(armature, meshes, frames, into=None, align_origins: bool = False) -> np.ndarray:
@@ -158,7 +135,8 @@ def bake_motion(armature, result, frames, action_name: str, assign: bool = True)
 
     Keys every rig bone's rotation in the bone's own ``rotation_mode`` (quaternion, axis-angle or Euler;
     the mode is never changed), its location (non-zero on the bones the fit may translate) and unit
-    scale, one key per frame in ``frames``. Existing actions are left untouched; with ``assign`` the new
+    scale, one key per frame in ``frames``. The action is marked as the add-on's (:mod:`.actions`: Clear
+    can remove it). Existing actions are left untouched; with ``assign`` the new
     action becomes the armature's active one, and the previously active action gets a fake user if it
     would otherwise be orphaned. On failure nothing is left behind. Returns the action.
     """
@@ -191,6 +169,7 @@ def bake_motion(armature, result, frames, action_name: str, assign: bool = True)
             previous.use_fake_user = had_fake_user
         bpy.data.actions.remove(action)
         raise
+    actions.mark_transferred(action, armature, previous)
     if not assign:
         _restore(anim, previous, previous_slot)
         action.use_fake_user = True

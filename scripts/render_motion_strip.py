@@ -132,7 +132,7 @@ def transfer(man, human, walk, steps: int, fit_cache: Path | None, matching: str
         else:
             matches, weights = nearest_rest_matches(source_rest, target_rest)
         info["matching_s"] = time.perf_counter() - started
-        clip = rig_io.source_clip(man, rig_io.skinned_meshes(man), frames, into=human, align_origins=True)
+        clip = rig_io.source_clip(man, rig_io.moved_meshes(man), frames, into=human, align_origins=True)
         up = np.linalg.inv(np.array(human.matrix_world, dtype=np.float64))[:3, :3] @ (0.0, 0.0, 1.0)
         config = MotionConfig(placement="origin", scale=size_of(target_rest) / size_of(source_rest),
                               fit_scale=False, up=tuple(float(x) for x in up), device="cpu")

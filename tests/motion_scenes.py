@@ -28,6 +28,11 @@ class Character:
         return self.world[:3, 3]
 
     @property
+    def up(self) -> tuple:
+        """World Z (up) in the armature's space, as the add-on's job gets it."""
+        return tuple(np.linalg.inv(self.world)[:3, :3] @ np.array([0.0, 0.0, 1.0]))
+
+    @property
     def height(self) -> float:
         """World-space vertical extent of the rest skin (Z up)."""
         return float(np.ptp(self.rest_world[:, 2]))
@@ -35,12 +40,19 @@ class Character:
 
 @functools.lru_cache(maxsize=16)
 def load_character(path: str, action: str | None = None, max_frames: int | None = None) -> Character:
-    import bpy
-
-    from blender_scene import import_character, set_action
-    from sa3df_addon import rig_io
+    from blender_scene import import_character
 
     armature, _ = import_character(Path(path))
+    return character_of(armature, action, max_frames)
+
+
+def character_of(armature, action: str | None = None, max_frames: int | None = None) -> Character:
+    """The character of an armature in the scene, with the clip of its action named like ``action``."""
+    import bpy
+
+    from blender_scene import set_action
+    from sa3df_addon import rig_io
+
     rig = rig_io.rig_from_objects(armature)
     world = np.array(armature.matrix_world, dtype=np.float64)
     rest_world = rig.rest_vertices @ world[:3, :3].T + world[:3, 3]
@@ -48,7 +60,7 @@ def load_character(path: str, action: str | None = None, max_frames: int | None 
         return Character(rig, world, [], None, None, rest_world)
     act = set_action(armature, action)
     frames = rig_io.action_frames(act)[:max_frames]
-    clip = rig_io.source_clip(armature, rig_io.skinned_meshes(armature), frames)
+    clip = rig_io.source_clip(armature, rig_io.moved_meshes(armature), frames)
     basis = []
     for frame in frames:
         bpy.context.scene.frame_set(frame)
@@ -84,20 +96,3 @@ def posed_world(character: Character, local: np.ndarray) -> tuple[np.ndarray, np
     verts, heads = pose_rig(character.rig, local)
     w = character.world
     return verts @ w[:3, :3].T + w[:3, 3], heads @ w[:3, :3].T + w[:3, 3]
-
-
-def foot_sliding(vertices: np.ndarray, height: float, contact: float = 0.02) -> float:
-    """Mean horizontal speed (per frame, / height) of vertices within ``contact`` * height of the clip's
-    floor (the median of the per-frame lowest points) in consecutive frames: how much feet skate while
-    planted. ``vertices`` (T, N, 3) world, Z up."""
-    floor = np.median(vertices[..., 2].min(axis=1))  # typical ground level: one stray low frame cannot move it
-    low = (vertices[..., 2] - floor) < contact * height  # (T, N)
-    planted = low[1:] & low[:-1]
-    speed = np.linalg.norm(np.diff(vertices[..., :2], axis=0), axis=-1) / height
-    return float(speed[planted].mean()) if planted.any() else 0.0
-
-
-def rotation_jumps(rotations: np.ndarray) -> np.ndarray:
-    """(T-1, B) angle in degrees between consecutive local quaternions (w, x, y, z)."""
-    dots = np.abs((rotations[1:] * rotations[:-1]).sum(-1)).clip(0, 1)
-    return np.degrees(2 * np.arccos(dots))

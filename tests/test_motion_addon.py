@@ -35,11 +35,14 @@ def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, d
     horse, horse_actions = import_into_scene(data_dir / "quadrupeds/quaternius_horse.fbx")
     walk = set_action(man, next(a.name for a in man_actions if "Walk" in a.name))
     horse.animation_data_create()
+    horse_played = horse.animation_data.action  # the importer's pick; it comes back after Clear
     actions_before = set(bpy.data.actions)
     bpy.context.scene.frame_set(5)
     man_pose = rig_io.pose_basis(man, rig_io.rig_from_objects(man))
 
     select([man, horse], man)
+    estimate = sys.modules[f"{MODULE}.motion_ops"].transfer_estimate(bpy.context)  # what the panel shows
+    assert estimate.startswith(f"{len(rig_io.action_frames(walk))} frames onto {horse.name}: about "), estimate
     assert bpy.ops.sa3df.transfer_motion() == {"FINISHED"}
 
     new = set(bpy.data.actions) - actions_before
@@ -53,9 +56,36 @@ def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, d
     frames = rig_io.action_frames(walk)
     assert tuple(action.frame_range) == (frames[0], frames[-1])
     # The horse now moves: its skin differs between two frames of the new action.
-    meshes = rig_io.skinned_meshes(horse)
+    meshes = rig_io.moved_meshes(horse)
     clip = rig_io.source_clip(horse, meshes, [frames[0], frames[len(frames) // 2]])
     assert np.abs(clip[1] - clip[0]).max() > 0.02 * np.ptp(clip[0], axis=0).max()
+
+    # Clear takes the transferred action back (unassigned and deleted); the user's actions stay, even with
+    # the source selected too, and so does an action the user made for the horse himself.
+    own = bpy.data.actions.new("HorseOwn")
+    own.use_fake_user = True
+    transferred = action.name
+    select([man, horse], man)
+    assert bpy.ops.sa3df.clear(remove_actions=True) == {"FINISHED"}
+    assert transferred not in {a.name for a in bpy.data.actions}
+    assert horse.animation_data.action == horse_played and man.animation_data.action == walk
+    assert set(bpy.data.actions) == actions_before | {own}
+
+
+def test_transfer_motion_refuses_a_target_armature_that_moves_no_mesh(addon, data_dir):
+    bpy = addon
+    from blender_scene import set_action
+    from robot_rig import build_robot
+
+    clear_scene()
+    man, man_actions = import_into_scene(data_dir / "humanoids/quaternius_male_casual.fbx")
+    set_action(man, next(a.name for a in man_actions if "Walk" in a.name))
+    bare, _ = build_robot("Bare", pieces="none", walk=False)
+    actions_before = set(bpy.data.actions)
+    select([man, bare], man)
+    with pytest.raises(RuntimeError, match="'Bare' moves no mesh"):  # bpy.ops raises the operator's report
+        bpy.ops.sa3df.transfer_motion()
+    assert set(bpy.data.actions) == actions_before
 
 
 def test_align_pose_operator_poses_the_target_like_a_mesh(addon, data_dir):
@@ -68,7 +98,7 @@ def test_align_pose_operator_poses_the_target_like_a_mesh(addon, data_dir):
     horse, horse_actions = import_into_scene(data_dir / "quadrupeds/quaternius_horse.fbx")
     set_action(horse, next(a.name for a in horse_actions if "Walk" in a.name))
     bpy.context.scene.frame_set(8)
-    shape_mesh = rig_io.skinned_meshes(horse)[0]
+    shape_mesh = rig_io.moved_meshes(horse)[0]
     shape = shape_mesh.copy()
     shape.data = bpy.data.meshes.new_from_object(shape_mesh.evaluated_get(bpy.context.evaluated_depsgraph_get()))
     shape.modifiers.clear()

@@ -31,7 +31,7 @@ def test_rig_model_deforms_like_blender(data_dir, path):
     action = set_action(armature, "Walk")
     rig = rig_io.rig_from_objects(armature)
     frames = rig_io.action_frames(action)[::4][:5]
-    clip = rig_io.source_clip(armature, rig_io.skinned_meshes(armature), frames, into=armature)
+    clip = rig_io.source_clip(armature, rig_io.moved_meshes(armature), frames, into=armature)
     basis = []
     for frame in frames:
         bpy.context.scene.frame_set(frame)
@@ -72,7 +72,7 @@ def test_bake_writes_a_new_action_on_the_target_only(data_dir):
     frames = rig_io.action_frames(walk)[:10]
     target = rig_io.rig_from_objects(woman)
     source = rig_io.rig_from_objects(man)
-    clip = rig_io.source_clip(man, rig_io.skinned_meshes(man), frames, into=woman, align_origins=True)
+    clip = rig_io.source_clip(man, rig_io.moved_meshes(man), frames, into=woman, align_origins=True)
     from scipy.spatial import cKDTree
 
     _, matches = cKDTree(source.rest_vertices).query(target.rest_vertices)  # same frame, same place

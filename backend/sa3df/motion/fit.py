@@ -31,6 +31,7 @@ import torch
 
 from sa3df.core.device import choose_device
 from sa3df.core.progress import ProgressFn, report, sub_progress
+from sa3df.motion.contacts import ContactGoals, clip_floor, heights
 from sa3df.motion.terms import Problem, refine, rematch, robust_start
 from sa3df.motion.rig import Rig
 from sa3df.motion.skinning import TorchRig, local_matrices
@@ -52,10 +53,11 @@ class MotionConfig:
     edge_weight: float = 0.01
     smooth_weight: float = 0.05
     rotation_smooth_weight: float = 1e-3
-    # Bone flips: a local rotation changing by more than flip_angle degrees between frames costs this much
-    # extra (a hinge: natural motion below the angle is not slowed down at all).
+    # Jumps: a bone's local rotation changing by more than flip_angle degrees between frames (or by more
+    # than the source's matched skin of the bone or its parent turns, when that is more) costs this much
+    # per unit of excess spin, summed over frames: a hinge, natural motion below the limit is not slowed.
     flip_weight: float = 1.0
-    flip_angle: float = 45.0
+    flip_angle: float = 20.0
     rest_prior_weight: float = 1e-6
     twist_prior_weight: float = 1e-5
     # A wrong match stays wrong in every frame: vertices whose fitted residual is large over the whole clip
@@ -86,6 +88,10 @@ class MotionConfig:
     # Armature-space up axis (e.g. world Z mapped into the target armature): when given, the source is
     # first turned about it to face the way the target does, so the target keeps its heading.
     up: tuple | None = None
+    # Feet on the floor (sa3df.motion.contacts; needs ``up`` and "origin" placement, i.e. a clip): the
+    # source's floor is put on the target's, and target vertices matched to the source's ground contacts
+    # keep their rest height above it and do not slide while the contact lasts; nothing goes below it.
+    contact_weight: float = 1.0
     device: str = "auto"
     seed: int = 0
 
@@ -99,7 +105,9 @@ class MotionResult:
     ``translating`` bones: roots and bones hanging from unskinned ones); ``joint_positions`` (T, B, 3) posed bone heads
     in armature space; ``scale`` the source -> target scale; ``residuals`` (T,) mean distance between
     matched target and (placed) source vertices in armature units, and ``normalized_residuals`` the same
-    divided by the target's size; ``placed_source`` (T, Nt, 3) each target vertex's match, placed.
+    divided by the target's size; ``vertex_residuals`` (Nt,) each target vertex's distance to its match over
+    the clip, / size (NaN where it had no usable match); ``placed_source`` (T, Nt, 3) each target vertex's
+    match, placed.
     """
 
     bone_names: list[str]
@@ -111,6 +119,7 @@ class MotionResult:
     scale: float
     residuals: np.ndarray
     normalized_residuals: np.ndarray
+    vertex_residuals: np.ndarray
     placed_source: np.ndarray
 
     def local_matrices(self) -> np.ndarray:
@@ -158,10 +167,22 @@ def fit_motion(
         frames = _face_like_target(frames, rest * size, matches, conf, config)
     matched = frames[:, matches] / size  # (T, Nt, 3), target-size units
     src_centre, tgt_centre, scale0 = _placement(target, rest, matched, conf, config)
+    on_floor = config.contact_weight > 0 and config.up is not None and config.placement == "origin"
+    if on_floor:  # the source's floor onto the target's: scale about the floor point under the origin
+        up = np.asarray(config.up, dtype=np.float64) / np.linalg.norm(config.up)
+        floor, tall = heights(rest, up).min(), np.ptp(heights(rest, up))
+        src_centre, tgt_centre = clip_floor(frames / size, up) * up, floor * up
+
+    def build(matched, conf):
+        problem = Problem.build(target, model, matched, conf, config, gen)
+        if on_floor:
+            placed = scale0 * (matched[:, problem.sample] - src_centre) + tgt_centre
+            problem.contacts = ContactGoals.build(placed, rest[problem.sample], up, floor, tall, device)
+        return problem
 
     free = target.translating_bones()
     report(progress, 0.05, "closed-form start")
-    problem = Problem.build(target, model, matched, conf, config, gen)
+    problem = build(matched, conf)
     src_c, tgt_c = as_t(src_centre), as_t(tgt_centre)
     with torch.no_grad():
         rotations, locations, c = robust_start(model, target, problem, scale0, src_c, tgt_c, free, config)
@@ -178,7 +199,7 @@ def fit_motion(
                 matches, conf = rematch(model, rotations, free, locations, frames / size, scale, src_centre,
                                         tgt_centre, matches, conf, config)
             matched = frames[:, matches] / size
-            problem = Problem.build(target, model, matched, conf, config, gen)
+            problem = build(matched, conf)
             c = problem.c
         stage = sub_progress(progress, 0.1 + 0.8 * done / total, 0.1 + 0.8 * (done + iterations) / total)
         rotations, locations, scale = refine(model, problem, c, rotations, locations, scale, free, src_c, tgt_c,
@@ -294,14 +315,16 @@ def _result(target, model, six, free, locations, scale, matched, conf, src_centr
     """Evaluate the fit on every vertex and convert to Blender's pose-bone terms (armature units)."""
     rot = matrix_from_6d(six)
     with torch.no_grad():
-        joints, residuals = [], []
+        joints, residuals, per_vertex = [], [], 0.0
         placed = scale * (matched - src_centre) + tgt_centre
         valid = torch.as_tensor(conf > 0)
         for start in range(0, rot.shape[0], 32):  # frames in chunks: (T, N, B) products stay small
             chunk = slice(start, start + 32)
             verts, heads = model.pose(local_matrices(rot[chunk], free, locations[chunk]))
             q = torch.as_tensor(placed[chunk], dtype=verts.dtype, device=verts.device)
-            residuals.append((verts - q).norm(dim=-1)[:, valid.to(verts.device)].mean(1).cpu())
+            distance = (verts - q).norm(dim=-1)
+            residuals.append(distance[:, valid.to(verts.device)].mean(1).cpu())
+            per_vertex = per_vertex + distance.sum(0).cpu().numpy().astype(np.float64)
             joints.append(heads.cpu())
     rotations = continuous_quaternions(quaternion_from_matrix(rot.cpu().numpy().astype(np.float64)))
     all_locations = np.zeros(rotations.shape[:2] + (3,))
@@ -317,5 +340,6 @@ def _result(target, model, six, free, locations, scale, matched, conf, src_centr
         scale=scale,
         residuals=residual * size,
         normalized_residuals=residual,
+        vertex_residuals=np.where(conf > 0, per_vertex / rot.shape[0], np.nan),
         placed_source=placed * size,
     )

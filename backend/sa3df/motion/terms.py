@@ -48,6 +48,8 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
         frozen = frozen[None, :, None, None]
         eye = torch.eye(3, device=c.device)
     attached = attachments(model.rig, free, config.attach_distance)
+    with torch.no_grad():
+        limit = spin_limits(model, problem, c, q_raw * scale, config)
     for it in range(iterations):
         rot = matrix_from_6d(six)
         if frozen is not None:
@@ -60,7 +62,9 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
         centroid = config.centroid_weight * max(0.0, 1.0 - 2.0 * it / max(iterations, 1))
         loss = _data_terms(verts[:, :n_data], q, c, bone_w, centroid, config.robust_scale, trim)
         loss = loss + config.edge_weight * _edge_term(verts, edge_rows, rest_len)
-        loss = loss + _smooth_terms(joints, rot, config) + _prior_terms(rot, config)
+        loss = loss + _smooth_terms(joints, rot, limit, config) + _prior_terms(rot, config)
+        if problem.contacts is not None:
+            loss = loss + config.contact_weight * problem.contacts.loss(verts, config.robust_scale)
         if len(attached):
             gap = joints[:, attached[:, 0]] - joints[:, attached[:, 1]]
             loss = loss + config.attach_weight * (gap * gap).sum(-1).mean() / (2 * config.robust_scale)
@@ -86,6 +90,7 @@ class Problem:
     edge_rows: torch.Tensor
     q_raw: torch.Tensor  # (T, n, 3) matched source points of the sample, size units, not yet placed
     c: torch.Tensor  # (n,) confidences
+    contacts: object = None  # sa3df.motion.contacts.ContactGoals of the loss vertices, when feet are kept down
 
     @classmethod
     def build(cls, target: Rig, model: TorchRig, matched, conf, config, gen) -> "Problem":
@@ -288,15 +293,42 @@ def _edge_term(verts, edge_rows, rest_len):
     return (((e.norm(dim=-1) - rest_len) ** 2).mean() / (rest_len**2).mean().clamp_min(1e-12))
 
 
-def _smooth_terms(joints, rot, config):
+def spin_limits(model: TorchRig, problem: "Problem", c, q, config) -> torch.Tensor:
+    """(T-1, B) the largest per-frame change of each bone's local rotation the fit allows without cost, in
+    the units of ``_smooth_terms``' spin (4 (1 - cos angle)): ``config.flip_angle``, or more where the
+    source itself turns faster, measured without a bone map as the rotation (Kabsch) between consecutive
+    frames of the matched source points ``q`` (T, n, 3) of the bone's skin plus its parent's."""
+    t, b = q.shape[0], model.rig.n_bones
+    if t < 2:
+        return q.new_zeros(0, b)
+    w = (model.weights[problem.ids[: problem.n_data]] > 0.3).to(q.dtype) * c[:, None]  # (n, B)
+    mass = w.sum(0).clamp_min(1e-12)
+    mean = apply_to_frames(w.T, q) / mass[None, :, None]  # (T, B, 3)
+    outer = (q[1:, :, :, None] * q[:-1, :, None, :]).reshape(t - 1, -1, 9)  # (T-1, n, 9)
+    cov = apply_to_frames(w.T, outer).reshape(t - 1, b, 3, 3) / mass[None, :, None, None]
+    cov = cov - mean[1:, :, :, None] * mean[:-1, :, None, :]
+    turn = nearest_rotation(cov + 1e-9 * torch.eye(3, device=q.device))
+    cosine = ((turn.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)  # (T-1, B)
+    angle = torch.where(w.sum(0)[None] > 0, torch.arccos(cosine), torch.zeros_like(cosine))
+    # A local rotation is the parent's inverse times the bone's own: it may turn by up to both angles.
+    roots = torch.as_tensor(model.rig.parents < 0, device=q.device)[None]
+    parents = torch.as_tensor([max(p, 0) for p in model.rig.parents], device=q.device)
+    allowed = (angle + torch.where(roots, torch.zeros_like(angle), angle[:, parents])).clamp(max=math.pi)
+    allowed = allowed.clamp(min=math.radians(config.flip_angle))
+    return 4.0 * (1.0 - torch.cos(allowed))
+
+
+def _smooth_terms(joints, rot, limit, config):
     if joints.shape[0] < 3:
         return joints.new_zeros(())
     accel = joints[2:] - 2 * joints[1:-1] + joints[:-2]
     spin = ((rot[1:] - rot[:-1]) ** 2).sum((-1, -2))  # (T-1, B) = 4 (1 - cos angle)
-    flip = torch.relu(spin - 4.0 * (1.0 - math.cos(math.radians(config.flip_angle))))
+    # A hinge per bone and frame: no cost up to the limit, then a cost that grows with the excess, summed
+    # over frames (a single jump must cost as much in a long clip as in a short one).
+    flip = torch.relu(spin - limit).sum(0).mean()
     smooth = (accel**2).sum(-1).mean()
     return (config.smooth_weight * smooth + config.rotation_smooth_weight * spin.mean()
-            + config.flip_weight * flip.mean())
+            + config.flip_weight * flip)
 
 
 def _prior_terms(rot, config):

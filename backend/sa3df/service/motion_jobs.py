@@ -10,7 +10,9 @@ frame (align_pose: T = 1, the static shape), already in the target armature's sp
 ``rest_prior`` (weight of the rest-pose proximity bonus in matching; default ``REST_PRIOR`` for
 transfer_motion, 0 for align_pose, whose source shape is posed rather than at rest).
 Outputs: ``rotations`` (T, B, 4) pose-bone quaternions (w, x, y, z), ``locations`` (T, B, 3),
-``residuals`` (T,) in target armature units.
+``residuals`` (T,) in target armature units; info adds the feet's contact quality when ``up`` is given (% of
+the height: ``sliding`` / ``source_sliding`` per frame, worst ``penetration`` below and ``float`` above the
+target's floor).
 """
 
 from __future__ import annotations
@@ -79,10 +81,28 @@ def _fit(ctx: JobContext, rest_prior: float) -> JobOutput:
                         progress=sub_progress(ctx.progress, 0.62, 1.0))
     arrays = {keys.ROTATIONS: result.rotations.astype(np.float32), keys.LOCATIONS: result.locations.astype(np.float32),
               keys.RESIDUALS: result.residuals.astype(np.float32)}
-    info = {"frames": int(len(frames)), "scale": round(result.scale, 4),
+    info = {"frames": int(len(frames)), "scale": round(result.scale, 4), **_feet(rig, result, frames, settings),
             "mean_residual": round(float(result.normalized_residuals.mean()), 4),
             "mutual_fraction": round(float(np.mean(corr.mutual)), 3), "cleaned": clean_notes(meshes)}
     return JobOutput(arrays, info)
+
+
+def _feet(rig, result, frames, settings) -> dict:
+    """Contact quality of a fitted clip (% of height): foot sliding of target and source, and how far each
+    frame's lowest point gets below or above the target's floor (sa3df.motion.contacts.floor_report)."""
+    from sa3df.motion.contacts import floor_report, heights
+    from sa3df.motion.skinning import pose_rig
+
+    up = settings.get("up")
+    if up is None or len(frames) < 2:
+        return {}
+    verts, _ = pose_rig(rig, result.local_matrices())
+    rest_h = heights(rig.rest_vertices, up)
+    mine = floor_report(verts, up, float(rest_h.min()), float(np.ptp(rest_h)))
+    source_h = heights(frames[0], up)
+    theirs = floor_report(frames, up, float(np.median(heights(frames, up).min(1))), float(np.ptp(source_h)))
+    return {"sliding": round(100 * mine["sliding"], 3), "source_sliding": round(100 * theirs["sliding"], 3),
+            "penetration": round(100 * mine["penetration_max"], 2), "float": round(100 * mine["float_max"], 2)}
 
 
 def transfer_motion_job(ctx: JobContext) -> JobOutput:

@@ -1,0 +1,72 @@
+"""Feet on the floor without Blender: the source's ground contacts (height + ground-relative speed), the
+floor measures, and the fit keeping a target on its own floor when the source clip sinks below it."""
+
+import numpy as np
+
+from sa3df.motion.contacts import floor_report, foot_sliding, rotation_jumps, source_contacts
+from sa3df.motion.fit import MotionConfig, fit_motion
+from sa3df.motion.skinning import pose_rig
+from test_motion_fit import smooth_poses, tube_rig
+
+UP = np.array([0.0, 0.0, 1.0])
+
+
+def _stepping_foot(frames=40, treadmill=0.0):
+    """(T, 2, 3): a foot that stands for the first half of a cycle and swings (lifted, moving) for the
+    second, plus a body point high above; ``treadmill`` moves everything backwards per frame (in place)."""
+    t = np.arange(frames)
+    swing = (t % 20) >= 10
+    foot = np.zeros((frames, 3))
+    foot[:, 0] = np.cumsum(np.where(swing, 0.1, 0.0)) - treadmill * t
+    foot[:, 2] = np.where(swing, 0.1 * np.sin(np.pi * ((t % 20) - 10) / 10), 0.0)
+    body = np.stack([foot[:, 0].mean() + 0 * t, 0 * t, 1.0 + 0 * t], axis=1).astype(float)
+    return np.stack([foot, body], axis=1), swing
+
+
+def test_contacts_are_low_and_move_with_the_ground():
+    for treadmill in (0.0, 0.05):  # a walk with root motion, and one recorded in place
+        clip, swing = _stepping_foot(treadmill=treadmill)
+        clip = np.concatenate([clip, clip + [0.3, 0.2, 0.0]], axis=1)  # a second foot, in step (the ground)
+        contact = source_contacts(clip, UP, height=1.0)
+        assert not contact[:, 1].any()  # the body is never on the floor
+        assert contact[~swing, 0].mean() > 0.9 and contact[swing, 0].mean() < 0.3, treadmill
+
+
+def test_floor_report_measures_penetration_float_and_sliding():
+    clip, _ = _stepping_foot()
+    sunk = clip - [0.0, 0.0, 0.05]
+    report = floor_report(sunk, UP, floor=0.0, height=1.0)
+    assert np.isclose(report["penetration_max"], 0.05)
+    # one foot: mid-swing it is the lowest point, 0.1 up, i.e. 0.05 above the floor
+    assert np.isclose(report["float_max"], 0.05) and 0.0 < report["penetration_mean"] < 0.05
+    planted = np.tile([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]], (10, 1, 1))  # a foot on the floor, a head above
+    skating = planted + np.arange(10)[:, None, None] * [0.02, 0.0, 0.0]
+    assert foot_sliding(planted, 1.0) == 0.0 and np.isclose(foot_sliding(skating, 1.0), 0.02)
+    q = np.tile([1.0, 0.0, 0.0, 0.0], (3, 1, 1))
+    q[2, 0] = [np.cos(np.radians(15)), np.sin(np.radians(15)), 0, 0]  # a 30 degree turn
+    assert np.allclose(rotation_jumps(q)[:, 0], [0.0, 30.0])
+
+
+def test_the_fit_keeps_the_target_on_its_own_floor():
+    rig = tube_rig(tilt=0.0)  # upright along +Y
+    up = np.array([0.0, 1.0, 0.0])
+    poses = smooth_poses(rig, frames=12, amplitude=0.3, seed=2)
+    poses[..., :3, 3] = 0.0  # the root stays put: the clip's lowest point stays at the rest floor
+    clip, _ = pose_rig(rig, poses)
+    floor, height = (rig.rest_vertices @ up).min(), np.ptp(rig.rest_vertices @ up)
+    sunk = clip - 0.05 * height * up  # the source walks 5 % of the height below the target's floor
+    ids = np.arange(rig.n_vertices)
+    kept = fit_motion(rig, sunk, ids, config=MotionConfig(placement="origin", scale=1.0, fit_scale=False,
+                                                          up=tuple(up), device="cpu", iterations=60, rematch_rounds=0))
+    free = fit_motion(rig, sunk, ids, config=MotionConfig(placement="origin", scale=1.0, fit_scale=False,
+                                                          up=tuple(up), device="cpu", iterations=60, rematch_rounds=0,
+                                                          contact_weight=0.0))
+
+    def lowest(result):
+        verts, _ = pose_rig(rig, result.local_matrices())
+        return floor_report(verts, up, floor, height)
+
+    assert lowest(free)["penetration_max"] > 0.04  # without the floor terms it follows the source down
+    report = lowest(kept)
+    assert report["penetration_max"] < 0.01 and report["float_max"] < 0.01, report
+    assert kept.normalized_residuals.mean() < 0.03
