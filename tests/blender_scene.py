@@ -168,3 +168,19 @@ def import_into_scene(path: Path):
     bpy.ops.import_scene.fbx(filepath=str(path))
     armature = next(o for o in bpy.data.objects if o not in before_objects and o.type == "ARMATURE")
     return armature, [a for a in bpy.data.actions if a not in before_actions]
+
+
+def blender_and_rig_clips(armature, rig, frames):
+    """(Blender's deformed vertices, the rig model's) of every mesh ``armature`` moves at ``frames``,
+    both (T, N, 3) in the armature's space: the rig must reproduce what Blender shows."""
+    import bpy
+
+    from sa3df.motion.skinning import pose_rig
+    from sa3df_addon import rig_io
+
+    clip = rig_io.source_clip(armature, rig_io.moved_meshes(armature), frames, into=armature)
+    basis = []
+    for frame in frames:
+        bpy.context.scene.frame_set(frame)
+        basis.append(rig_io.pose_basis(armature, rig))
+    return clip, pose_rig(rig, np.array(basis))[0]

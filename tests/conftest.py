@@ -36,6 +36,35 @@ def data_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory):
+    """The built zip installed and enabled in headless Blender (geometric features, no training, CPU);
+    returns the add-on's preferences. Disabled again afterwards (its worker released), so later modules
+    can register the add-on from the source tree."""
+    bpy = pytest.importorskip("bpy", reason="bpy (Blender as a module) is not installed")
+    import addon_utils
+
+    from blender_scene import EXTENSION_MODULE, install_extension
+    from sa3df.service import client as worker_client
+
+    yield install_extension(tmp_path_factory.mktemp("sa3df-cache"), extractor="geometric", effort="off",
+                            device="cpu")
+    worker_client.release_shared_client()
+    addon_utils.disable(EXTENSION_MODULE, default_set=True)
+    assert not hasattr(bpy.types, "SA3DF_PT_main")
+
+
+@pytest.fixture(scope="session")
+def exported(data_dir):
+    """Every test character's arrays (tests/cross_cases.py), exported through bpy unless its npz cache has them."""
+    import cross_cases
+
+    try:
+        return {name: cross_cases.character_arrays(name) for name in cross_cases.CHARACTERS}
+    except ModuleNotFoundError as missing:  # no cache and no bpy
+        pytest.skip(f"exporting the characters needs bpy ({missing})")
+
+
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("SA3DF_HEAVY") == "1":
         return

@@ -23,27 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import build_addon  # noqa: E402,F401  (the zip the tests install)
 from blender_scene import (  # noqa: E402
-    EXTENSION_MODULE, add_character, attribute, clear_scene, dominant_bones, install_extension, mesh_from_vertices,
+    EXTENSION_MODULE, add_character, attribute, clear_scene, dominant_bones, mesh_from_vertices,
     scene_state, select,
 )
 from sa3df.service import client as worker_client  # noqa: E402
 
 pytestmark = pytest.mark.blender
 MODULE = EXTENSION_MODULE
-
-
-@pytest.fixture(scope="module")
-def addon(tmp_path_factory):
-    """The built zip installed and enabled in headless Blender; returns the add-on's preferences.
-    Disabled again afterwards, so later modules can register the add-on from the source tree."""
-    prefs = install_extension(tmp_path_factory.mktemp("sa3df-cache"), extractor="geometric", effort="off",
-                              device="cpu")
-    yield prefs
-    import addon_utils
-
-    worker_client.release_shared_client()
-    addon_utils.disable(MODULE, default_set=True)
-    assert not hasattr(bpy.types, "SA3DF_PT_main")
 
 
 @pytest.fixture

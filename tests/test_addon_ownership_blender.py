@@ -3,29 +3,16 @@ skin weights reuse the Armature modifier a mesh already has, and reports name wh
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a module) is not installed")
 
 from blender_scene import (  # noqa: E402
-    EXTENSION_MODULE, add_character, attribute, clear_scene, install_extension, mesh_from_vertices, select,
+    add_character, attribute, clear_scene, mesh_from_vertices, select,
 )
 
 pytestmark = pytest.mark.blender
-
-
-@pytest.fixture(scope="module")
-def addon(tmp_path_factory):
-    prefs = install_extension(tmp_path_factory.mktemp("sa3df-cache"), extractor="geometric", effort="off",
-                              device="cpu")
-    yield prefs
-    import addon_utils
-
-    sys.modules[f"{EXTENSION_MODULE}.client"].release_shared_client()
-    addon_utils.disable(EXTENSION_MODULE, default_set=True)
 
 
 @pytest.fixture

@@ -12,21 +12,9 @@ import pytest
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a module) is not installed")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from blender_scene import EXTENSION_MODULE, add_character, clear_scene, dominant_bones, install_extension, select  # noqa: E402
-from sa3df.service import client as worker_client  # noqa: E402
+from blender_scene import add_character, clear_scene, dominant_bones, select  # noqa: E402
 
 pytestmark = pytest.mark.blender
-
-
-@pytest.fixture(scope="module")
-def addon(tmp_path_factory):
-    prefs = install_extension(tmp_path_factory.mktemp("sa3df-cache"), extractor="geometric", effort="off",
-                              device="cpu")
-    yield prefs
-    import addon_utils
-
-    worker_client.release_shared_client()
-    addon_utils.disable(EXTENSION_MODULE, default_set=True)
 
 
 def test_parts_summary_says_how_many_parts_each_mesh_got():

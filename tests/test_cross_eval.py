@@ -10,15 +10,6 @@ from sa3df.apps import evaluate
 pytestmark = pytest.mark.blender
 
 
-@pytest.fixture(scope="module")
-def exported(data_dir):
-    """Every character exported (through bpy unless the npz cache has it)."""
-    try:
-        return {name: cross_cases.character_arrays(name) for name in cross_cases.CHARACTERS}
-    except ModuleNotFoundError as missing:  # no cache and no bpy
-        pytest.skip(f"exporting the characters needs bpy ({missing})")
-
-
 def test_every_weighted_bone_has_a_region_and_every_region_is_used(exported):
     for name, spec in cross_cases.CHARACTERS.items():
         regions = cross_cases.character_regions(name)

@@ -11,14 +11,6 @@ from sa3df.apps import evaluate
 pytestmark = pytest.mark.blender
 
 
-@pytest.fixture(scope="module")
-def exported(data_dir):
-    try:
-        return {name: cross_cases.character_arrays(name) for name in cross_cases.CHARACTERS}
-    except ModuleNotFoundError as missing:  # no cache and no bpy
-        pytest.skip(f"exporting the characters needs bpy ({missing})")
-
-
 def _scores(case, method):
     t2s, _ = cross_cases.method_output(method(case))
     return evaluate.region_scores(t2s, case.source_regions, case.target_regions, case.mirror)

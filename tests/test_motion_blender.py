@@ -5,9 +5,8 @@ in each bone's own rotation mode, that Blender plays back as the fitted pose."""
 import numpy as np
 import pytest
 
-from blender_scene import bpy_or_skip, import_character, import_into_scene, reset_scene, set_action
+from blender_scene import blender_and_rig_clips, bpy_or_skip, import_character, import_into_scene, reset_scene, set_action
 from sa3df.motion.fit import MotionConfig, fit_motion
-from sa3df.motion.skinning import pose_rig
 
 pytestmark = pytest.mark.blender
 
@@ -23,20 +22,13 @@ pytestmark = pytest.mark.blender
 )
 def test_rig_model_deforms_like_blender(data_dir, path):
     bpy_or_skip()
-    import bpy
-
     from sa3df_addon import rig_io
 
     armature, _ = import_character(data_dir / path)
     action = set_action(armature, "Walk")
     rig = rig_io.rig_from_objects(armature)
     frames = rig_io.action_frames(action)[::4][:5]
-    clip = rig_io.source_clip(armature, rig_io.moved_meshes(armature), frames, into=armature)
-    basis = []
-    for frame in frames:
-        bpy.context.scene.frame_set(frame)
-        basis.append(rig_io.pose_basis(armature, rig))
-    verts, _ = pose_rig(rig, np.array(basis))
+    clip, verts = blender_and_rig_clips(armature, rig, frames)
     assert np.abs(clip[1:] - clip[:1]).max() > 0.01 * rig.size  # the clip really moves
     assert np.abs(verts - clip).max() < 1e-5 * rig.size
     assert all(p < i for i, p in enumerate(rig.parents))

@@ -5,11 +5,10 @@ deforms it, and is fitted; an armature that moves no mesh is refused with a clea
 import numpy as np
 import pytest
 
-from blender_scene import bpy_or_skip, reset_scene
+from blender_scene import blender_and_rig_clips, bpy_or_skip, reset_scene
 from motion_scenes import character_of, nearest_rest_correspondence, posed_world
 from sa3df.motion.fit import MotionConfig, fit_motion
 from sa3df.motion.rig import place_in_armature
-from sa3df.motion.skinning import pose_rig
 
 pytestmark = pytest.mark.blender
 
@@ -28,12 +27,7 @@ def test_every_moved_mesh_is_in_the_rig_and_deforms_like_blender(pieces):
     assert rig.n_vertices == sum(len(m.data.vertices) for m in meshes)
     assert (rig.weights.sum(0) > 0).sum() == len(BONES)  # every bone carries some mesh
     frames = [1, 5, 9, 13]
-    clip = rig_io.source_clip(armature, rig_io.moved_meshes(armature), frames, into=armature)
-    basis = []
-    for frame in frames:
-        bpy.context.scene.frame_set(frame)
-        basis.append(rig_io.pose_basis(armature, rig))
-    verts, _ = pose_rig(rig, np.array(basis))
+    clip, verts = blender_and_rig_clips(armature, rig, frames)
     assert np.abs(clip[1:] - clip[:1]).max() > 0.2 * rig.size  # it walks
     assert np.abs(verts - clip).max() < 1e-5 * rig.size  # measured 1.6e-7 m (rig 2 m)
 
