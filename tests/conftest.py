@@ -54,6 +54,15 @@ def addon(tmp_path_factory):
     assert not hasattr(bpy.types, "SA3DF_PT_main")
 
 
+@pytest.fixture
+def man(addon, data_dir):
+    """The man (armature, body) alone in the scene, with the extension enabled."""
+    from blender_scene import add_character, clear_scene
+
+    clear_scene()
+    return add_character(data_dir / "humanoids" / "quaternius_male_casual.fbx")
+
+
 @pytest.fixture(scope="session")
 def exported(data_dir):
     """Every test character's arrays (tests/cross_cases.py), exported through bpy unless its npz cache has them."""

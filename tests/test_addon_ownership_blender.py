@@ -8,17 +8,10 @@ import pytest
 
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a module) is not installed")
 
-from blender_scene import (  # noqa: E402
-    add_character, attribute, clear_scene, mesh_from_vertices, select,
-)
+from blender_scene import attribute, mesh_from_vertices, select  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
-
-@pytest.fixture
-def man(addon, data_dir):
-    clear_scene()
-    return add_character(data_dir / "humanoids" / "quaternius_male_casual.fbx")
 
 
 @pytest.fixture
