@@ -1,7 +1,8 @@
 """Actions the add-on made (Transfer Motion), so that Clear can take them back without touching the user's.
 
 A transferred action carries custom properties: ``sa3df_target`` (the armature it was made for) and
-``sa3df_previous`` (the action that armature played before, restored when the transferred one goes).
+``sa3df_previous`` (the action that armature played before, restored when the transferred one goes) and
+``sa3df_name`` (its own name: a copy the user makes carries the properties but not the name, so it stays theirs).
 """
 
 from __future__ import annotations
@@ -10,17 +11,19 @@ import bpy
 
 TARGET = "sa3df_target"
 PREVIOUS = "sa3df_previous"
+NAME = "sa3df_name"
 
 
 def mark_transferred(action, armature, previous) -> None:
     """Record that ``action`` was made for ``armature``, which played ``previous`` (or None) before."""
     action[TARGET] = armature.name
     action[PREVIOUS] = previous.name if previous is not None else ""
+    action[NAME] = action.name
 
 
 def transferred_actions(armature) -> list:
     """The actions the add-on made for ``armature`` (by name), oldest first."""
-    return [a for a in bpy.data.actions if a.get(TARGET) == armature.name]
+    return [a for a in bpy.data.actions if a.get(TARGET) == armature.name and a.get(NAME) == a.name]
 
 
 def remove_transferred_actions(armature) -> int:
