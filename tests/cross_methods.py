@@ -1,9 +1,12 @@
-"""The new default cross-character method, in the form bench/bench_cross.py registers (fn(case) -> map).
+"""The default cross-character method and its steps, in the form bench/bench_cross.py registers
+(fn(case) -> map, features).
 
 ``new_default`` is what `sa3df match source target --up z` and the add-on do: geometric base features,
 600 test-time training steps on both meshes, cosine matching of the embeddings plus the landmark prior
-(:func:`sa3df.apps.match.matching_prior`). ``landmarks_on_base`` is the same prior on the base features
-(no training), which the tests use because it takes seconds.
+with its alignment (:func:`sa3df.apps.match.matching_prior` given the features). ``landmarks_before`` is
+the previous default (the landmark prior without the alignment). ``aligned_on_base`` /
+``landmarks_on_base`` are the same two priors on the base features (no training), which the tests use
+because they take seconds.
 """
 
 from __future__ import annotations
@@ -11,29 +14,48 @@ from __future__ import annotations
 from cross_cases import CrossCase
 
 
-def landmarks_on_base(case: CrossCase):
-    """Geometric base features + the landmark prior (`sa3df match --base --up z`)."""
-    from sa3df.apps.match import correspondence, matching_prior
+def _base(case: CrossCase):
     from sa3df.features.extractors import create_extractor
 
     extractor = create_extractor("geometric")
-    features = extractor.extract(case.source), extractor.extract(case.target)
-    prior = matching_prior(case.source, case.target, up="z")
-    return correspondence(*features, proximity=prior).target_to_source, features
+    return extractor.extract(case.source), extractor.extract(case.target)
 
 
-def new_default(case: CrossCase, steps: int = 600):
-    """`sa3df match source target --up z`: base features faced alike, 600 test-time steps (seed 0),
-    embeddings matched with the landmark prior."""
-    from sa3df.apps.match import correspondence, matching_prior
+def _trained(case: CrossCase, steps: int = 600):
     from sa3df.features.pipeline import compute_surface_features
-    from sa3df.features.train import TrainConfig
+    from sa3df.features.settings import FeatureSettings
 
-    result = compute_surface_features([case.source, case.target], extractor="geometric", face_alike_up="z",
-                                      train_config=TrainConfig(steps=steps, seed=0, device="cpu"))
-    features = tuple(f.embedding for f in result.features)
-    prior = matching_prior(case.source, case.target, up="z")
+    settings = FeatureSettings(extractor="geometric", steps=steps, seed=0, device="cpu", up_axis="z")
+    return tuple(f.embedding for f in compute_surface_features([case.source, case.target], settings).features)
+
+
+def _matched(case: CrossCase, features, align: bool):
+    from sa3df.apps.match import correspondence, matching_prior
+
+    prior = matching_prior(case.source, case.target, up="z", features=features if align else None)
     return correspondence(*features, proximity=prior).target_to_source, features
 
 
-METHODS = {"landmarks+base": landmarks_on_base, "new default": new_default}
+def landmarks_on_base(case: CrossCase):
+    """Geometric base features + the landmark prior, not aligned (`sa3df match --base --up z --refine none`)."""
+    return _matched(case, _base(case), align=False)
+
+
+def aligned_on_base(case: CrossCase):
+    """Geometric base features + the aligned landmark prior (`sa3df match --base --up z`)."""
+    return _matched(case, _base(case), align=True)
+
+
+def landmarks_before(case: CrossCase):
+    """The previous default: trained embeddings + the landmark prior, not aligned (`--refine none`)."""
+    return _matched(case, _trained(case), align=False)
+
+
+def new_default(case: CrossCase):
+    """`sa3df match source target --up z`: base features faced alike, 600 test-time steps (seed 0),
+    embeddings matched with the aligned landmark prior."""
+    return _matched(case, _trained(case), align=True)
+
+
+METHODS = {"landmarks+base": landmarks_on_base, "aligned+base": aligned_on_base,
+           "landmarks before": landmarks_before, "new default": new_default}

@@ -241,13 +241,17 @@ DESCRIPTOR_SIGMA = 0.2  # descriptor distance at which the bonus falls to e^-1/2
 POSITION_SIGMA = 0.02  # the same for positions, as a fraction of the box diagonal
 
 
-def landmark_prior(source_mesh: Mesh, target_mesh: Mesh, weight: float = LANDMARK_PRIOR, up: str | None = None):
+def landmark_prior(source_mesh: Mesh, target_mesh: Mesh, weight: float = LANDMARK_PRIOR, up: str | None = None,
+                   features: tuple | None = None, device: str | None = None):
     """The matching bonus for ``target_mesh`` (queries) against ``source_mesh`` (references), a
     :class:`sa3df.apps.match.ProximitySum` of two :class:`sa3df.apps.match.RestProximity` terms of
     ``weight`` each: alike landmark descriptors (:func:`landmark_descriptors` of the paired
     extremities) and the same place in the box-normalised shapes once the target is turned by the
     pairing. ``up`` ("x", "y", "z") lets the turn be about that axis and the feet tell front from back;
-    without it each axis is tried and the best-scoring pairing kept. Raises ``ValueError`` for ``weight`` < 0."""
+    without it each axis is tried and the best-scoring pairing kept. With ``features`` (the source's
+    (Ns, E) and the target's (Nt, E) features that will be matched) the place term's target points are
+    first bent onto the source (:func:`sa3df.apps.align.aligned_places`), so the same place means the
+    same part across proportions and poses. Raises ``ValueError`` for ``weight`` < 0."""
     from sa3df.apps.match import ProximitySum, RestProximity
 
     if weight < 0:
@@ -260,4 +264,8 @@ def landmark_prior(source_mesh: Mesh, target_mesh: Mesh, weight: float = LANDMAR
                                 weight=weight, sigma=DESCRIPTOR_SIGMA, box_normalize=False)
     places = RestProximity(target_mesh.vertices @ pairing.rotation.T, source_mesh.vertices, weight=weight,
                            sigma=POSITION_SIGMA)
+    if features is not None and weight > 0:
+        from sa3df.apps.align import aligned_places
+
+        places.query_points = aligned_places(*features, [descriptors, places], 1, target.graph, device=device)
     return ProximitySum([descriptors, places])

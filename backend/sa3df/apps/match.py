@@ -142,17 +142,21 @@ class ProximitySum:
 
 
 def matching_prior(source_mesh: Mesh, target_mesh: Mesh, rest_prior: float = 0.0,
-                   landmark_prior: float = LANDMARK_PRIOR, up: str | None = None):
+                   landmark_prior: float = LANDMARK_PRIOR, up: str | None = None, features: tuple | None = None,
+                   device: str | None = None):
     """The bonus every matcher adds for ``target_mesh`` (queries) against ``source_mesh``: the landmark
     prior of :func:`sa3df.apps.landmarks.landmark_prior` (weight ``landmark_prior``, 0: off; the default
     between two different shapes, posed alike or not) plus the :class:`RestProximity` of weight
     ``rest_prior`` (0: off; for shapes posed alike). None when both are off. ``up`` ("x", "y", "z")
-    is the meshes' up axis (for turning the target to face like the source)."""
+    is the meshes' up axis (for turning the target to face like the source). ``features`` (source
+    (Ns, E), target (Nt, E)), the features the prior will be used with, turn on the landmark prior's
+    alignment (:mod:`sa3df.apps.align`, the default wherever sa3df matches two meshes)."""
     terms = []
     if landmark_prior:
         from sa3df.apps.landmarks import landmark_prior as landmark_terms
 
-        terms += landmark_terms(source_mesh, target_mesh, weight=landmark_prior, up=up).terms
+        terms += landmark_terms(source_mesh, target_mesh, weight=landmark_prior, up=up, features=features,
+                                device=device).terms
     rest = rest_proximity(source_mesh, target_mesh, rest_prior, up)
     terms += [rest] if rest is not None else []
     return ProximitySum(terms) if terms else None
@@ -351,11 +355,12 @@ def input_vertex_matches(source_mesh: Mesh, target_mesh: Mesh, source_features: 
     the source (N_target_input,) int64 and a confidence (N_target_input,) in [0, 1] — 1 for a mutual
     match, 0.5 otherwise, 0 (with match 0) for a dropped vertex. Also returns the correspondence itself.
 
-    The matcher adds :func:`matching_prior`: the landmark prior of weight ``landmark_prior`` (default on)
-    and, with ``rest_prior`` > 0 (both meshes at rest, as rigs are), a :class:`RestProximity` bonus of
+    The matcher adds :func:`matching_prior`: the landmark prior of weight ``landmark_prior`` (default on,
+    aligned with these features) and, with ``rest_prior`` > 0 (both meshes at rest, as rigs are), a :class:`RestProximity` bonus of
     that weight; ``up`` ("x", "y", "z") is the meshes' up axis.
     """
-    proximity = matching_prior(source_mesh, target_mesh, rest_prior, landmark_prior, up)
+    proximity = matching_prior(source_mesh, target_mesh, rest_prior, landmark_prior, up,
+                               features=(source_features, target_features))
     corr = correspondence(source_features, target_features, target_faces=target_mesh.faces, proximity=proximity)
     matches = target_mesh.to_input(source_mesh.input_index[corr.target_to_source], fill=-1)
     confidence = target_mesh.to_input(np.where(corr.mutual, 1.0, 0.5), fill=0.0)

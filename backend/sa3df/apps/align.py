@@ -1,0 +1,78 @@
+"""Bending the target onto the source along its own surface, so that "the same place" means the same
+body part even when proportions or poses differ: the refinement of the landmark prior.
+
+The landmark prior's place term compares positions once the target is turned and both boxes are
+normalised. That is right for two characters alike in shape and pose, and wrong everywhere else: a
+longer arm puts the woman's wrist where the man's hand is, and a walking leg is nowhere near a standing
+one. :func:`aligned_places` starts from the map the prior gives (features + landmark descriptors +
+place) and, round after round,
+
+1. takes each target vertex's displacement to its matched source vertex;
+2. smooths the displacements along the target's surface graph over a length ℓ (a sparse screened
+   Poisson solve, (I + ℓ² L) u = d, L the graph Laplacian with 1/length² weights, so ℓ is a length in
+   box diagonals whatever the resolution), so the target moves as a whole, not vertex by vertex;
+3. moves the target by them and matches again, with the place term on the moved target.
+
+ℓ shrinks from half the box to about a hundredth of it: first the proportions and the pose (a limb
+swings as one piece, since the smoothing follows the surface), then the details. Bone names, vertex
+order and connectivity shared between the meshes are never used.
+Measured figures: bench/bench_cross.py and the README's known limits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Smoothing lengths (box diagonals), each used for ROUNDS rounds of move-and-match.
+ALIGN_LENGTHS = (0.5, 0.3, 0.2, 0.12, 0.08, 0.05, 0.03, 0.02, 0.012)
+ROUNDS = 2
+
+
+def surface_laplacian(graph, points: np.ndarray):
+    """(N, N) scipy CSC graph Laplacian of ``graph``'s edges (its pattern; weights are recomputed) with
+    weights 1 / length² of the edges between ``points`` (N, 3)."""
+    from scipy.sparse import coo_matrix, diags
+
+    edges = graph.tocoo()
+    lengths = np.linalg.norm(points[edges.row] - points[edges.col], axis=1)
+    floor = max(float(np.median(lengths)) * 1e-3, 1e-12)  # coincident vertices bridged across pieces
+    weights = coo_matrix((1.0 / np.maximum(lengths, floor) ** 2, (edges.row, edges.col)), shape=graph.shape).tocsr()
+    weights = weights.maximum(weights.T)
+    return (diags(np.asarray(weights.sum(axis=1)).ravel()) - weights).tocsc()
+
+
+def smooth_along_surface(laplacian, displacement: np.ndarray, length: float) -> np.ndarray:
+    """(N, 3) ``displacement`` smoothed over ``length``: the solution u of (I + length² L) u = d."""
+    from scipy.sparse import identity
+    from scipy.sparse.linalg import factorized
+
+    solve = factorized((identity(laplacian.shape[0], format="csc") + length**2 * laplacian).tocsc())
+    return np.stack([solve(np.ascontiguousarray(displacement[:, k])) for k in range(3)], axis=1)
+
+
+def aligned_places(source_features, target_features, terms: list, places: int, target_graph,
+                   lengths=ALIGN_LENGTHS, rounds: int = ROUNDS, device: str | None = None) -> np.ndarray:
+    """(Nt, 3) float32: the place term's target points (``terms[places].query_points``, a
+    :class:`sa3df.apps.match.RestProximity` in a common box-normalised frame) bent onto its source
+    points (``reference_points``) by the rounds of the module notes. Each round matches
+    ``target_features`` (Nt, E) to ``source_features`` (Ns, E) by cosine plus all ``terms`` (the place
+    term on the moved points); ``target_graph`` (Nt, Nt) is the target's surface graph."""
+    import copy
+
+    from sa3df.apps.match import ProximitySum, nearest_neighbors
+
+    terms = list(terms)
+    start = np.asarray(terms[places].query_points, dtype=np.float64)
+    source = np.asarray(terms[places].reference_points, dtype=np.float64)
+    laplacian = surface_laplacian(target_graph, start)
+    moved = start
+
+    def matches(points):
+        terms[places] = copy.copy(terms[places])
+        terms[places].query_points = points.astype(np.float32)
+        return nearest_neighbors(target_features, source_features, device=device, proximity=ProximitySum(terms))[0]
+
+    for length in [length for length in lengths for _ in range(rounds)]:
+        t2s = matches(moved)  # the last round's map is the caller's to make, with the points returned
+        moved = moved + smooth_along_surface(laplacian, source[t2s] - moved, length)
+    return moved.astype(np.float32)
