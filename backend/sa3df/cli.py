@@ -141,9 +141,11 @@ def cmd_match(args) -> None:
     for option, value in (("--rest-prior", args.rest_prior), ("--landmark-prior", args.landmark_prior)):
         if value < 0:
             raise ValueError(f"{option} must be 0 or more, got {value}")
-    features = "base" if args.base else "embedding"
-    prior = matching_prior(source.mesh, target.mesh, args.rest_prior, args.landmark_prior, args.up)
-    corr = correspondence(getattr(source, features), getattr(target, features), proximity=prior)
+    kind = "base" if args.base else "embedding"
+    features = getattr(source, kind), getattr(target, kind)
+    prior = matching_prior(source.mesh, target.mesh, args.rest_prior, args.landmark_prior, args.up,
+                           features=features if args.refine == "align" else None, device=args.device)
+    corr = correspondence(*features, proximity=prior)
     args.out.mkdir(parents=True, exist_ok=True)
     matched = target.mesh.to_input(source.mesh.input_index[corr.target_to_source], fill=-1)
     np.savetxt(args.out / "target_to_source.txt", matched, fmt="%d",
@@ -251,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "extremities (hands, feet, head, tail) and, where the poses agree, in place; works "
                         "across characters and poses; give --up for characters (else the axis is guessed); "
                         "0: features only (default: %(default)s)")
+    p.add_argument("--refine", choices=("align", "none"), default="align",
+                   help="align: bend the target onto the source along its surface before the landmark prior's "
+                        "place term, so proportions and poses may differ (default); none: the place term as is")
     _add_feature_options(p)
     p.set_defaults(run=cmd_match)
 

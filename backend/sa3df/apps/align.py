@@ -7,10 +7,13 @@ longer arm puts the woman's wrist where the man's hand is, and a walking leg is 
 one. :func:`aligned_places` starts from the map the prior gives (features + landmark descriptors +
 place) and, round after round,
 
-1. takes each target vertex's displacement to its matched source vertex;
-2. smooths the displacements along the target's surface graph over a length ℓ (a sparse screened
-   Poisson solve, (I + ℓ² L) u = d, L the graph Laplacian with 1/length² weights, so ℓ is a length in
-   box diagonals whatever the resolution), so the target moves as a whole, not vertex by vertex;
+1. pulls each target vertex towards its matched source vertex, and each source vertex's match on the
+   target (the map the other way) towards that source vertex: without these a shorter target arm
+   would stop short of the source's hand, since no target vertex needs to go there;
+2. smooths the pulls along the target's surface graph over a length ℓ (a sparse screened Poisson
+   solve, (W + ℓ² L) u = Σ pulls, W the number of pulls per vertex, L the graph Laplacian with
+   1/length² weights, so ℓ is a length in box diagonals whatever the resolution), so the target moves
+   as a whole, not vertex by vertex;
 3. moves the target by them and matches again, with the place term on the moved target.
 
 ℓ shrinks from half the box to about a hundredth of it: first the proportions and the pose (a limb
@@ -41,13 +44,14 @@ def surface_laplacian(graph, points: np.ndarray):
     return (diags(np.asarray(weights.sum(axis=1)).ravel()) - weights).tocsc()
 
 
-def smooth_along_surface(laplacian, displacement: np.ndarray, length: float) -> np.ndarray:
-    """(N, 3) ``displacement`` smoothed over ``length``: the solution u of (I + length² L) u = d."""
-    from scipy.sparse import identity
+def smooth_along_surface(laplacian, pulls: np.ndarray, counts: np.ndarray, length: float) -> np.ndarray:
+    """(N, 3) the displacement u that follows ``pulls`` (N, 3), the sum of ``counts`` (N,) pulls on
+    each vertex, smoothly over ``length``: the solution of (diag(counts) + length² L) u = pulls."""
+    from scipy.sparse import diags
     from scipy.sparse.linalg import factorized
 
-    solve = factorized((identity(laplacian.shape[0], format="csc") + length**2 * laplacian).tocsc())
-    return np.stack([solve(np.ascontiguousarray(displacement[:, k])) for k in range(3)], axis=1)
+    solve = factorized((diags(counts.astype(np.float64)) + length**2 * laplacian).tocsc())
+    return np.stack([solve(np.ascontiguousarray(pulls[:, k])) for k in range(3)], axis=1)
 
 
 def aligned_places(source_features, target_features, terms: list, places: int, target_graph,
@@ -68,11 +72,17 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
     moved = start
 
     def matches(points):
+        """Target -> source and source -> target maps with the place term on ``points``."""
         terms[places] = copy.copy(terms[places])
         terms[places].query_points = points.astype(np.float32)
-        return nearest_neighbors(target_features, source_features, device=device, proximity=ProximitySum(terms))[0]
+        prior = ProximitySum(terms)
+        forward = nearest_neighbors(target_features, source_features, device=device, proximity=prior)[0]
+        return forward, nearest_neighbors(source_features, target_features, device=device, proximity=prior.swapped())[0]
 
     for length in [length for length in lengths for _ in range(rounds)]:
-        t2s = matches(moved)  # the last round's map is the caller's to make, with the points returned
-        moved = moved + smooth_along_surface(laplacian, source[t2s] - moved, length)
+        forward, backward = matches(moved)  # the last round's map is the caller's to make
+        pulls, counts = source[forward] - moved, np.ones(len(moved))
+        np.add.at(pulls, backward, source - moved[backward])
+        np.add.at(counts, backward, 1.0)
+        moved = moved + smooth_along_surface(laplacian, pulls, counts, length)
     return moved.astype(np.float32)

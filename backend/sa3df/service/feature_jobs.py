@@ -16,12 +16,17 @@ from sa3df.service.context import JobContext, JobOutput
 from sa3df.service.feature_service import feature_info, feature_settings, features_for_job
 
 
-def matching_prior_for(ctx: JobContext, source, target):
-    """:func:`sa3df.apps.match.matching_prior` from the job's params ``rest_prior`` (default 0) and
-    ``landmark_prior`` (default ``LANDMARK_PRIOR``) and its feature settings' ``up_axis``."""
-    up = feature_settings(ctx.params).up_axis or "y"
+def matching_prior_for(ctx: JobContext, source, target, features: tuple):
+    """:func:`sa3df.apps.match.matching_prior` from the job's params ``rest_prior`` (default 0),
+    ``landmark_prior`` (default ``LANDMARK_PRIOR``) and ``refine`` ("align", the default, or "none"),
+    and its feature settings' ``up_axis``; ``features`` (source's, target's) are the ones matched."""
+    settings = feature_settings(ctx.params)
+    refine = ctx.params.get("refine", "align")
+    if refine not in ("align", "none"):
+        raise ValueError(f"Unknown refinement '{refine}' (use 'align' or 'none')")
     return matching_prior(source, target, float(ctx.params.get("rest_prior", 0.0)),
-                          float(ctx.params.get("landmark_prior", LANDMARK_PRIOR)), up)
+                          float(ctx.params.get("landmark_prior", LANDMARK_PRIOR)), settings.up_axis or "y",
+                          features=features if refine == "align" else None, device=settings.device)
 
 
 def environment_job(ctx: JobContext) -> JobOutput:
@@ -76,8 +81,9 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"matching {meshes[t].name}")
         target = meshes[t]
-        corr = correspondence(result.embeddings[0], result.embeddings[t], target_faces=target.faces,
-                              proximity=matching_prior_for(ctx, source, target))
+        features = result.embeddings[0], result.embeddings[t]
+        corr = correspondence(*features, target_faces=target.faces,
+                              proximity=matching_prior_for(ctx, source, target, features))
         source_rgb, target_rgb = correspondence_colors(source.vertices, corr.target_to_source)
         arrays[keys.colors(0)] = source.to_input(np.asarray(source_rgb, np.float32), fill=0.5)
         arrays[keys.colors(t)] = target.to_input(np.asarray(target_rgb, np.float32), fill=0.5)
@@ -131,7 +137,7 @@ def _transferred_labels(ctx: JobContext, meshes, result, transfer_labels) -> lis
         raise ValueError(f"Mesh '{meshes[0].name}' has no labelled vertex to transfer")
     out = [np.where(known, source_labels, 0)]
     for t in range(1, len(meshes)):
-        prior = matching_prior_for(ctx, meshes[0], meshes[t])
+        prior = matching_prior_for(ctx, meshes[0], meshes[t], (result.embeddings[0], result.embeddings[t]))
         out.append(transfer_labels(source_labels[known], result.embeddings[0][known], result.embeddings[t],
                                    proximity=prior.among_references(known) if prior else None))
     if not known.all():  # give the source's unlabelled vertices the label of their best match too
@@ -159,7 +165,7 @@ def transfer_weights_job(ctx: JobContext) -> JobOutput:
     arrays = {}
     for t in range(1, len(meshes)):
         report(ctx.progress, 0.8 + 0.2 * (t - 1) / (len(meshes) - 1), f"weights for {meshes[t].name}")
-        prior = matching_prior_for(ctx, meshes[0], meshes[t])
+        prior = matching_prior_for(ctx, meshes[0], meshes[t], (result.embeddings[0], result.embeddings[t]))
         target_weights = transfer_vertex_weights(
             source_weights, result.embeddings[0], result.embeddings[t], target_faces=meshes[t].faces,
             proximity=prior,
