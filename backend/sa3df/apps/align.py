@@ -63,7 +63,7 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
     term on the moved points); ``target_graph`` (Nt, Nt) is the target's surface graph."""
     import copy
 
-    from sa3df.apps.match import ProximitySum, nearest_neighbors
+    from sa3df.apps.match import ProximitySum
 
     terms = list(terms)
     start = np.asarray(terms[places].query_points, dtype=np.float64)
@@ -72,12 +72,9 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
     moved = start
 
     def matches(points):
-        """Target -> source and source -> target maps with the place term on ``points``."""
         terms[places] = copy.copy(terms[places])
         terms[places].query_points = points.astype(np.float32)
-        prior = ProximitySum(terms)
-        forward = nearest_neighbors(target_features, source_features, device=device, proximity=prior)[0]
-        return forward, nearest_neighbors(source_features, target_features, device=device, proximity=prior.swapped())[0]
+        return best_both_ways(target_features, source_features, ProximitySum(terms), device)
 
     for length in [length for length in lengths for _ in range(rounds)]:
         forward, backward = matches(moved)  # the last round's map is the caller's to make
@@ -86,3 +83,31 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
         np.add.at(counts, backward, 1.0)
         moved = moved + smooth_along_surface(laplacian, pulls, counts, length)
     return moved.astype(np.float32)
+
+
+def best_both_ways(target_features, source_features, prior, device: str | None = None,
+                   chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The best source vertex of every target vertex (Nt,) and the best target vertex of every source
+    vertex (Ns,) by cosine + ``prior`` (one score, read along rows and along columns), in one pass of
+    ``chunk_size`` target rows at a time (default: the memory budget of :func:`sa3df.apps.match.auto_chunk_size`)."""
+    import torch
+
+    from sa3df.apps.match import _as_features, _unit_rows, auto_chunk_size
+    from sa3df.core.device import choose_device
+
+    dev = choose_device(device or "auto")
+    queries = _unit_rows(_as_features(target_features, "target features"))
+    references = _unit_rows(_as_features(source_features, "source features")).to(dev)
+    forward = torch.empty(len(queries), dtype=torch.int64)
+    best = torch.full((len(references),), -torch.inf, device=dev)
+    backward = torch.zeros(len(references), dtype=torch.int64, device=dev)
+    chunk = chunk_size or max(1, auto_chunk_size(len(references)) // 2)  # the bonus needs a second block
+    for start in range(0, len(queries), chunk):
+        rows = slice(start, start + chunk)
+        block = prior.add_bonus(queries[rows].to(dev) @ references.T, rows)
+        forward[rows] = block.argmax(dim=1).cpu()
+        values, winners = block.max(dim=0)
+        better = values > best
+        best = torch.where(better, values, best)
+        backward = torch.where(better, winners + start, backward)
+    return forward.numpy(), backward.cpu().numpy()
