@@ -76,6 +76,7 @@ def test_one_pass_finds_the_best_match_both_ways():
     target, source = rng.normal(size=(37, 8)).astype(np.float32), rng.normal(size=(53, 8)).astype(np.float32)
     prior = match.ProximitySum([match.RestProximity(rng.normal(size=(37, 3)), rng.normal(size=(53, 3)), weight=0.7)])
     for chunk in (None, 5):  # one block, and rows in chunks (the columns' best kept across them)
-        forward, backward = align.best_both_ways(target, source, prior, device="cpu", chunk_size=chunk)
+        forward, backward = align.best_both_ways(align.unit_features(target), align.unit_features(source), prior,
+                                                 device="cpu", chunk_size=chunk)
         np.testing.assert_array_equal(forward, match.nearest_neighbors(target, source, proximity=prior)[0])
         np.testing.assert_array_equal(backward, match.nearest_neighbors(source, target, proximity=prior.swapped())[0])

@@ -66,6 +66,7 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
     from sa3df.apps.match import ProximitySum
 
     terms = list(terms)
+    target_features, source_features = unit_features(target_features), unit_features(source_features)
     start = np.asarray(terms[places].query_points, dtype=np.float64)
     source = np.asarray(terms[places].reference_points, dtype=np.float64)
     laplacian = surface_laplacian(target_graph, start)
@@ -85,26 +86,33 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
     return moved.astype(np.float32)
 
 
+def unit_features(features):
+    """(N, E) float32 CPU tensor of ``features`` (numpy or torch) with unit rows, checked finite once."""
+    from sa3df.apps.match import _as_features, _unit_rows
+
+    return _unit_rows(_as_features(features, "features"))
+
+
 def best_both_ways(target_features, source_features, prior, device: str | None = None,
                    chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The best source vertex of every target vertex (Nt,) and the best target vertex of every source
     vertex (Ns,) by cosine + ``prior`` (one score, read along rows and along columns), in one pass of
-    ``chunk_size`` target rows at a time (default: the memory budget of :func:`sa3df.apps.match.auto_chunk_size`)."""
+    ``chunk_size`` target rows at a time (default: the memory budget of
+    :func:`sa3df.apps.match.auto_chunk_size`). The features are :func:`unit_features` tensors."""
     import torch
 
-    from sa3df.apps.match import _as_features, _unit_rows, auto_chunk_size
+    from sa3df.apps.match import auto_chunk_size
     from sa3df.core.device import choose_device
 
     dev = choose_device(device or "auto")
-    queries = _unit_rows(_as_features(target_features, "target features"))
-    references = _unit_rows(_as_features(source_features, "source features")).to(dev)
-    forward = torch.empty(len(queries), dtype=torch.int64)
+    references = source_features.to(dev)
+    forward = torch.empty(len(target_features), dtype=torch.int64)
     best = torch.full((len(references),), -torch.inf, device=dev)
     backward = torch.zeros(len(references), dtype=torch.int64, device=dev)
     chunk = chunk_size or max(1, auto_chunk_size(len(references)) // 2)  # the bonus needs a second block
-    for start in range(0, len(queries), chunk):
+    for start in range(0, len(target_features), chunk):
         rows = slice(start, start + chunk)
-        block = prior.add_bonus(queries[rows].to(dev) @ references.T, rows)
+        block = prior.add_bonus(target_features[rows].to(dev) @ references.T, rows)
         forward[rows] = block.argmax(dim=1).cpu()
         values, winners = block.max(dim=0)
         better = values > best
