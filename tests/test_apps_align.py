@@ -80,3 +80,11 @@ def test_one_pass_finds_the_best_match_both_ways():
                                                  device="cpu", chunk_size=chunk)
         np.testing.assert_array_equal(forward, match.nearest_neighbors(target, source, proximity=prior)[0])
         np.testing.assert_array_equal(backward, match.nearest_neighbors(source, target, proximity=prior.swapped())[0])
+
+
+def test_features_that_do_not_fit_the_meshes_are_refused(poses):
+    rest, walk = poses["rest"], poses["walk"]
+    with pytest.raises(ValueError, match="do not fit meshes"):
+        match.matching_prior(rest, walk, up="z", features=(np.zeros((rest.n_vertices, 2)), np.zeros((5, 2))))
+    with pytest.raises(ValueError, match="differ in width"):
+        match.matching_prior(rest, walk, up="z", features=(np.zeros((rest.n_vertices, 2)), np.zeros((walk.n_vertices, 3))))

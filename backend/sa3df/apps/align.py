@@ -69,6 +69,10 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
     target_features, source_features = unit_features(target_features), unit_features(source_features)
     start = np.asarray(terms[places].query_points, dtype=np.float64)
     source = np.asarray(terms[places].reference_points, dtype=np.float64)
+    if (len(target_features), len(source_features)) != (len(start), len(source)) or \
+            target_features.shape[1] != source_features.shape[1]:
+        raise ValueError(f"features {tuple(source_features.shape)} (source) and {tuple(target_features.shape)} "
+                         f"(target) do not fit meshes of {len(source)} and {len(start)} vertices, or differ in width")
     laplacian = surface_laplacian(target_graph, start)
     moved = start
 

@@ -12,8 +12,9 @@ average geodesic distance (AGD) on any body, in any pose. :func:`landmark_prior`
 3. describes every vertex by its distances to the paired extremities, each divided by that
    extremity's mean distance to the others (so a longer arm is followed), and
 4. returns a bounded matching bonus (:class:`sa3df.apps.match.ProximitySum`): candidates with alike
-   descriptors, plus candidates at the same place in the faced-alike box-normalised shapes, which only
-   counts where the poses agree (at rest), since elsewhere the descriptors disagree.
+   descriptors, plus candidates at the same place in the faced-alike box-normalised shapes; given the
+   features to be matched, the target is first bent onto the source (:mod:`sa3df.apps.align`), so the
+   place counts across proportions and poses too.
 
 Distances are shortest paths on the edge graph; separate pieces (eyes, hair, hands modelled apart) are
 bridged to their nearest neighbours so every vertex gets a finite descriptor. Bone names are never read.
