@@ -172,12 +172,13 @@ def fit_motion(
         up = np.asarray(config.up, dtype=np.float64) / np.linalg.norm(config.up)
         floor, tall = heights(rest, up).min(), np.ptp(heights(rest, up))
         src_centre, tgt_centre = clip_floor(frames / size, up) * up, floor * up
+        lift = scale0 * (heights(frames / size, up).min(axis=1) - clip_floor(frames / size, up))
 
     def build(matched, conf):
         problem = Problem.build(target, model, matched, conf, config, gen)
         if on_floor:
             placed = scale0 * (matched[:, problem.sample] - src_centre) + tgt_centre
-            problem.contacts = ContactGoals.build(placed, rest[problem.sample], up, floor, tall, device)
+            problem.contacts = ContactGoals.build(placed, rest[problem.ids.cpu().numpy()], up, floor, tall, lift, device)
         return problem
 
     free = target.translating_bones()
