@@ -17,6 +17,8 @@ from sa3df.motion.rig import Rig
 from sa3df.motion.skinning import TorchRig, apply_to_frames, local_matrices
 from sa3df.motion.rotations import matrix_from_6d, nearest_rotation, six_from_matrix, weighted_covariances
 
+PLANAR = 0.1  # spin_limits: matches this close to a line (singular value ratio) leave a turn undetermined
+
 
 def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, free, src_c, tgt_c, config,
             iterations: int, progress: ProgressFn | None):
@@ -309,7 +311,12 @@ def spin_limits(model: TorchRig, problem: "Problem", c, q, config) -> torch.Tens
     cov = cov - mean[1:, :, :, None] * mean[:-1, :, None, :]
     turn = nearest_rotation(cov + 1e-9 * torch.eye(3, device=q.device))
     cosine = ((turn.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)  # (T-1, B)
-    angle = torch.where(w.sum(0)[None] > 0, torch.arccos(cosine), torch.zeros_like(cosine))
+    # Matches that collapse onto a line (a cow's 6-vertex hoof matched to two of the horse's points) fit any
+    # turn about it: a bone's turn counts only where its matches span a plane (second singular value of the
+    # cross-covariance at least PLANAR of the first).
+    singular = torch.linalg.svdvals(cov)  # (T-1, B, 3)
+    observed = (w.sum(0)[None] > 0) & (singular[..., 1] >= PLANAR * singular[..., 0])
+    angle = torch.where(observed, torch.arccos(cosine), torch.zeros_like(cosine))
     # A local rotation is the parent's inverse times the bone's own: it may turn by up to both angles.
     roots = torch.as_tensor(model.rig.parents < 0, device=q.device)[None]
     parents = torch.as_tensor([max(p, 0) for p in model.rig.parents], device=q.device)
