@@ -17,7 +17,7 @@ from sa3df.motion.rig import Rig
 from sa3df.motion.skinning import TorchRig, apply_to_frames, local_matrices
 from sa3df.motion.rotations import matrix_from_6d, nearest_rotation, six_from_matrix, weighted_covariances
 
-PLANAR = 0.1  # spin_limits: matches this close to a line (singular value ratio) leave a turn undetermined
+STILL_PRIOR = 0.05  # spin_limits: pull of a bone's measured turn towards none (fraction of its covariance)
 
 
 def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, free, src_c, tgt_c, config,
@@ -309,14 +309,13 @@ def spin_limits(model: TorchRig, problem: "Problem", c, q, config) -> torch.Tens
     outer = (q[1:, :, :, None] * q[:-1, :, None, :]).reshape(t - 1, -1, 9)  # (T-1, n, 9)
     cov = apply_to_frames(w.T, outer).reshape(t - 1, b, 3, 3) / mass[None, :, None, None]
     cov = cov - mean[1:, :, :, None] * mean[:-1, :, None, :]
-    turn = nearest_rotation(cov + 1e-9 * torch.eye(3, device=q.device))
+    # Matches that lie near a line (a cow's 6-vertex hoof matched to two of the horse's points, a thin limb)
+    # fit any turn about it: a small pull towards no turn (STILL_PRIOR of the largest singular value) keeps
+    # only the turn they show.
+    eye = torch.eye(3, device=q.device)
+    turn = nearest_rotation(cov + (STILL_PRIOR * torch.linalg.matrix_norm(cov, ord=2) + 1e-9)[..., None, None] * eye)
     cosine = ((turn.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)  # (T-1, B)
-    # Matches that collapse onto a line (a cow's 6-vertex hoof matched to two of the horse's points) fit any
-    # turn about it: a bone's turn counts only where its matches span a plane (second singular value of the
-    # cross-covariance at least PLANAR of the first).
-    singular = torch.linalg.svdvals(cov)  # (T-1, B, 3)
-    observed = (w.sum(0)[None] > 0) & (singular[..., 1] >= PLANAR * singular[..., 0])
-    angle = torch.where(observed, torch.arccos(cosine), torch.zeros_like(cosine))
+    angle = torch.where(w.sum(0)[None] > 0, torch.arccos(cosine), torch.zeros_like(cosine))
     # A local rotation is the parent's inverse times the bone's own: it may turn by up to both angles.
     roots = torch.as_tensor(model.rig.parents < 0, device=q.device)[None]
     parents = torch.as_tensor([max(p, 0) for p in model.rig.parents], device=q.device)
