@@ -128,7 +128,8 @@ class SA3DF_OT_segment_parts(BackendOperator):
                 for obj, labels in piece_rows(pieces, job.arrays[protocol.labels(i)]):
                     written.append(_write_parts(obj, labels, colours[obj], group_names))
             show_colors(context)
-            return (f"{_parts_summary(job.info, params.get('k'), len(characters))}, "
+            pieces = f" ({len(_flat(characters))} meshes)" if len(_flat(characters)) > len(characters) else ""
+            return (f"{_parts_summary(job.info, params.get('k'), len(characters))}{pieces}, "
                     f"in attribute {written_names(_flat(characters), written)} and vertex groups")
 
         return _request(context, protocol.SEGMENT, characters, apply, params, arrays)

@@ -58,7 +58,7 @@ def test_show_correspondence_matches_every_piece_of_both_characters(addon):
         own += [_limb(b) for b in dominant_bones(mesh)]
     # every target vertex matched into the whole source character, mostly onto the same kind of limb
     agree = np.mean(np.array(matched) == np.array(own))
-    assert agree > 0.7, agree
+    assert agree > 0.85, agree  # measured 0.95
     paint = np.empty(len(pieces[0].data.vertices), dtype=np.float32)
     pieces[0].data.attributes["user_paint"].data.foreach_get("value", paint)
     assert np.allclose(paint, 0.5)  # the user's own attribute is untouched
@@ -80,26 +80,27 @@ def test_segment_parts_labels_every_piece_of_a_character(addon):
 
 
 def test_transfer_skin_weights_from_rigid_pieces(addon):
-    """The robot's rigid pieces count as weighted 1.0 to their bones: a loose copy of the twin's boxes (no
+    """The robot's rigid pieces count as weighted 1.0 to their bones: a loose one-mesh copy of the twin (no
     rig) gets each box's bone."""
     bpy = bpy_or_skip()
+    from sa3df_addon.mesh_io import mesh_arrays
+
     rigid, _, _, meshes = _robots()
-    loose = []
-    for mesh in meshes:
-        truth = dominant_bones(mesh)
-        mesh.modifiers.clear()
-        mesh.vertex_groups.clear()
-        mesh.parent = None
-        loose.append((mesh, truth))
-    select([rigid] + [m for m, _ in loose], rigid)
+    parts = [mesh_arrays(m, evaluated=False) for m in meshes]
+    offsets = np.cumsum([0] + [len(v) for v, _ in parts])
+    data = bpy.data.meshes.new("Loose")
+    data.from_pydata(np.concatenate([v for v, _ in parts]).tolist(), [],
+                     np.concatenate([f + o for (_, f), o in zip(parts, offsets)]).tolist())
+    loose = bpy.data.objects.new("Loose", data)
+    bpy.context.scene.collection.objects.link(loose)
+    truth = np.concatenate([dominant_bones(m) for m in meshes])
+    select([rigid, loose], rigid)
     assert bpy.ops.sa3df.transfer_skin_weights() == {"FINISHED"}
-    right = []
-    for mesh, truth in loose:
-        assert mesh.modifiers[-1].type == "ARMATURE" and mesh.modifiers[-1].object == rigid
-        right.append(dominant_bones(mesh) == truth)
-    right = np.concatenate(right)
-    assert set(g.name for m, _ in loose for g in m.vertex_groups) <= set(BONES)
-    assert right.mean() > 0.7, right.mean()
+    assert loose.modifiers[-1].type == "ARMATURE" and loose.modifiers[-1].object == rigid
+    assert {g.name for g in loose.vertex_groups} <= set(BONES)
+    got = dominant_bones(loose)
+    assert np.mean([_limb(a) == _limb(b) for a, b in zip(got, truth)]) > 0.9  # measured 0.988
+    assert np.mean(got == truth) > 0.85  # measured 0.977: the very bone, through 13 pieces and the hands
 
 
 def test_an_armature_that_moves_nothing_is_refused(addon):

@@ -275,7 +275,8 @@ def _data_terms(verts, q, c, bone_w, centroid_weight, robust_scale, trim):
     keep = torch.ones_like(r2)
     if trim > 0:
         with torch.no_grad():
-            cut = torch.quantile(r2, 1.0 - trim, dim=1, keepdim=True)
+            k = int(round((r2.shape[1] - 1) * (1.0 - trim))) + 1  # kthvalue selects; quantile would sort
+            cut = torch.kthvalue(r2, k, dim=1, keepdim=True).values
             keep = (r2 <= cut).to(r2.dtype)
     wv = c[None] * keep
     vertex = (wv * _charbonnier(r2, robust_scale)).sum() / wv.sum().clamp_min(1e-12)
