@@ -45,7 +45,7 @@ from sa3df.features.network import NetworkConfig, SurfaceNetwork  # noqa: E402
 from sa3df.features.train import TrainConfig, TrainingSample, surface_losses, train_surface_network  # noqa: E402
 
 FRAMES = (2, 14)
-OURS_STEPS = (10, 25, 50, 100, 300, 600)  # 600: the default
+OURS_STEPS = (10, 25, 50, 75, 100, 150, 200, 300, 600)  # 600: the default
 EVAL_EVERY_S = 10.0
 
 

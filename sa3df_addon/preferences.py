@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 EXTRACTORS = [
     ("auto", "Auto", "The best extractor whose weights are present (falls back to Geometric)"),
@@ -51,6 +51,11 @@ class SA3DF_AddonPreferences(bpy.types.AddonPreferences):
         name="Cache Folder", subtype="DIR_PATH", default="",
         description="Where computed features are kept (empty: the extension's own user folder)",
     )
+    cache_limit_mb: IntProperty(
+        name="Cache Size Limit (MB)", default=2048, min=0, soft_max=65536,
+        description="Largest size of each cache folder (features, geodesic anchors, results); the least "
+                    "recently used entries are removed first. 0: no limit",
+    )
     weights_dir: StringProperty(
         name="Model Weights", subtype="DIR_PATH", default="",
         description="Folder holding extractor weights (DINOv2, Stable Diffusion, ControlNets) as hub-style folders",
@@ -82,7 +87,7 @@ class SA3DF_AddonPreferences(bpy.types.AddonPreferences):
 
         layout = self.layout
         layout.use_property_split = True
-        for name in ("extractor", "device", "effort", "checkpoint", "weights_dir", "cache_dir"):
+        for name in ("extractor", "device", "effort", "checkpoint", "weights_dir", "cache_dir", "cache_limit_mb"):
             layout.prop(self, name)
         draw_backend_preferences(self, layout.box())
         row = layout.row()
@@ -123,6 +128,7 @@ def feature_settings(context, train: bool = True) -> dict:
         checkpoint=bpy.path.abspath(get("checkpoint", "")) or None,
         weights_dir=bpy.path.abspath(get("weights_dir", "")) or None,
         cache_dir=bpy.path.abspath(get("cache_dir", "")) or default_cache_dir(),
+        cache_limit_mb=get("cache_limit_mb", None),
         allow_downloads=bool(get("allow_downloads", False) and bpy.app.online_access),
         seed=0,
         up_axis="z",  # Blender's world is Z-up: meshes face alike about it, rendered cameras orbit it

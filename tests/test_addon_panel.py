@@ -116,3 +116,14 @@ def test_preferences_show_each_backend_environment_with_its_settings_and_buttons
         assert ("operator", "sa3df.install_backend") in drawn[mode]
     assert ("operator", "sa3df.install_backend") not in drawn["BUNDLED"]
     assert all(("operator", "sa3df.check_backend") in entries for entries in drawn.values())
+
+
+def test_the_cache_size_limit_preference_reaches_the_backend_settings(addon):
+    preferences = sys.modules[f"{MODULE}.preferences"]
+    saved = addon.cache_limit_mb
+    try:
+        assert preferences.feature_settings(bpy.context)["cache_limit_mb"] == 2048
+        addon.cache_limit_mb = 300
+        assert preferences.feature_settings(bpy.context)["cache_limit_mb"] == 300
+    finally:
+        addon.cache_limit_mb = saved

@@ -190,3 +190,28 @@ def test_part_agreement_sees_merged_sides_and_inconsistent_parts():
     merged = evaluate.part_agreement(split, np.array([5, 5, 6, 6, 6, 6]), regions, regions, MIRROR)
     assert merged["sides_apart"] == 0.0 and merged["agreement"] == pytest.approx(4 / 6)
     assert merged["parts_used"] == (3, 2)
+
+
+def test_frame_to_frame_report_on_seam_split_meshes_scores_every_welded_copy():
+    """glTF characters split vertices at UV seams; cleaning welds them. The report's mirror ground truth
+    must cover every input vertex (a welded copy takes its representative's mirror), not only one copy."""
+    from sa3df.apps.report import evaluate_pairs_report
+    from sa3df.core.files import MeshFeatures
+
+    v, f = _x_symmetric_blob()
+    seam = np.flatnonzero(v[:, 2] > v[:, 2].mean())[:40]  # split these: a copy each, used by some faces
+    copies = len(v) + np.arange(len(seam))
+    split_v = np.concatenate([v, v[seam]])
+    split_f = f.copy()
+    lookup = dict(zip(seam, copies))
+    for row in range(0, len(f), 2):
+        split_f[row] = [lookup.get(i, i) for i in f[row]]
+    items = []
+    for name in ("a", "b"):
+        m = mesh.from_arrays(split_v, split_f, name=name)
+        assert m.n_vertices == len(v) and m.input_vertex_count == len(split_v)
+        position = (m.vertices - m.vertices.mean(0)).astype(np.float32)
+        items.append(MeshFeatures(m, position, position, "geometric"))
+    (pair,) = evaluate_pairs_report(items, None, symmetric=True)["pairs"]
+    assert pair["pairs"] == len(split_v)  # every input vertex scored, the seam copies too
+    assert pair["embedding"]["mean_error"] == 0.0 and pair["embedding"]["flip_rate"] == 0.0

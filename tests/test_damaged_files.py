@@ -138,6 +138,24 @@ def test_an_anchor_cache_under_a_small_limit_keeps_the_entry_it_just_wrote(tmp_p
     assert [p.name.endswith("_s1.npz") for p in tmp_path.iterdir()] == [True]
 
 
+def test_the_cache_limit_setting_bounds_every_folder_of_a_worker_and_the_cli(tmp_path, ball):
+    def run(limit_mb, seed, caches=None):
+        settings = FeatureSettings(extractor="geometric", steps=2, seed=seed, cache_dir=str(tmp_path),
+                                   cache_limit_mb=limit_mb, training={"anchor_pool_size": 8, "cpu_threads": 1})
+        return compute_surface_features([ball], settings, caches=caches)
+
+    state = WorkerState()
+    for seed in range(3):  # other seeds: other anchor pools and results, the same base features
+        run(None, seed, state.caches(str(tmp_path)))
+    assert len(list((tmp_path / "anchors").glob("*.npz"))) == 3
+    run(0.001, 3, state.caches(str(tmp_path), 0.001))  # a limit smaller than one entry: only the newest stays
+    assert [len(list((tmp_path / folder).glob("*.npz"))) for folder in ("anchors", "surface_features")] == [1, 1]
+    run(0.001, 4)  # the one-call path (the CLI's) takes it from the settings too
+    assert len(list((tmp_path / "anchors").glob("*.npz"))) == 1
+    with pytest.raises(ValueError, match="cache limit must be 0"):
+        FeatureSettings(cache_limit_mb=-1)
+
+
 def test_a_damaged_feature_archive_is_named_not_used(tmp_path, ball):
     from sa3df.core import files
 

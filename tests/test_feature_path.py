@@ -44,14 +44,14 @@ def _worker_embeddings(meshes, settings: dict, state=None):
 def test_cli_and_worker_give_identical_embeddings(two_poses, tmp_path):
     cli = subprocess.run(
         [sys.executable, "-m", "sa3df.cli", "features", *map(str, two_poses), "--out", str(tmp_path / "cli"),
-         "--steps", str(STEPS), "--device", "cpu", "--up", "y", "--cache", str(tmp_path / "cli-cache")],
+         "--steps", str(STEPS), "--device", "cpu", "--up", "y", "--threads", "1", "--cache", str(tmp_path / "cli-cache")],
         capture_output=True, text=True, timeout=600)
     assert cli.returncode == 0, cli.stderr
     from_cli = [np.load(tmp_path / "cli" / f"{p.stem}.npz")["embedding"] for p in two_poses]
 
     meshes = [load(p) for p in two_poses]
     settings = FeatureSettings(extractor="geometric", steps=STEPS, device="cpu", up_axis="y",
-                               cache_dir=str(tmp_path / "worker-cache")).to_params()
+                               cache_dir=str(tmp_path / "worker-cache"), training={"cpu_threads": 1}).to_params()
     result = _worker_embeddings(meshes, settings)
     assert result.source == "computed"
     for cli_embedding, worker_embedding in zip(from_cli, result.embeddings):

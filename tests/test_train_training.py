@@ -1,11 +1,14 @@
 """Training mechanics: the loss is what the method says, runs are seeded, resumable, cancellable."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
 import trimesh
 
-from sa3df.features import checkpoint
+from sa3df.core.device import idle_cpu_count
+from sa3df.features import checkpoint, train
 from sa3df.core import geodesics, mesh
 from sa3df.core.progress import Cancelled
 from sa3df.features.train import TrainConfig, TrainingSample, embed, train_surface_network
@@ -152,13 +155,21 @@ def test_progress_rises_to_one(sphere_sample, anchors):
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) >= 10
 
 
-def test_small_networks_train_on_one_thread_and_the_setting_comes_back(sphere_sample, anchors):
+@pytest.mark.parametrize("idle, expected", [(0.3, 1), (1.8, 2), (None, 1)])
+def test_small_networks_train_on_the_idle_cpus_and_the_setting_comes_back(sphere_sample, anchors, monkeypatch,
+                                                                         idle, expected):
+    monkeypatch.setattr(train, "idle_cpu_count", lambda: idle)  # None: unknown (e.g. Windows)
     seen = []
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         train_surface_network([sphere_sample], _tiny(steps=3, cpu_threads=None), anchor_cache=anchors,
                               progress=lambda fraction, message: seen.append(torch.get_num_threads()))
-        assert seen[-1] == 1 and torch.get_num_threads() == 2
+        assert seen[-1] == expected and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_idle_cpu_count_is_a_share_of_this_machine():
+    idle = idle_cpu_count(0.05)
+    assert idle is None or 0.0 <= idle <= (os.cpu_count() or 1) + 1e-6

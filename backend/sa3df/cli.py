@@ -28,7 +28,13 @@ def _add_feature_options(p: argparse.ArgumentParser, train_default: int = 600) -
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     g.add_argument("--cache", type=Path, default=sio.default_cache_dir(),
                    help="folder for base-feature and geodesic caches (default: %(default)s)")
+    g.add_argument("--cache-limit", type=float, metavar="MB",
+                   help="size limit of each cache folder, least recently used entries removed first "
+                        "(default: $SA3DF_CACHE_LIMIT_MB, else 2048; 0: no limit)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for training (default: one per idle CPU, at most 4; fix it for results "
+                        "that are bit-identical across runs on a machine whose load changes)")
     g.add_argument("--weights-dir", type=Path,
                    help="folder of model weights for dino/diff3f (hub ids as sub-folders, or a hub cache)")
     g.add_argument("--allow-downloads", action="store_true",
@@ -73,8 +79,9 @@ def feature_settings(args) -> FeatureSettings:
     """The feature options of a command as the one settings object of the feature path."""
     return FeatureSettings(
         extractor=args.extractor, steps=max(args.steps, 0), seed=args.seed, device=args.device,
-        checkpoint=args.checkpoint, weights_dir=args.weights_dir, cache_dir=args.cache,
+        checkpoint=args.checkpoint, weights_dir=args.weights_dir, cache_dir=args.cache, cache_limit_mb=args.cache_limit,
         allow_downloads=args.allow_downloads, up_axis=args.up, proxy_vertices=args.proxy_vertices,
+        training={"cpu_threads": args.threads} if args.threads else {},
     )
 
 

@@ -10,11 +10,13 @@ MAX_PAIRS = 2000  # ground-truth pairs scored per mesh pair (a seeded sample bey
 
 
 def _clean_ids(item: MeshFeatures, input_ids: np.ndarray) -> np.ndarray:
-    """Input vertex ids -> cleaned ids (-1 where the input vertex was dropped)."""
+    """Input vertex ids -> cleaned ids (-1 where the input vertex was dropped, or the id is -1: none)."""
     lookup = item.mesh.input_to_clean
-    if input_ids.min() < 0 or input_ids.max() >= len(lookup):
-        raise ValueError(f"ground truth names vertex {input_ids.max()}, but '{item.mesh.name}' has {len(lookup)}")
-    return lookup[input_ids]
+    bad = (input_ids < -1) | (input_ids >= len(lookup))
+    if bad.any():
+        raise ValueError(f"ground truth names vertex {input_ids[bad][0]}, but '{item.mesh.name}' has "
+                         f"{len(lookup)} (ids 0 to {len(lookup) - 1})")
+    return np.where(input_ids >= 0, lookup[input_ids], -1)
 
 
 def _identity_pairs(source: MeshFeatures, target: MeshFeatures) -> np.ndarray:
@@ -53,12 +55,15 @@ def score_pair(source: MeshFeatures, target: MeshFeatures, pairs: np.ndarray,
 
 
 def _mirror_input_ids(item: MeshFeatures) -> np.ndarray:
-    """(N_input,) each input vertex's left/right mirror vertex (input ids; -1 for dropped vertices)."""
+    """(N_input,) each input vertex's left/right mirror vertex (input ids; -1 for dropped vertices). A vertex
+    welded into another (a UV seam's copy) has its representative's mirror."""
     from sa3df.apps.evaluate import mirrored_ground_truth
 
-    mirror = np.full(item.mesh.input_vertex_count, -1, dtype=np.int64)
+    lookup = item.mesh.input_to_clean
+    mirror = np.full(len(lookup), -1, dtype=np.int64)
     clean = mirrored_ground_truth(item.mesh.vertices, item.mesh.faces)
-    mirror[item.mesh.input_index] = item.mesh.input_index[clean]
+    kept = lookup >= 0
+    mirror[kept] = item.mesh.input_index[clean[lookup[kept]]]
     return mirror
 
 

@@ -63,6 +63,6 @@ def archive_training_inputs(paths: list[Path], settings: FeatureSettings) -> tup
     extractor serves the stored base features, and caches that keep anchor pools in ``settings.cache_dir``
     but do not store those base features a second time."""
     items = [sio.load_features(p) for p in feature_archives(paths)]
-    caches = PipelineCaches.in_folder(settings.cache_dir)
+    caches = PipelineCaches.in_folder(settings.cache_dir, limit_mb=settings.cache_limit_mb)
     return ([item.mesh for item in items], dataclasses.replace(settings, extractor=StoredFeatures(items)),
             dataclasses.replace(caches, features=FeatureCache()))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import torch
 
 
@@ -29,3 +32,36 @@ def choose_device(preference: str | None = "auto") -> torch.device:
 def default_dtype(device: torch.device) -> torch.dtype:
     """Half precision for inference of large image models on GPUs, float32 elsewhere."""
     return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+
+
+def idle_cpu_count(sample_seconds: float = 0.1) -> float | None:
+    """How many CPUs no process is using right now; None where that cannot be known.
+
+    Linux: the idle share of /proc/stat over ``sample_seconds`` (the caller sleeps meanwhile, so its
+    own work is not counted); macOS and other Unix: CPUs minus the one-minute load average.
+    """
+    cpus = _usable_cpus()
+    try:
+        before = _cpu_ticks()
+        time.sleep(sample_seconds)
+        after = _cpu_ticks()
+        idle, total = (a - b for a, b in zip(after, before))
+        return cpus * idle / total if total > 0 else None
+    except OSError:
+        pass
+    if hasattr(os, "getloadavg"):
+        return max(cpus - os.getloadavg()[0], 0.0)
+    return None
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(idle + iowait, total) jiffies of all CPUs, from the first line of /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])

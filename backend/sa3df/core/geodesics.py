@@ -109,8 +109,9 @@ class AnchorCache:
     An explicit object (no module globals): the trainer, the CLI and the Blender worker each own one.
     """
 
-    def __init__(self, folder: str | os.PathLike | None = None):
+    def __init__(self, folder: str | os.PathLike | None = None, limit_mb: float | None = None):
         self.folder = Path(folder) if folder else None
+        self.limit_mb = limit_mb  # the folder's size limit (None: storage's default)
         self._memory: dict[str, AnchorPool] = {}
 
     def _key(self, mesh: Mesh, count: int, seed: int) -> str:
@@ -129,7 +130,7 @@ class AnchorCache:
             if path is not None:
                 arrays = {"key": key, "anchors": pool.anchors, "distances": pool.distances, "scale": pool.scale}
                 storage.write_npz(path, arrays)
-                storage.prune(self.folder, keep=path)
+                storage.prune(self.folder, storage.cache_limit_bytes(self.limit_mb), keep=path)
         self._memory[key] = pool
         return pool
 

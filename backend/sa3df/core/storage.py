@@ -89,8 +89,10 @@ def _touch(path: Path) -> None:
         pass  # a read-only cache still serves; it just ages by write time
 
 
-def cache_limit_bytes() -> int:
-    """The per-folder cache limit from ``SA3DF_CACHE_LIMIT_MB`` (0: unbounded)."""
+def cache_limit_bytes(megabytes: float | None = None) -> int:
+    """The per-folder cache limit: ``megabytes`` when given, else ``SA3DF_CACHE_LIMIT_MB`` (0: unbounded)."""
+    if megabytes is not None:
+        return int(float(megabytes) * 2**20)
     text = os.environ.get(LIMIT_VARIABLE, str(DEFAULT_LIMIT_MB))
     try:
         megabytes = float(text)

@@ -40,8 +40,9 @@ class FeatureCache:
     entry that is damaged, of the wrong shape or not finite is recomputed and replaced.
     """
 
-    def __init__(self, folder: str | os.PathLike | None = None):
+    def __init__(self, folder: str | os.PathLike | None = None, limit_mb: float | None = None):
         self.folder = Path(folder) if folder else None
+        self.limit_mb = limit_mb  # the folder's size limit (None: storage's default)
         self._memory: dict[str, np.ndarray] = {}
 
     @staticmethod
@@ -65,7 +66,7 @@ class FeatureCache:
                 )
             if path is not None:
                 storage.write_npz(path, {"key": key, "features": features})
-                storage.prune(self.folder, keep=path)
+                storage.prune(self.folder, storage.cache_limit_bytes(self.limit_mb), keep=path)
         self._memory[key] = features
         return features
 
@@ -90,9 +91,9 @@ class ResultCache:
     """Whole results by (mesh contents, settings): the last ``max_entries`` in memory (network
     included) and, with ``folder``, base features and embeddings on disk (``<key>.npz``, no network)."""
 
-    def __init__(self, folder: str | os.PathLike | None = None, max_entries: int = 8):
+    def __init__(self, folder: str | os.PathLike | None = None, max_entries: int = 8, limit_mb: float | None = None):
         self.folder = Path(folder) if folder else None
-        self.max_entries = max_entries
+        self.max_entries, self.limit_mb = max_entries, limit_mb
         self._memory: dict[str, PipelineResult] = {}
 
     def get(self, key: str, extractor: BaseExtractor, meshes: list[Mesh]) -> PipelineResult | None:
@@ -143,7 +144,7 @@ class ResultCache:
         arrays.update({f"base{i}": f.base.astype(np.float16) for i, f in enumerate(result.features)})
         arrays.update({f"embedding{i}": f.embedding.astype(np.float16) for i, f in enumerate(result.features)})
         storage.write_npz(path, arrays)
-        storage.prune(path.parent, keep=path)
+        storage.prune(path.parent, storage.cache_limit_bytes(self.limit_mb), keep=path)
 
 
 @dataclass
@@ -156,13 +157,20 @@ class PipelineCaches:
     results: ResultCache
 
     @classmethod
-    def in_folder(cls, folder: str | os.PathLike | None = None, results_on_disk: bool = False) -> PipelineCaches:
-        """Caches under ``folder`` (``features/``, ``anchors/``, ``surface_features/``); None: memory only.
-        Results go to disk only with ``results_on_disk`` (a disk hit has no network to save)."""
+    def in_folder(cls, folder: str | os.PathLike | None = None, results_on_disk: bool = False,
+                  limit_mb: float | None = None) -> PipelineCaches:
+        """Caches under ``folder`` (``features/``, ``anchors/``, ``surface_features/``, each kept under
+        ``limit_mb``, see :func:`sa3df.core.storage.cache_limit_bytes`); None: memory only. Results go
+        to disk only with ``results_on_disk`` (a disk hit has no network to save)."""
         folder = Path(folder) if folder else None
         sub = (lambda name: folder / name) if folder else (lambda name: None)
-        return cls(FeatureCache(sub("features")), AnchorCache(sub("anchors")),
-                   ResultCache(sub("surface_features") if results_on_disk else None))
+        return cls(FeatureCache(sub("features"), limit_mb), AnchorCache(sub("anchors"), limit_mb),
+                   ResultCache(sub("surface_features") if results_on_disk else None, limit_mb=limit_mb))
+
+    def set_limit(self, limit_mb: float | None) -> None:
+        """A new size limit for every folder (applied at the next write)."""
+        for cache in (self.features, self.anchors, self.results):
+            cache.limit_mb = limit_mb
 
 
 @dataclass
@@ -219,7 +227,7 @@ def compute_surface_features(
         raise ValueError("compute_surface_features needs at least one mesh")
     settings = settings or FeatureSettings()
     extractor = settings_extractor(settings)
-    caches = caches or PipelineCaches.in_folder(settings.cache_dir)
+    caches = caches or PipelineCaches.in_folder(settings.cache_dir, limit_mb=settings.cache_limit_mb)
     order = sorted(range(len(meshes)), key=lambda i: meshes[i].content_hash())
     in_order = [meshes[i] for i in order]
     key = result_key(in_order, settings, extractor)

@@ -29,6 +29,8 @@ class FeatureSettings:
     - ``weights_dir``: model folders for dino/diff3f (see :func:`sa3df.features.extractors.weights.resolve`);
       ``allow_downloads``: let them fetch missing weights;
     - ``cache_dir``: base features, anchor pools (and, for the worker, whole results) on disk;
+      ``cache_limit_mb``: the size limit of each of its folders, least recently used entries removed
+      first (None: ``$SA3DF_CACHE_LIMIT_MB``, else 2048; 0: no limit);
     - ``up_axis`` ("x", "y", "z" or None): turn the meshes to face alike about it before base features,
       and orbit the rendered extractors' cameras around it (None: meshes as given, cameras around y);
     - ``proxy_vertices``: a mesh with more than 1.25× this many vertices is computed on a simplified
@@ -43,6 +45,7 @@ class FeatureSettings:
     checkpoint: str | os.PathLike | None = None
     weights_dir: str | os.PathLike | None = None
     cache_dir: str | os.PathLike | None = None
+    cache_limit_mb: float | None = None
     allow_downloads: bool = False
     up_axis: str | None = None
     proxy_vertices: int | None = DEFAULT_PROXY_VERTICES
@@ -53,6 +56,8 @@ class FeatureSettings:
             raise ValueError(f"up axis must be one of x, y, z, not '{self.up_axis}'")
         if int(self.steps) < 0:
             raise ValueError(f"Training steps must be 0 or more, got {self.steps}")
+        if self.cache_limit_mb is not None and float(self.cache_limit_mb) < 0:
+            raise ValueError(f"The cache limit must be 0 (none) or more megabytes, got {self.cache_limit_mb}")
 
     @classmethod
     def for_effort(cls, effort: str, **settings) -> FeatureSettings:

@@ -27,9 +27,11 @@ class TrainConfig:
     Early stop: every ``plateau_window`` steps the window's mean loss is compared with the best;
     after ``patience`` steps without a gain of ``min_delta`` training stops (``patience=0``: never).
     ``checkpoint_every`` > 0 writes a resumable checkpoint to ``checkpoint_dir`` that often and at the end.
-    ``cpu_threads`` caps torch's CPU threads during training (restored afterwards); None: one thread
-    for networks no wider than 512 (their matrices are small: measured on this project's 2-core
-    machine under load, two threads ran a step 4.5× slower than one), torch's setting otherwise.
+    ``cpu_threads`` sets torch's CPU threads during training (restored afterwards); None: for
+    networks no wider than 512, one thread per CPU idle when training starts (at most 4; their
+    matrices are small, and threads on busy cores made a step up to 4.5× slower than one thread),
+    torch's setting otherwise. Thread counts change float rounding (~1e-7), so runs that must be
+    bit-identical across machines or loads set it.
     ``max_seconds`` stops training (like an early stop) once that much wall time has passed since
     the first step; runs cut by time are not reproducible step for step.
     """

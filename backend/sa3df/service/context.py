@@ -27,12 +27,14 @@ class WorkerState:
         self._caches = None
         self._folder = None
 
-    def caches(self, folder):
-        """The :class:`~sa3df.features.pipeline.PipelineCaches` for ``folder`` (new ones when it changes)."""
+    def caches(self, folder, limit_mb: float | None = None):
+        """The :class:`~sa3df.features.pipeline.PipelineCaches` for ``folder`` (new ones when it changes),
+        each folder kept under ``limit_mb``."""
         from sa3df.features.pipeline import PipelineCaches
 
         if self._caches is None or folder != self._folder:
             self._caches, self._folder = PipelineCaches.in_folder(folder, results_on_disk=True), folder
+        self._caches.set_limit(limit_mb)
         return self._caches
 
 

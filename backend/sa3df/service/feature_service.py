@@ -45,7 +45,7 @@ def features_for_job(ctx: JobContext, share: float = 0.8) -> tuple[list[Mesh], P
     meshes = meshes_from_inputs(ctx.inputs, ctx.params)
     settings = feature_settings(ctx.params)
     result = compute_surface_features(meshes, settings, sub_progress(ctx.progress, 0.0, share),
-                                      ctx.state.caches(settings.cache_dir))
+                                      ctx.state.caches(settings.cache_dir, settings.cache_limit_mb))
     return meshes, result
 
 
