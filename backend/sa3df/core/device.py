@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -65,3 +66,15 @@ def _cpu_ticks() -> tuple[int, int]:
     with open("/proc/stat") as stat:
         fields = [int(x) for x in stat.readline().split()[1:]]
     return fields[3] + fields[4], sum(fields[:8])
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int | None):
+    """Torch's CPU thread count set to ``count`` inside the block (None: left as is), restored after."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(int(count))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -13,7 +13,6 @@ can resume from (same samples, same config) with the same result as an uninterru
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sa3df.core.device import choose_device, idle_cpu_count
+from sa3df.core.device import choose_device, cpu_threads, idle_cpu_count
 from sa3df.core.geodesics import AnchorCache, AnchorPool
 from sa3df.core.mesh import Mesh
 from sa3df.features.network import NetworkConfig, SurfaceNetwork
@@ -126,17 +125,6 @@ def _thread_count(config: TrainConfig, network: SurfaceNetwork, device: torch.de
     return 1 if idle is None else int(min(max(round(idle), 1), SMALL_NETWORK_THREADS, torch.get_num_threads()))
 
 
-@contextlib.contextmanager
-def _cpu_threads(count: int | None):
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(int(count))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _train(samples, config: TrainConfig, anchor_cache, resume_from, progress, init_network) -> TrainResult:
     samples = _checked(samples)
     device = choose_device(config.device)
@@ -162,7 +150,7 @@ def _train(samples, config: TrainConfig, anchor_cache, resume_from, progress, in
     else:
         start = 0
 
-    with _cpu_threads(_thread_count(config, run.online, device)):
+    with cpu_threads(_thread_count(config, run.online, device)):
         return _loop(run, sources, start, progress)
 
 
