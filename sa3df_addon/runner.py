@@ -50,7 +50,7 @@ class Request:
 @dataclass
 class Character:
     """One mesh of a job: a lone mesh object, or every mesh an armature moves (skinned meshes and rigid
-    pieces, :func:`moved_meshes`), concatenated in ``objects`` order. Results come back per job mesh and are
+    pieces, :func:`moved_meshes`), concatenated in ``objects`` order; ``name`` is an object's (unique). Results come back per job mesh and are
     written piece by piece (:func:`piece_rows`)."""
 
     name: str
@@ -63,8 +63,8 @@ def character_of(obj) -> Character | None:
     armature = armature_of(obj)
     if armature is not None and (obj.type == "ARMATURE" or mover(obj, armature) is not None):
         pieces = moved_meshes(armature)
-        if pieces:
-            return Character(armature.name, pieces)
+        if pieces:  # named after its one mesh, or after the armature
+            return Character(armature.name if len(pieces) > 1 else pieces[0].name, pieces)
         if obj.type == "ARMATURE":
             raise UserError(f"Armature '{armature.name}' moves no mesh: no mesh has an Armature modifier using it "
                             "or is parented to one of its bones")
