@@ -191,11 +191,16 @@ class SA3DF_OT_transfer_skin_weights(BackendOperator):
         if active is None or active not in context.selected_objects:
             raise UserError("Make the rigged source (its armature or a mesh it moves) the active object")
         armature = source_armature(active)
-        source = character_of(active)  # every mesh the armature moves: skinned ones and rigid pieces
-        targets = [Character(o.name, [o]) for o in context.selected_objects
-                   if o.type == "MESH" and o not in source.objects]
+        # every other selected mesh is a target (one the armature already moves too); the source is every
+        # other mesh the armature moves: skinned ones and rigid pieces
+        targets = [Character(o.name, [o]) for o in context.selected_objects if o.type == "MESH" and o != active]
         if not targets:
-            raise UserError(f"Select a mesh to give the skin weights of '{source.name}' to")
+            raise UserError(f"Select a mesh to give the skin weights of '{armature.name}' to")
+        source = character_of(active)
+        source.objects = [o for o in source.objects if o.name not in {t.name for t in targets}]
+        if not source.objects:
+            raise UserError(f"Every mesh '{armature.name}' moves is selected as a target: keep the source unselected "
+                            "or make it the active object")
         deform = [b.name for b in armature.data.bones if b.use_deform]
         weights = np.concatenate([bone_weights(armature, obj, deform) for obj in source.objects])
         used = weights.any(axis=0)
