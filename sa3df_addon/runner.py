@@ -50,8 +50,8 @@ class Request:
 @dataclass
 class Character:
     """One mesh of a job: a lone mesh object, or every mesh an armature moves (skinned meshes and rigid
-    pieces, :func:`moved_meshes`), concatenated in ``objects`` order; ``name`` is an object's (unique). Results come back per job mesh and are
-    written piece by piece (:func:`piece_rows`)."""
+    pieces, :func:`moved_meshes`), concatenated in ``objects`` order; ``name`` is an object's (unique).
+    Results come back per job mesh and are written piece by piece (:func:`piece_rows`)."""
 
     name: str
     objects: list

@@ -194,7 +194,8 @@ def _fit(target: Rig, frames, matches, conf, config: MotionConfig, device, progr
         problem = Problem.build(target, model, matched, conf, config, gen)
         if on_floor:
             placed = scale0 * (matched[:, problem.sample] - src_centre) + tgt_centre
-            problem.contacts = ContactGoals.build(placed, rest[problem.ids.cpu().numpy()], up, floor, tall, lift, device)
+            posed_rest = rest[problem.ids.cpu().numpy()]
+            problem.contacts = ContactGoals.build(placed, posed_rest, up, floor, tall, lift, device)
         return problem
 
     free = target.translating_bones()
