@@ -5,10 +5,14 @@ against a name-agnostic baseline.
    (3,994 vertices, 51 bones). The loss samples 800 target vertices (by match confidence) plus up to 800
    mesh edges; residuals are then measured on all vertices. Reports the closed-form start alone and the
    full fit (two 40-step passes each followed by space-time re-matching, then 200 steps).
-2. Accuracy: man -> woman walk (same skeleton, so copying the man's pose is the ground truth): mean joint
+2. Job speed (``--only job``): what one Transfer Motion costs at the issue's size, the man's walk looped to
+   250 frames onto the woman subdivided to ~5k vertices: correspondence (surface features, 300 steps) plus
+   the fit, CPU and wall seconds (goal: under 30 s on 2 CPU cores).
+3. Accuracy: man -> woman walk (same skeleton, so copying the man's pose is the ground truth): mean joint
    error / height of the feature-based transfer (as the add-on's job matches: with the rest-pose proximity
    prior, and without it), of a geometric stand-in correspondence (nearest rest vertex after box
    normalisation), and of the nearest-bone-by-rest-position baseline.
+4. Contacts: per pair, foot sliding, floor penetration and float, the largest per-frame bone turn, time.
 
 Run: python bench/bench_motion.py [--threads N] [--skip-features]. Needs bpy and the shared data.
 """
