@@ -7,9 +7,9 @@ import pytest
 import torch
 import trimesh
 
+from sa3df.core import device, geodesics, mesh
 from sa3df.core.device import idle_cpu_count
-from sa3df.features import checkpoint, train
-from sa3df.core import geodesics, mesh
+from sa3df.features import checkpoint
 from sa3df.core.progress import Cancelled
 from sa3df.features.train import TrainConfig, TrainingSample, embed, train_surface_network
 
@@ -158,7 +158,7 @@ def test_progress_rises_to_one(sphere_sample, anchors):
 @pytest.mark.parametrize("idle, expected", [(0.3, 1), (1.8, 2), (None, 1)])
 def test_small_networks_train_on_the_idle_cpus_and_the_setting_comes_back(sphere_sample, anchors, monkeypatch,
                                                                          idle, expected):
-    monkeypatch.setattr(train, "idle_cpu_count", lambda: idle)  # None: unknown (e.g. Windows)
+    monkeypatch.setattr(device, "idle_cpu_count", lambda: idle)  # None: unknown (e.g. Windows)
     seen = []
     before = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sa3df.core.device import choose_device, cpu_threads, idle_cpu_count
+from sa3df.core.device import choose_device, cpu_threads, idle_thread_count
 from sa3df.core.geodesics import AnchorCache, AnchorPool
 from sa3df.core.mesh import Mesh
 from sa3df.features.network import NetworkConfig, SurfaceNetwork
@@ -111,18 +111,12 @@ def train_surface_network(
 
 def _thread_count(config: TrainConfig, network: SurfaceNetwork, device: torch.device) -> int | None:
     """Torch CPU threads for the training loop (see ``TrainConfig.cpu_threads``); None: leave as is.
-
-    A small network's steps take milliseconds, and torch's threads spin-wait between them: on a
-    core another process is using, that wait costs more than the thread gives (measured on 2 cores,
-    12 ms/step on one thread; two threads 7 ms idle, 22 ms with one other busy process). So small
-    networks get one thread per idle CPU, up to SMALL_NETWORK_THREADS.
-    """
+    A small network's steps take milliseconds: one thread per idle CPU, up to SMALL_NETWORK_THREADS."""
     if config.cpu_threads:
         return config.cpu_threads
     if device.type != "cpu" or max(network.config.widths) > SMALL_NETWORK_WIDTH:
         return None
-    idle = idle_cpu_count()
-    return 1 if idle is None else int(min(max(round(idle), 1), SMALL_NETWORK_THREADS, torch.get_num_threads()))
+    return idle_thread_count(SMALL_NETWORK_THREADS)
 
 
 def _train(samples, config: TrainConfig, anchor_cache, resume_from, progress, init_network) -> TrainResult:

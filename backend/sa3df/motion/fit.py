@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sa3df.core.device import choose_device, cpu_threads, idle_cpu_count
+from sa3df.core.device import choose_device, cpu_threads, idle_thread_count
 from sa3df.core.progress import ProgressFn, report, sub_progress
 from sa3df.motion.contacts import ContactGoals, clip_floor, heights
 from sa3df.motion.terms import Problem, refine, rematch, robust_start
@@ -164,10 +164,7 @@ def _fit_threads(device: torch.device) -> int | None:
     """One torch thread per idle CPU on a CPU device (None elsewhere: as set). Threads on busy cores
     spin-wait: on this project's 2 loaded cores, two threads took 11x the CPU time of one for a 250-frame fit
     (204 s against 18.6 s)."""
-    if device.type != "cpu":
-        return None
-    idle = idle_cpu_count()
-    return 1 if idle is None else int(min(max(round(idle), 1), torch.get_num_threads()))
+    return idle_thread_count() if device.type == "cpu" else None
 
 
 def _fit(target: Rig, frames, matches, conf, config: MotionConfig, device, progress) -> MotionResult:
