@@ -26,6 +26,7 @@ from sa3df.core.device import choose_device, cpu_threads, idle_thread_count
 from sa3df.core.geodesics import AnchorCache, AnchorPool
 from sa3df.core.mesh import Mesh
 from sa3df.features.network import NetworkConfig, SurfaceNetwork
+from sa3df.features.optimizer import AdamW
 from sa3df.core.progress import ProgressFn, report, sub_progress
 from sa3df.features import checkpoint
 from sa3df.features.train_config import TrainConfig, learning_rate
@@ -182,8 +183,8 @@ class _Run:
         self.online, self.config, self.device = online.train(), config, device
         self.online.requires_grad_(True)
         self.ema = copy.deepcopy(online).requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(online.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=device.type in ("cpu", "cuda"))
+        self.optimizer = AdamW(online.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                               fused=device.type in ("cpu", "cuda"))
         self.rng = np.random.default_rng(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed)
         self.plateau = _Plateau(config)
