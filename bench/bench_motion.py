@@ -5,10 +5,14 @@ against a name-agnostic baseline.
    (3,994 vertices, 51 bones). The loss samples 800 target vertices (by match confidence) plus up to 800
    mesh edges; residuals are then measured on all vertices. Reports the closed-form start alone and the
    full fit (two 40-step passes each followed by space-time re-matching, then 200 steps).
-2. Accuracy: man -> woman walk (same skeleton, so copying the man's pose is the ground truth): mean joint
+2. Job speed (``--only job``): what one Transfer Motion costs at the issue's size, the man's walk looped to
+   250 frames onto the woman subdivided to ~5k vertices: correspondence (surface features, 300 steps) plus
+   the fit, CPU and wall seconds (goal: under 30 s on 2 CPU cores).
+3. Accuracy: man -> woman walk (same skeleton, so copying the man's pose is the ground truth): mean joint
    error / height of the feature-based transfer (as the add-on's job matches: with the rest-pose proximity
    prior, and without it), of a geometric stand-in correspondence (nearest rest vertex after box
    normalisation), and of the nearest-bone-by-rest-position baseline.
+4. Contacts: per pair, foot sliding, floor penetration and float, the largest per-frame bone turn, time.
 
 Run: python bench/bench_motion.py [--threads N] [--skip-features]. Needs bpy and the shared data.
 """
@@ -80,6 +84,56 @@ def speed(data: Path, frames: int, with_features: bool) -> None:
         took = time.perf_counter() - start
         print(f"  {'correspondence (features, 300 steps)':34s} {took:6.1f} s  (fox {fox.rig.n_vertices} + wolf "
               f"{wolf.rig.n_vertices} vertices; the full fit above plus this is one Transfer Motion)")
+
+
+def subdivided(character, wanted: int):
+    """The character with its rig's triangles split 4-to-1 (weights interpolated) until >= ``wanted`` vertices."""
+    import dataclasses
+
+    import trimesh
+
+    from motion_scenes import Character
+
+    rig = character.rig
+    vertices, faces, weights = rig.rest_vertices, rig.faces, rig.weights
+    while len(vertices) < wanted:
+        vertices, faces, extra = trimesh.remesh.subdivide(vertices, faces, vertex_attributes={"w": weights})
+        weights = extra["w"]
+    rig = dataclasses.replace(rig, rest_vertices=vertices, faces=faces, weights=weights)
+    w = character.world
+    return Character(rig, w, [], None, None, vertices @ w[:3, :3].T + w[:3, 3])
+
+
+def looped(character, frames: int):
+    """The character's clip played back to back until ``frames`` frames (a walk cycle: seamless)."""
+    from motion_scenes import Character
+
+    repeat = -(-frames // len(character.frames))
+    clip = np.concatenate([character.clip] * repeat)[:frames]
+    return Character(character.rig, character.world, list(range(frames)), clip, None, character.rest_world)
+
+
+def job_speed(data: Path, frames: int, vertices: int) -> None:
+    """What one Transfer Motion costs at the issue's size: correspondence (surface features, the job's
+    settings) plus the fit of a ``frames``-frame clip onto a ``vertices``-vertex target, CPU and wall."""
+    from test_motion_transfer import MAN, WOMAN, feature_correspondence, transfer
+
+    from motion_scenes import load_character
+
+    man = looped(load_character(str(data / MAN), "Walk"), frames)
+    woman = subdivided(load_character(str(data / WOMAN)), vertices)
+    print(f"job speed: man walk looped to {frames} frames ({man.rig.n_vertices} vertices) -> woman subdivided to "
+          f"{woman.rig.n_vertices} vertices, {woman.rig.n_bones} bones")
+    times = {}
+    for label, run in (("correspondence (features, 300 steps)", lambda: feature_correspondence(man, woman)),
+                       ("fit (2x40 + 200 Adam steps)", lambda: transfer(man, woman, *matches, up=woman.up))):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = run()
+        times[label] = (time.perf_counter() - wall, time.process_time() - cpu)
+        matches = out if isinstance(out, tuple) else None
+        print(f"  {label:38s} wall {times[label][0]:6.1f} s, CPU {times[label][1]:6.1f} s")
+    wall, cpu = (sum(t[i] for t in times.values()) for i in (0, 1))
+    print(f"  {'total (goal < 30 s)':38s} wall {wall:6.1f} s, CPU {cpu:6.1f} s")
 
 
 def accuracy(data: Path, with_features: bool) -> None:
@@ -190,7 +244,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=250)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
     parser.add_argument("--skip-features", action="store_true", help="skip the feature training (~40 s)")
-    parser.add_argument("--only", choices=("speed", "accuracy", "contacts"), help="run one part")
+    parser.add_argument("--only", choices=("speed", "job", "accuracy", "contacts"), help="run one part")
+    parser.add_argument("--job-vertices", type=int, default=5000, help="job part: target vertices (subdivided)")
     parser.add_argument("--pair", help="contacts part: only the pairs whose label contains this")
     parser.add_argument("--contact-weight", type=float, help="MotionConfig.contact_weight for the contacts part")
     args = parser.parse_args()
@@ -210,6 +265,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s)")
     if args.only in (None, "speed"):
         speed(data, args.frames, not args.skip_features)
+    if args.only in (None, "job"):
+        job_speed(data, args.frames, args.job_vertices)
     if args.only in (None, "accuracy"):
         accuracy(data, not args.skip_features)
     if args.only in (None, "contacts"):

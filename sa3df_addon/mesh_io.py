@@ -57,17 +57,38 @@ def vertex_group_weights(obj, names: list[str]) -> np.ndarray:
     return weights
 
 
-def vertex_group_labels(obj, min_weight: float = 0.5, skip=()) -> tuple[np.ndarray, list[str]]:
-    """Hard labels from ``obj``'s vertex groups except those named in ``skip``: (N,) int32 index of each
-    vertex's strongest group (-1 where no group reaches ``min_weight``) and the group names in label order."""
-    names = [group.name for group in obj.vertex_groups if group.name not in set(skip)]
+def vertex_group_labels(objects: list, min_weight: float = 0.5, skip=()) -> tuple[np.ndarray, list[str]]:
+    """Hard labels from the vertex groups of ``objects`` (the pieces of one character, concatenated) except
+    those named in ``skip``: (N,) int32 index of each vertex's strongest group (-1 where no group reaches
+    ``min_weight``) and the group names (of all pieces, first seen first) in label order."""
+    names = list(dict.fromkeys(g.name for obj in objects for g in obj.vertex_groups if g.name not in set(skip)))
     if not names:
-        ignored = f" (besides {len(skip)} written by the add-on)" if len(obj.vertex_groups) else ""
-        raise ValueError(f"Object '{obj.name}' has no vertex groups to transfer{ignored}")
-    weights = vertex_group_weights(obj, names)
+        had = sum(len(obj.vertex_groups) for obj in objects)
+        ignored = f" (besides {len(skip)} written by the add-on)" if had else ""
+        raise ValueError(f"Object '{objects[0].name}' has no vertex groups to transfer{ignored}")
+    weights = np.concatenate([vertex_group_weights(obj, names) for obj in objects])
     labels = weights.argmax(axis=1).astype(np.int32)
     labels[weights.max(axis=1) < min_weight] = -1
     return labels, names
+
+
+def bone_weights(armature, obj, names: list[str]) -> np.ndarray:
+    """(N, K) how much each bone in ``names`` of ``armature`` moves each vertex of the mesh ``obj``: the vertex
+    groups of its deform bones when skinned (none when its Armature modifier ignores vertex groups), 1.0 to
+    the bone a rigid piece hangs from. Raises ``ValueError`` when the armature does not move ``obj``."""
+    how = mover(obj, armature)
+    if how is None:
+        raise ValueError(f"Mesh '{obj.name}' is not moved by '{armature.name}' (no Armature modifier using it, "
+                         "not parented to one of its bones)")
+    kind, detail = how
+    weights = np.zeros((len(obj.data.vertices), len(names)), dtype=np.float32)
+    if kind == "bone":
+        if detail in names:
+            weights[:, names.index(detail)] = 1.0
+    elif detail is None or detail.use_vertex_groups:
+        deform = [k for k, n in enumerate(names) if n in armature.data.bones and armature.data.bones[n].use_deform]
+        weights[:, deform] = vertex_group_weights(obj, [names[k] for k in deform])
+    return weights
 
 
 def armature_of(obj):

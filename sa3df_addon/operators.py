@@ -15,9 +15,10 @@ from sa3df.service import protocol
 from . import actions, results
 from .backend import client_for
 from .backend_env import BackendEnvError, describe_device
-from .mesh_io import armature_of, vertex_group_labels, vertex_group_weights
+from .mesh_io import armature_of, bone_weights, vertex_group_labels
 from .preferences import feature_settings
-from .runner import BackendOperator, Request, UserError, mesh_inputs, selected_meshes
+from .runner import (BackendOperator, Character, Request, UserError, character_of, character_request, mesh_inputs,
+                     piece_rows, selected_characters)
 
 FEATURES_COLOR = "sa3df_features"
 CORRESPONDENCE_COLOR = "sa3df_correspondence"
@@ -36,14 +37,20 @@ def show_colors(context) -> None:
                 space.shading.color_type = "VERTEX"
 
 
-def _request(context, job: str, objects: list, apply, extra_params: dict | None = None,
+def _request(context, job: str, characters: list[Character], apply, extra_params: dict | None = None,
              extra_arrays: dict | None = None) -> Request:
-    arrays, counts = mesh_inputs(context, objects)
+    """A job on ``characters`` (one job mesh each); ``apply(context, job, pieces)`` gets each one's mesh
+    objects (:func:`runner.character_request`)."""
+    arrays = mesh_inputs(context, characters)
     arrays.update(extra_arrays or {})
-    params = {"mesh_names": [o.name for o in objects],
-              "features": feature_settings(context, train=context.scene.sa3df.train_on_selection)}
+    params = {"features": feature_settings(context, train=context.scene.sa3df.train_on_selection)}
     params.update(extra_params or {})
-    return Request(job, arrays, params, [o.name for o in objects], counts, apply)
+    return character_request(job, arrays, params, characters, apply)
+
+
+def _write_per_piece(write, pieces: list, values) -> list[str]:
+    """``write(obj, rows)`` for each piece of one job mesh; the names it returns."""
+    return [write(obj, rows) for obj, rows in piece_rows(pieces, values)]
 
 
 class SA3DF_OT_compute_features(BackendOperator):
@@ -53,15 +60,16 @@ class SA3DF_OT_compute_features(BackendOperator):
     bl_label = "Compute Features"
 
     def build_request(self, context) -> Request:
-        def apply(context, job, objects) -> str:
-            written = [results.write_color_attribute(obj, FEATURES_COLOR, job.arrays[protocol.pca(i)])
-                       for i, obj in enumerate(objects)]
+        def apply(context, job, characters) -> str:
+            color = lambda obj, rows: results.write_color_attribute(obj, FEATURES_COLOR, rows)  # noqa: E731
+            written = [n for i, pieces in enumerate(characters)
+                       for n in _write_per_piece(color, pieces, job.arrays[protocol.pca(i)])]
             show_colors(context)
             cached = " (from the cache)" if job.info.get("features_from") in ("memory", "disk") else ""
-            return (f"Features of {len(objects)} mesh(es){cached}: {job.info.get('embedding_dim', '?')}-d "
-                    f"embedding shown as colour attribute {written_names(objects, written)}")
+            return (f"Features of {_count(characters)}{cached}: {job.info.get('embedding_dim', '?')}-d "
+                    f"embedding shown as colour attribute {written_names(_flat(characters), written)}")
 
-        return _request(context, protocol.COMPUTE_FEATURES, selected_meshes(context), apply)
+        return _request(context, protocol.COMPUTE_FEATURES, selected_characters(context), apply)
 
 
 class SA3DF_OT_show_correspondence(BackendOperator):
@@ -71,19 +79,23 @@ class SA3DF_OT_show_correspondence(BackendOperator):
     bl_label = "Show Correspondence"
 
     def build_request(self, context) -> Request:
-        def apply(context, job, objects) -> str:
-            colours = [results.write_color_attribute(objects[0], CORRESPONDENCE_COLOR, job.arrays[protocol.colors(0)])]
-            for t, obj in enumerate(objects[1:], start=1):
-                colours.append(results.write_color_attribute(obj, CORRESPONDENCE_COLOR, job.arrays[protocol.colors(t)]))
-                results.write_int_attribute(obj, MATCH_INDEX, job.arrays[protocol.source_index(t)])
+        def apply(context, job, characters) -> str:
+            color = lambda obj, rows: results.write_color_attribute(obj, CORRESPONDENCE_COLOR, rows)  # noqa: E731
+            index = lambda obj, rows: results.write_int_attribute(obj, MATCH_INDEX, rows)  # noqa: E731
+            colours = []
+            for t, pieces in enumerate(characters):
+                colours += _write_per_piece(color, pieces, job.arrays[protocol.colors(t)])
+                if t > 0:  # the matched vertex of the source character (its pieces' vertices in order)
+                    _write_per_piece(index, pieces, job.arrays[protocol.source_index(t)])
             show_colors(context)
             mutual = job.info.get("mutual_fraction", {})
             shares = ", ".join(f"{name} {share:.0%}" for name, share in mutual.items())
-            return (f"Matched {len(objects) - 1} mesh(es) to '{objects[0].name}' (mutual matches: {shares}); "
-                    f"colours in {written_names(objects, colours)}")
+            return (f"Matched {_count(characters[1:])} to '{names[0]}' (mutual matches: {shares}); "
+                    f"colours in {written_names(_flat(characters), colours)}")
 
-        objects = selected_meshes(context, min_count=2, need_active=True)
-        return _request(context, protocol.CORRESPONDENCE, objects, apply)
+        characters = selected_characters(context, min_count=2, need_active=True)
+        names = [c.name for c in characters]
+        return _request(context, protocol.CORRESPONDENCE, characters, apply)
 
 
 class SA3DF_OT_segment_parts(BackendOperator):
@@ -95,34 +107,56 @@ class SA3DF_OT_segment_parts(BackendOperator):
     def build_request(self, context) -> Request:
         settings = context.scene.sa3df
         if settings.part_source == "GROUPS":
-            objects = selected_meshes(context, min_count=2, need_active=True)
+            characters = selected_characters(context, min_count=2, need_active=True)
+            source = characters[0].objects
             # never the add-on's own groups (earlier parts): they would come back as sa3df_sa3df_part_00
-            labels, names = vertex_group_labels(objects[0], skip=results.owned_part_groups(objects[0]))
+            owned = [name for obj in source for name in results.owned_part_groups(obj)]
+            labels, names = vertex_group_labels(source, skip=owned)
             group_names = [f"sa3df_{name}" for name in names]
             params = {"mode": "transfer", "rest_prior": float(settings.rest_prior)}
             arrays = {protocol.SOURCE_LABELS: labels}
         else:
-            objects = selected_meshes(context)
+            characters = selected_characters(context)
             count = settings.part_count
             group_names = [f"sa3df_part_{k:02d}" for k in range(count)]
             params, arrays = {"mode": "kmeans", "k": count}, {}
 
-        def apply(context, job, objects) -> str:
+        def apply(context, job, characters) -> str:
             written = []
-            for i, obj in enumerate(objects):
-                labels = job.arrays[protocol.labels(i)]
-                written.append(results.write_int_attribute(obj, PART_INDEX, labels))
-                results.write_color_attribute(obj, PART_COLOR, job.arrays[protocol.colors(i)])
-                one_hot = np.zeros((len(labels), len(group_names)), dtype=np.float32)
-                valid = (labels >= 0) & (labels < len(group_names))
-                one_hot[np.flatnonzero(valid), labels[valid]] = 1.0
-                used = one_hot.any(axis=0)
-                results.write_vertex_groups(obj, [n for n, u in zip(group_names, used) if u], one_hot[:, used])
+            for i, pieces in enumerate(characters):
+                colours = dict(piece_rows(pieces, job.arrays[protocol.colors(i)]))
+                for obj, labels in piece_rows(pieces, job.arrays[protocol.labels(i)]):
+                    written.append(_write_parts(obj, labels, colours[obj], group_names))
             show_colors(context)
-            return (f"{_parts_summary(job.info, params.get('k'), len(objects))}, "
-                    f"in attribute {written_names(objects, written)} and vertex groups")
+            pieces = f" ({len(_flat(characters))} meshes)" if len(_flat(characters)) > len(characters) else ""
+            return (f"{_parts_summary(job.info, params.get('k'), len(characters))}{pieces}, "
+                    f"in attribute {written_names(_flat(characters), written)} and vertex groups")
 
-        return _request(context, protocol.SEGMENT, objects, apply, params, arrays)
+        return _request(context, protocol.SEGMENT, characters, apply, params, arrays)
+
+
+def _write_parts(obj, labels, colours, group_names: list[str]) -> str:
+    """One mesh's parts: the label attribute, colours, and a vertex group per part it has."""
+    written = results.write_int_attribute(obj, PART_INDEX, labels)
+    results.write_color_attribute(obj, PART_COLOR, colours)
+    one_hot = np.zeros((len(labels), len(group_names)), dtype=np.float32)
+    valid = (labels >= 0) & (labels < len(group_names))
+    one_hot[np.flatnonzero(valid), labels[valid]] = 1.0
+    used = one_hot.any(axis=0)
+    results.write_vertex_groups(obj, [n for n, u in zip(group_names, used) if u], one_hot[:, used])
+    return written
+
+
+def _flat(characters: list[list]) -> list:
+    return [obj for pieces in characters for obj in pieces]
+
+
+def _count(characters: list[list]) -> str:
+    """'2 mesh(es)', or '1 character(s) (15 meshes)' when some are made of several pieces."""
+    pieces = sum(len(p) for p in characters)
+    if pieces == len(characters):
+        return f"{pieces} mesh(es)"
+    return f"{len(characters)} character(s) ({pieces} meshes)"
 
 
 def _parts_summary(info: dict, requested: int | None, mesh_count: int) -> str:
@@ -153,31 +187,45 @@ class SA3DF_OT_transfer_skin_weights(BackendOperator):
     bl_label = "Transfer Skin Weights"
 
     def build_request(self, context) -> Request:
-        objects = selected_meshes(context, min_count=2, need_active=True)
-        source = objects[0]
-        armature = source_armature(source)
-        bones = [b.name for b in armature.data.bones if b.use_deform and b.name in source.vertex_groups]
+        active = context.active_object
+        if active is None or active not in context.selected_objects:
+            raise UserError("Make the rigged source (its armature or a mesh it moves) the active object")
+        armature = source_armature(active)
+        # every other selected mesh is a target (one the armature already moves too); the source is every
+        # other mesh the armature moves: skinned ones and rigid pieces
+        targets = [Character(o.name, [o]) for o in context.selected_objects if o.type == "MESH" and o != active]
+        if not targets:
+            raise UserError(f"Select a mesh to give the skin weights of '{armature.name}' to")
+        source = character_of(active)
+        source.objects = [o for o in source.objects if o.name not in {t.name for t in targets}]
+        if not source.objects:
+            raise UserError(f"Every mesh '{armature.name}' moves is selected as a target: keep the source unselected "
+                            "or make it the active object")
+        deform = [b.name for b in armature.data.bones if b.use_deform]
+        weights = np.concatenate([bone_weights(armature, obj, deform) for obj in source.objects])
+        used = weights.any(axis=0)
+        bones, weights = [n for n, u in zip(deform, used) if u], weights[:, used]
         if not bones:
-            raise UserError(f"Mesh '{source.name}' has no vertex groups for the deform bones of '{armature.name}'")
-        for target in objects[1:]:
-            if blocked := results.blocked_group_names(target, bones):
+            raise UserError(f"'{source.name}' has no vertex groups for the deform bones of '{armature.name}' "
+                            "and no piece parented to one")
+        for target in targets:
+            if blocked := results.blocked_group_names(target.objects[0], bones):
                 raise UserError(f"Object '{target.name}' already has vertex groups named like bones "
                                 f"({', '.join(blocked[:4])}…); they are never overwritten")
-        weights = vertex_group_weights(source, bones)
         armature_name = armature.name
 
-        def apply(context, job, objects) -> str:
+        def apply(context, job, characters) -> str:
             rig = bpy.data.objects.get(armature_name)
             if rig is None:
                 raise UserError(f"Armature '{armature_name}' is gone")
             done = []
-            for t, target in enumerate(objects[1:], start=1):
+            for t, (target,) in enumerate(characters[1:], start=1):
                 results.write_vertex_groups(target, bones, job.arrays[protocol.weights(t)], exact_names=True)
                 _, modifier = results.add_armature_modifier(target, rig, ARMATURE_MODIFIER)
                 done.append(f"'{target.name}' {modifier}")
             return f"Skin weights of {len(bones)} bones of '{armature_name}': {'; '.join(done)}"
 
-        return _request(context, protocol.TRANSFER_WEIGHTS, objects, apply,
+        return _request(context, protocol.TRANSFER_WEIGHTS, [source, *targets], apply,
                         extra_arrays={protocol.SOURCE_WEIGHTS: weights},
                         extra_params={"rest_prior": float(context.scene.sa3df.rest_prior)})
 

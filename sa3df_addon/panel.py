@@ -7,7 +7,7 @@ import bpy
 from . import motion_ops
 from .backend import backend_summary, bundled_torch
 from .preferences import preferences
-from .runner import running_job, selected_meshes
+from .runner import running_job, selected_characters
 
 
 class SA3DF_PT_main(bpy.types.Panel):
@@ -71,11 +71,13 @@ class SA3DF_PT_main(bpy.types.Panel):
     @staticmethod
     def _draw_selection(layout, context) -> None:
         try:
-            meshes = selected_meshes(context)
+            characters = selected_characters(context)
         except ValueError:
             layout.label(text="Select one or more meshes", icon="INFO")
             return
-        text = f"Source: {meshes[0].name}" + (f"  +{len(meshes) - 1} target(s)" if len(meshes) > 1 else "")
+        pieces = len(characters[0].objects)
+        text = f"Source: {characters[0].name}" + (f" ({pieces} meshes)" if pieces > 1 else "")
+        text += f"  +{len(characters) - 1} target(s)" if len(characters) > 1 else ""
         layout.label(text=text, icon="MESH_DATA")
 
     @staticmethod

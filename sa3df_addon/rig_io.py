@@ -15,7 +15,7 @@ from mathutils import Euler, Quaternion
 from sa3df.motion.rig import Rig, place_in_armature
 
 from . import actions
-from .mesh_io import mesh_arrays, mover, moved_meshes, vertex_group_weights
+from .mesh_io import bone_weights, mesh_arrays, mover, moved_meshes
 
 
 def ordered_bones(armature) -> list:
@@ -47,7 +47,7 @@ def rig_from_objects(armature, meshes=None) -> Rig:
     index = {b.name: i for i, b in enumerate(bones)}
     verts, faces, weights, warnings, offset = [], [], [], [], 0
     for obj in meshes:
-        v, f, w = _piece_arrays(armature, obj, bones, index, warnings)
+        v, f, w = _piece_arrays(armature, obj, bones, warnings)
         verts.append(v)
         faces.append(f + offset)
         weights.append(w)
@@ -73,28 +73,20 @@ def rig_from_objects(armature, meshes=None) -> Rig:
     )
 
 
-def _piece_arrays(armature, obj, bones, index, warnings):
+def _piece_arrays(armature, obj, bones, warnings):
     """(rest vertices in armature space, triangles, (N, B) weights) of one mesh the armature moves."""
-    how = mover(obj, armature)
-    if how is None:
-        raise ValueError(f"Mesh '{obj.name}' is not moved by '{armature.name}' (no Armature modifier using it, "
-                         "not parented to one of its bones)")
+    weights = bone_weights(armature, obj, [b.name for b in bones]).astype(np.float64)
     v, f = mesh_arrays(obj, evaluated=False, world=False)  # undeformed, shape keys not applied
     # Armature space: mesh object -> world -> armature object (where the Armature modifier deforms).
     into_armature = np.linalg.inv(np.array(armature.matrix_world, dtype=np.float64)) @ np.array(obj.matrix_world)
-    kind, detail = how
-    weights = np.zeros((len(v), len(bones)))
+    kind, detail = mover(obj, armature)
     if kind == "bone":
         # A rigid piece follows its bone's current pose: undo that pose to place it at rest.
         bone = armature.data.bones[detail]
         unpose = np.array(bone.matrix_local) @ np.linalg.inv(np.array(armature.pose.bones[detail].matrix))
         into_armature = unpose @ into_armature
-        weights[:, index[detail]] = 1.0
-    elif detail is None or detail.use_vertex_groups:
-        deform = [b.name for b in bones if b.use_deform]
-        weights[:, [index[n] for n in deform]] = vertex_group_weights(obj, deform)
-        if detail is not None and detail.use_deform_preserve_volume:
-            warnings.append(f"'{obj.name}' uses Preserve Volume; the fit models linear blend skinning")
+    elif detail is not None and detail.use_vertex_groups and detail.use_deform_preserve_volume:
+        warnings.append(f"'{obj.name}' uses Preserve Volume; the fit models linear blend skinning")
     return v @ into_armature[:3, :3].T + into_armature[:3, 3], f, weights
 
 

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import bpy
+import numpy as np
 from sa3df.service import client as worker_client
 from sa3df.service.protocol import mesh_faces, mesh_vertices
 
 from .backend import client_for
 from .backend_env import BackendEnvError
-from .mesh_io import mesh_arrays
+from .mesh_io import armature_of, mesh_arrays, moved_meshes, mover
 
 PROGRESS_TIMER_SECONDS = 0.1
 
@@ -46,32 +47,98 @@ class Request:
     info: dict = field(default_factory=dict)
 
 
-def selected_meshes(context, min_count: int = 1, need_active: bool = False) -> list:
-    """Selected mesh objects, the active one first. Raises :class:`UserError` when too few."""
+@dataclass
+class Character:
+    """One mesh of a job: a lone mesh object, or every mesh an armature moves (skinned meshes and rigid
+    pieces, :func:`moved_meshes`), concatenated in ``objects`` order; ``name`` is an object's (unique).
+    Results come back per job mesh and are written piece by piece (:func:`piece_rows`)."""
+
+    name: str
+    objects: list
+
+
+def character_of(obj) -> Character | None:
+    """The character ``obj`` belongs to: its armature's meshes when it is an armature or a mesh that armature
+    moves, else the mesh alone (None for other objects). An armature that moves no mesh is a UserError."""
+    armature = armature_of(obj)
+    if armature is not None and (obj.type == "ARMATURE" or mover(obj, armature) is not None):
+        pieces = moved_meshes(armature)
+        if pieces:  # named after its one mesh, or after the armature
+            return Character(armature.name if len(pieces) > 1 else pieces[0].name, pieces)
+        if obj.type == "ARMATURE":
+            raise UserError(f"Armature '{armature.name}' moves no mesh: no mesh has an Armature modifier using it "
+                            "or is parented to one of its bones")
+    return Character(obj.name, [obj]) if obj.type == "MESH" else None
+
+
+def selected_characters(context, min_count: int = 1, need_active: bool = False) -> list[Character]:
+    """The characters of the selected objects (:func:`character_of`), the active one's first, each once.
+    Raises :class:`UserError` when too few."""
     active = context.active_object
-    meshes = [o for o in context.selected_objects if o.type == "MESH"]
-    if need_active and (active is None or active.type != "MESH" or active not in meshes):
-        raise UserError("Make a selected mesh the active object (it is the source)")
-    if active in meshes:
-        meshes.remove(active)
-        meshes.insert(0, active)
-    if len(meshes) < min_count:
-        raise UserError(f"Select at least {min_count} mesh object{'s' if min_count > 1 else ''} "
-                        f"(found {len(meshes)})")
-    return meshes
+    chosen = [o for o in context.selected_objects if o.type in ("MESH", "ARMATURE")]
+    if need_active and (active is None or active not in chosen):
+        raise UserError("Make a selected mesh or armature the active object (it is the source)")
+    if active in chosen:
+        chosen.remove(active)
+        chosen.insert(0, active)
+    found: dict[str, Character] = {}
+    for obj in chosen:
+        character = character_of(obj)
+        if character is not None:
+            found.setdefault(character.name, character)
+    characters = list(found.values())
+    if len(characters) < min_count:
+        raise UserError(f"Select at least {min_count} mesh{'es' if min_count > 1 else ''} or character"
+                        f"{'s' if min_count > 1 else ''} (found {len(characters)})")
+    return characters
 
 
-def mesh_inputs(context, objects: list) -> tuple[dict, list[int]]:
-    """Job arrays for ``objects`` (world space; modifiers applied if the scene setting says so)."""
+def character_request(job: str, arrays: dict, params: dict, characters: list[Character], apply) -> Request:
+    """A :class:`Request` whose job meshes are ``characters``; ``apply(context, job, characters)`` gets them
+    again as lists of mesh objects (looked up by name, vertex counts checked)."""
+    objects = [o for c in characters for o in c.objects]
+    sizes = [len(c.objects) for c in characters]
+
+    def regrouped(context, job, flat) -> str:
+        groups, start = [], 0
+        for size in sizes:
+            groups.append(flat[start:start + size])
+            start += size
+        return apply(context, job, groups)
+
+    params = {"mesh_names": [c.name for c in characters], **params}
+    return Request(job, arrays, params, [o.name for o in objects], [len(o.data.vertices) for o in objects],
+                   regrouped)
+
+
+def piece_rows(pieces: list, values):
+    """(object, its rows) of per-vertex ``values`` of one job mesh made of ``pieces`` (in order)."""
+    start = 0
+    for obj in pieces:
+        count = len(obj.data.vertices)
+        yield obj, values[start:start + count]
+        start += count
+    if start != len(values):
+        raise ValueError(f"the result has {len(values)} rows but the meshes {[o.name for o in pieces][:3]} have "
+                         f"{start} vertices")
+
+
+def mesh_inputs(context, characters: list[Character]) -> dict:
+    """Job arrays for ``characters``, one job mesh each: its pieces' vertices (world space; modifiers applied
+    if the scene setting says so) and triangles, concatenated."""
     use_modifiers = context.scene.sa3df.use_modifiers
-    arrays, counts = {}, []
-    for i, obj in enumerate(objects):
-        vertices, triangles = mesh_arrays(obj, evaluated=use_modifiers, world=True)
-        if len(triangles) == 0:
-            raise UserError(f"Mesh '{obj.name}' has no faces ({len(vertices)} loose vertices)")
-        arrays[mesh_vertices(i)], arrays[mesh_faces(i)] = vertices, triangles
-        counts.append(len(obj.data.vertices))
-    return arrays, counts
+    arrays = {}
+    for i, character in enumerate(characters):
+        vertices, triangles, offset = [], [], 0
+        for obj in character.objects:
+            v, f = mesh_arrays(obj, evaluated=use_modifiers, world=True)
+            vertices.append(v)
+            triangles.append(f + offset)
+            offset += len(v)
+        if sum(len(f) for f in triangles) == 0:
+            raise UserError(f"Mesh '{character.name}' has no faces ({offset} loose vertices)")
+        arrays[mesh_vertices(i)], arrays[mesh_faces(i)] = np.concatenate(vertices), np.concatenate(triangles)
+    return arrays
 
 
 def running_job():

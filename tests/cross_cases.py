@@ -165,7 +165,7 @@ def _export(spec: CharacterSpec, source: Path) -> dict:
     from sa3df_addon import rig_io
 
     armature, _ = import_character(source)
-    body = max(rig_io.skinned_meshes(armature), key=lambda o: len(o.data.vertices))  # not a helper mesh
+    body = max(rig_io.moved_meshes(armature), key=lambda o: len(o.data.vertices))  # not a helper mesh
     rig = rig_io.rig_from_objects(armature, [body])
     world = np.array(armature.matrix_world, dtype=np.float64)
     # '...|Walk' (Blender 5.0) or '...|Walk_AnimalArmature' (4.2's glTF importer adds the armature's name)

@@ -18,7 +18,6 @@ from motion_scenes import load_character, nearest_rest_correspondence, posed_wor
 from sa3df.motion.contacts import foot_sliding, rotation_jumps
 from sa3df.motion.fit import MotionConfig, fit_motion
 from sa3df.motion.rig import place_in_armature
-from sa3df.motion.rotations import quaternion_from_matrix
 
 pytestmark = pytest.mark.blender
 MAN, WOMAN = "humanoids/quaternius_male_casual.fbx", "humanoids/quaternius_female_casual.fbx"
@@ -121,6 +120,24 @@ def test_same_skeleton_feature_transfer_beats_nearest_bone_baseline(man_and_woma
     assert rotation_jumps(result.rotations).max() < 45.0  # measured 22 deg
 
 
+def test_same_skeleton_transfer_with_feet_on_the_floor_keeps_its_joint_error(man_and_woman):
+    """The job's way (up given: contact and floor terms on): the floor is kept without losing accuracy."""
+    from sa3df.motion.contacts import floor_report
+
+    man, woman = man_and_woman
+    _, truth = posed_world(woman, man.basis)
+    matches, weights = feature_correspondence(man, woman)
+    result = transfer(man, woman, matches, weights, up=woman.up)
+    verts, joints = posed_world(woman, result.local_matrices())
+    # measured 0.0086 (0.0096 while each frame's lowest point followed the feet's matches), 0.0085 without
+    # the floor terms (test above)
+    assert centred_joint_error(woman, joints, truth) <= 0.0088
+    floor = floor_report(verts, (0, 0, 1), woman.rest_world[:, 2].min(), woman.height)
+    # measured 0.06 % below, 0.20 % above; sliding 0.0374 vs the man's 0.0397
+    assert floor["penetration_max"] <= 0.005 and floor["float_max"] <= 0.005, floor
+    assert floor["sliding"] <= foot_sliding(man.clip, man.height)
+
+
 def test_same_skeleton_geometric_transfer_beats_nearest_bone_baseline(man_and_woman):
     man, woman = man_and_woman
     _, truth = posed_world(woman, man.basis)
@@ -137,10 +154,11 @@ def test_same_skeleton_geometric_transfer_beats_nearest_bone_baseline(man_and_wo
 
 @pytest.mark.parametrize(
     "source_path,target_path,max_residual,max_float,max_jump",
-    # measured (up given, the job's way): residual 0.008, 0.034, 0.013; lowest point within 0.14/0.18 %,
-    # 0.00/5.9 % (the cow floats: see the report), 0.08/0.11 % of the height below/above the floor;
-    # largest jump 18 deg, 82 deg (cow with this stand-in matching; 19 deg with surface features), 17 deg
-    [(MAN, HUMAN, 0.02, 0.01, 21.0), (HORSE, COW, 0.05, 0.07, 90.0), (FOX, WOLF, 0.025, 0.01, 21.0)],
+    # measured (up given, the job's way): residual 0.011, 0.035, 0.013; lowest point within 0.03/0.06 %,
+    # 0.05/0.36 % (the cow floated 5.9 % while its frames' lowest point followed its hooves' matches, which sit
+    # up the horse's legs), 0.15/0.04 % of the height below/above the floor; largest jump 22.7 deg (the man's
+    # own walk: 23.8), 19.9 deg (79 deg while a hoof matched to a line of points could take any turn), 15.5 deg
+    [(MAN, HUMAN, 0.02, 0.01, 26.0), (HORSE, COW, 0.05, 0.01, 23.0), (FOX, WOLF, 0.025, 0.01, 20.0)],
 )
 def test_different_skeletons_keep_feet_on_the_floor_without_skating_or_jumps(
         data_dir, source_path, target_path, max_residual, max_float, max_jump):
@@ -156,9 +174,9 @@ def test_different_skeletons_keep_feet_on_the_floor_without_skating_or_jumps(
     floor = floor_report(verts, (0, 0, 1), target.rest_world[:, 2].min(), target.height)
     assert floor["penetration_max"] <= 0.01 and floor["float_max"] <= max_float, floor
     assert floor["sliding"] <= 1.05 * foot_sliding(source.clip, source.height) + 0.002
-    source_jumps = rotation_jumps(quaternion_from_matrix(source.basis[..., :3, :3]))
-    # the fit's limit: 20 degrees a frame, or what the source's matched skin turns (horse: 41 degrees)
-    assert rotation_jumps(result.rotations).max() <= max(1.15 * source_jumps.max(), max_jump)
+    # the fit's limit: 20 degrees a frame, or what the source's matched skin turns (the horse's own walk has
+    # a 41 degree jump, which the cow need not copy)
+    assert rotation_jumps(result.rotations).max() <= max_jump
 
 
 def test_target_keeps_its_heading_when_given_the_up_axis(data_dir):
@@ -190,12 +208,10 @@ def test_different_skeletons_with_surface_features(data_dir, source_path, target
     matches, weights = feature_correspondence(source, target)
     result = transfer(source, target, matches, weights)
     verts, _ = posed_world(target, result.local_matrices())
-    # measured with the job's rest prior (residual, sliding vs source's, largest jump): human 0.009, 0.042
-    # vs 0.040, 16 deg; cow 0.035, 0.007 vs 0.010, 44 deg; wolf 0.013, 0.034 vs 0.035, 17 deg
-    # (without the prior: human 0.014 and 41 deg, cow 0.035 and 20 deg, wolf 0.014 and 17 deg)
+    # measured with the job's rest prior (residual, sliding vs source's, largest jump): human 0.009, 0.041
+    # vs 0.040, 15.5 deg; cow 0.034, 0.006 vs 0.010, 19.8 deg; wolf 0.013, 0.033 vs 0.035, 14.7 deg
     assert result.normalized_residuals.mean() < 0.05
     assert foot_sliding(verts, target.height) <= 1.2 * foot_sliding(source.clip, source.height) + 0.002
-    # with the contact terms and the landmark prior the cow's back foot turns 60.8 deg in one frame (64.4 deg
-    # without the landmark prior); the horse's own walk has a 41.1 deg jump: bound it by the source's
-    source_jump = rotation_jumps(quaternion_from_matrix(source.basis[..., :3, :3])).max()
-    assert rotation_jumps(result.rotations).max() < max(1.5 * source_jump, 30.0)
+    # the cow's back feet (6-8 vertices each) turned 60.8 deg in one frame before the spin limit stopped
+    # trusting matches that lie near a line; the horse's own walk has a 41.1 deg jump
+    assert rotation_jumps(result.rotations).max() < 25.0

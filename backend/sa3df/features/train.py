@@ -13,7 +13,6 @@ can resume from (same samples, same config) with the same result as an uninterru
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -23,10 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sa3df.core.device import choose_device, idle_cpu_count
+from sa3df.core.device import choose_device, cpu_threads, idle_thread_count
 from sa3df.core.geodesics import AnchorCache, AnchorPool
 from sa3df.core.mesh import Mesh
 from sa3df.features.network import NetworkConfig, SurfaceNetwork
+from sa3df.features.optimizer import AdamW
 from sa3df.core.progress import ProgressFn, report, sub_progress
 from sa3df.features import checkpoint
 from sa3df.features.train_config import TrainConfig, learning_rate
@@ -112,29 +112,12 @@ def train_surface_network(
 
 def _thread_count(config: TrainConfig, network: SurfaceNetwork, device: torch.device) -> int | None:
     """Torch CPU threads for the training loop (see ``TrainConfig.cpu_threads``); None: leave as is.
-
-    A small network's steps take milliseconds, and torch's threads spin-wait between them: on a
-    core another process is using, that wait costs more than the thread gives (measured on 2 cores,
-    12 ms/step on one thread; two threads 7 ms idle, 22 ms with one other busy process). So small
-    networks get one thread per idle CPU, up to SMALL_NETWORK_THREADS.
-    """
+    A small network's steps take milliseconds: one thread per idle CPU, up to SMALL_NETWORK_THREADS."""
     if config.cpu_threads:
         return config.cpu_threads
     if device.type != "cpu" or max(network.config.widths) > SMALL_NETWORK_WIDTH:
         return None
-    idle = idle_cpu_count()
-    return 1 if idle is None else int(min(max(round(idle), 1), SMALL_NETWORK_THREADS, torch.get_num_threads()))
-
-
-@contextlib.contextmanager
-def _cpu_threads(count: int | None):
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(int(count))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return idle_thread_count(SMALL_NETWORK_THREADS)
 
 
 def _train(samples, config: TrainConfig, anchor_cache, resume_from, progress, init_network) -> TrainResult:
@@ -162,7 +145,7 @@ def _train(samples, config: TrainConfig, anchor_cache, resume_from, progress, in
     else:
         start = 0
 
-    with _cpu_threads(_thread_count(config, run.online, device)):
+    with cpu_threads(_thread_count(config, run.online, device)):
         return _loop(run, sources, start, progress)
 
 
@@ -200,8 +183,8 @@ class _Run:
         self.online, self.config, self.device = online.train(), config, device
         self.online.requires_grad_(True)
         self.ema = copy.deepcopy(online).requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(online.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=device.type in ("cpu", "cuda"))
+        self.optimizer = AdamW(online.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                               fused=device.type in ("cpu", "cuda"))
         self.rng = np.random.default_rng(config.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(config.seed)
         self.plateau = _Plateau(config)

@@ -64,48 +64,59 @@ def source_contacts(frames: np.ndarray, up, height: float) -> np.ndarray:
 
 @dataclass
 class ContactGoals:
-    """What the fit keeps, for the n loss vertices: ``mask`` (T, n) their contacts, ``goal`` (n,) their rest
-    heights above the floor (kept while in contact), ``steps`` (T-1, n, 3) their matches' steps across the
-    floor (a planted vertex moves as its match does: not at all, or with the treadmill of an in-place
-    walk), ``lowest`` (T,) the source's lowest height above its floor per frame (a jump lifts the target
-    too), ``floor`` the target's floor height and ``up`` (3,)."""
+    """What the fit keeps, for the loss vertices ever in contact (``columns`` (c,) of the n loss vertices):
+    ``mask`` (T, c) their contacts (0/1), ``goal`` (c,) their rest heights above the floor (kept while in
+    contact), ``steps`` (T-1, c, 3) their matches' steps across the floor (a planted vertex moves as its match
+    does: not at all, or with the treadmill of an in-place walk); ``lowest`` (T,) the source's lowest
+    height above its floor per frame (a jump lifts the target too), ``base`` the lowest rest height above
+    the floor of the posed vertices (the sample may hold no sole vertex), ``floor`` the target's floor
+    height and ``up`` (3,)."""
 
+    columns: torch.Tensor
     mask: torch.Tensor
     goal: torch.Tensor
     steps: torch.Tensor
     lowest: torch.Tensor
+    base: float
     floor: float
     up: torch.Tensor
 
     @classmethod
     def build(cls, placed_matches: np.ndarray, rest: np.ndarray, up, floor: float, height: float,
-              device) -> "ContactGoals":
-        """From the placed matched source points (T, n, 3) of the loss vertices (the source's floor already
-        on the target's) and their rest places (n, 3), in the fitter's units and the target's armature space;
-        ``floor`` and ``height`` are the whole target's at rest (the loss vertices may miss its lowest)."""
+              lift: np.ndarray, device) -> "ContactGoals":
+        """From the placed matched source points (T, n, 3) of the n loss vertices (the source's floor already
+        on the target's) and the rest places (n', 3) of the posed vertices, the loss vertices first, in the
+        fitter's units and the target's armature space; ``floor`` and ``height`` are the whole target's at
+        rest (the loss vertices may miss its lowest); ``lift`` (T,) how far the whole source's lowest point
+        is above its floor per frame, placed (from all its vertices: the matches of a target's feet may sit
+        above the source's, e.g. a cow's short hooves matched up a horse's leg, and must not lift it)."""
         up = np.asarray(up, dtype=np.float64) / np.linalg.norm(up)
-        rest_h = heights(rest, up)
+        rest_h, base = heights(rest[: placed_matches.shape[1]], up), float(heights(rest, up).min() - floor)
         mask = source_contacts(placed_matches, up, height) & (rest_h - floor < TARGET_LOW * height)[None]
-        steps = np.diff(_across(placed_matches, up), axis=0)
-        lowest = np.maximum(heights(placed_matches, up).min(axis=1) - floor, 0.0)
+        columns = np.flatnonzero(mask.any(axis=0))  # the few feet vertices: the terms below touch only these
+        steps = np.diff(_across(placed_matches[:, columns], up), axis=0)
+        lowest = np.maximum(np.asarray(lift, dtype=np.float64), 0.0)
         as_t = lambda a, dtype=torch.float32: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
-        return cls(as_t(mask, torch.bool), as_t(rest_h - floor), as_t(steps), as_t(lowest), floor, as_t(up))
+        return cls(as_t(columns, torch.long), as_t(mask[:, columns]), as_t(rest_h[columns] - floor), as_t(steps),
+                   as_t(lowest), base, floor, as_t(up))
 
     def loss(self, verts: torch.Tensor, scale: float) -> torch.Tensor:
         """Floor terms, quadratic and divided by ``scale`` like the data term's knee: no vertex below the
-        floor, each frame's lowest point as high as the source's, contacts at their rest height and moving
-        as their matches do. ``verts`` (T, n', 3) posed, the n loss vertices first."""
+        floor (summed over vertices: a foot of a few vertices counts), each frame's lowest point as high as
+        the source's, contacts at their rest height and moving as their matches do. ``verts`` (T, n', 3)
+        posed, the n loss vertices first."""
         h = verts @ self.up - self.floor  # (T, n')
         below = torch.relu(-h)
-        loss = 10.0 * (below * below).mean() + ((h.min(dim=1).values - self.lowest) ** 2).mean()
-        n = self.mask.shape[1]
-        mask = self.mask.to(verts.dtype)
-        if mask.sum() > 0:
-            lift = (h[:, :n] - self.goal) * mask
-            loss = loss + (lift * lift).sum() / mask.sum()
-        if verts.shape[0] > 1 and mask.sum() > 0:
-            both = mask[1:] * mask[:-1]
-            step = verts[1:, :n] - verts[:-1, :n]
+        low = h.min(dim=1).values - self.base
+        loss = 10.0 * (below * below).sum(1).mean() + ((low - self.lowest) ** 2).mean()
+        if len(self.columns) == 0:
+            return loss / (2 * scale)
+        lift = (h[:, self.columns] - self.goal) * self.mask
+        loss = loss + (lift * lift).sum() / self.mask.sum()
+        if verts.shape[0] > 1:
+            both = self.mask[1:] * self.mask[:-1]
+            feet = verts[:, self.columns]
+            step = feet[1:] - feet[:-1]
             slip = step - (step @ self.up)[..., None] * self.up - self.steps
             loss = loss + ((slip * slip).sum(-1) * both).sum() / both.sum().clamp_min(1.0)
         return loss / (2 * scale)

@@ -17,6 +17,8 @@ from sa3df.motion.rig import Rig
 from sa3df.motion.skinning import TorchRig, apply_to_frames, local_matrices
 from sa3df.motion.rotations import matrix_from_6d, nearest_rotation, six_from_matrix, weighted_covariances
 
+STILL_PRIOR = 0.05  # spin_limits: pull of a bone's measured turn towards none (fraction of its covariance)
+
 
 def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, free, src_c, tgt_c, config,
             iterations: int, progress: ProgressFn | None):
@@ -273,7 +275,8 @@ def _data_terms(verts, q, c, bone_w, centroid_weight, robust_scale, trim):
     keep = torch.ones_like(r2)
     if trim > 0:
         with torch.no_grad():
-            cut = torch.quantile(r2, 1.0 - trim, dim=1, keepdim=True)
+            k = int(round((r2.shape[1] - 1) * (1.0 - trim))) + 1  # kthvalue selects; quantile would sort
+            cut = torch.kthvalue(r2, k, dim=1, keepdim=True).values
             keep = (r2 <= cut).to(r2.dtype)
     wv = c[None] * keep
     vertex = (wv * _charbonnier(r2, robust_scale)).sum() / wv.sum().clamp_min(1e-12)
@@ -307,7 +310,11 @@ def spin_limits(model: TorchRig, problem: "Problem", c, q, config) -> torch.Tens
     outer = (q[1:, :, :, None] * q[:-1, :, None, :]).reshape(t - 1, -1, 9)  # (T-1, n, 9)
     cov = apply_to_frames(w.T, outer).reshape(t - 1, b, 3, 3) / mass[None, :, None, None]
     cov = cov - mean[1:, :, :, None] * mean[:-1, :, None, :]
-    turn = nearest_rotation(cov + 1e-9 * torch.eye(3, device=q.device))
+    # Matches that lie near a line (a cow's 6-vertex hoof matched to two of the horse's points, a thin limb)
+    # fit any turn about it: a small pull towards no turn (STILL_PRIOR of the largest singular value) keeps
+    # only the turn they show.
+    eye = torch.eye(3, device=q.device)
+    turn = nearest_rotation(cov + (STILL_PRIOR * torch.linalg.matrix_norm(cov, ord=2) + 1e-9)[..., None, None] * eye)
     cosine = ((turn.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)  # (T-1, B)
     angle = torch.where(w.sum(0)[None] > 0, torch.arccos(cosine), torch.zeros_like(cosine))
     # A local rotation is the parent's inverse times the bone's own: it may turn by up to both angles.
