@@ -31,14 +31,14 @@ TORCH_BUILDS = [
     ("ROCM", "ROCm", "AMD GPUs (Linux)"),
     ("MPS", "Apple GPU", "Metal on Apple Silicon (macOS)"),
 ]
-# Times: Compute Features on two 5k-vertex meshes, geometric features, measured as CPU seconds of one
-# process on the project's 2-core machine while it was busy (bench/bench_default_pair.py): about 3 s for
-# base features and anchors, then about 1.7 s per 100 training steps.
+# Times: Compute Features on two 5k-vertex meshes, geometric features, in a worker that has started (torch
+# imported), wall seconds on the project's idle 2-core machine (bench/bench_default_pair.py's effort table):
+# 0.9 s for base features and anchors, then 3.0 s (fast), 4.8-5.9 s (normal), 16.6 s (thorough) of training.
 EFFORTS = [
     ("off", "Off", "No test-time training: use the checkpoint's embedding (or the base features without one)"),
-    ("fast", "Fast (~8 s)", "300 training steps on the selection: about 8 s for two 5k-vertex meshes on a 2-core CPU"),
-    ("normal", "Normal (~13 s)", "600 training steps (the command line's default): about 13 s for two 5k meshes"),
-    ("thorough", "Thorough (~40 s)", "2000 training steps: about 40 s for two 5k-vertex meshes"),
+    ("fast", "Fast (~4 s)", "300 training steps on the selection: about 4 s for two 5k-vertex meshes on a 2-core CPU"),
+    ("normal", "Normal (~7 s)", "600 training steps (the command line's default): about 7 s for two 5k meshes"),
+    ("thorough", "Thorough (~18 s)", "2000 training steps: about 18 s for two 5k-vertex meshes"),
 ]
 
 
