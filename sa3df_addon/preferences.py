@@ -31,14 +31,14 @@ TORCH_BUILDS = [
     ("ROCM", "ROCm", "AMD GPUs (Linux)"),
     ("MPS", "Apple GPU", "Metal on Apple Silicon (macOS)"),
 ]
-# Times: Compute Features on two 5k-vertex meshes, geometric features, in a worker that has started (torch
-# imported), wall seconds on the project's idle 2-core machine (bench/bench_default_pair.py's effort table):
-# 0.9 s for base features and anchors, then 3.0 s (fast), 4.8-5.9 s (normal), 16.6 s (thorough) of training.
+# Times: Compute Features pressed on two 5k-vertex meshes (geometric features, a fresh cache, the worker
+# started), wall seconds on the project's idle 2-core machine, from bench/bench_effort.py: off 1.7 s (starting
+# the worker), fast 3.7 s, normal 6.3 s, thorough 19.0 s.
 EFFORTS = [
     ("off", "Off", "No test-time training: use the checkpoint's embedding (or the base features without one)"),
     ("fast", "Fast (~4 s)", "300 training steps on the selection: about 4 s for two 5k-vertex meshes on a 2-core CPU"),
-    ("normal", "Normal (~7 s)", "600 training steps (the command line's default): about 7 s for two 5k meshes"),
-    ("thorough", "Thorough (~18 s)", "2000 training steps: about 18 s for two 5k-vertex meshes"),
+    ("normal", "Normal (~6 s)", "600 training steps (the command line's default): about 6 s for two 5k meshes"),
+    ("thorough", "Thorough (~19 s)", "2000 training steps: about 19 s for two 5k-vertex meshes"),
 ]
 
 
