@@ -66,7 +66,8 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
         loss = loss + config.edge_weight * _edge_term(verts, edge_rows, rest_len)
         loss = loss + _smooth_terms(joints, rot, limit, config) + _prior_terms(rot, config)
         if problem.contacts is not None:
-            loss = loss + config.contact_weight * problem.contacts.loss(verts, config.robust_scale)
+            legs = _legs_only(model, problem.contacts, rot, free, locations, ids)
+            loss = loss + config.contact_weight * problem.contacts.loss(verts, config.robust_scale, legs)
         if len(attached):
             gap = joints[:, attached[:, 0]] - joints[:, attached[:, 1]]
             loss = loss + config.attach_weight * (gap * gap).sum(-1).mean() / (2 * config.robust_scale)
@@ -82,6 +83,20 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
     return rot, locations.detach(), float(log_scale.detach().exp())
 
 
+def _legs_only(model: TorchRig, contacts, rot, free, locations, ids):
+    """(T, r, 3) the contacts' leg rows posed again with every other bone's rotation and location held
+    (no gradient): what the penetration term may move. None when no vertex follows a leg."""
+    if len(contacts.leg_rows) == 0:
+        return None
+    legs = contacts.legs
+    held = torch.where(legs[None, :, None, None], rot, rot.detach())
+    if free:
+        moving = legs[torch.as_tensor(free, device=legs.device)][None, :, None]
+        locations = torch.where(moving, locations, locations.detach())
+    verts, _ = model.pose(local_matrices(held, free, locations), ids[contacts.leg_rows])
+    return verts
+
+
 @dataclass
 class Problem:
     """The sampled data of one fit: posed vertex ids (loss sample first), edges, matches and confidences."""
@@ -95,10 +110,11 @@ class Problem:
     contacts: object = None  # sa3df.motion.contacts.ContactGoals of the loss vertices, when feet are kept down
 
     @classmethod
-    def build(cls, target: Rig, model: TorchRig, matched, conf, config, gen) -> "Problem":
+    def build(cls, target: Rig, model: TorchRig, matched, conf, config, gen, also_pose=()) -> "Problem":
+        """``also_pose``: vertices posed (for the floor terms) even when neither sampled nor on an edge."""
         device = model.device
         sample, edges = sample_problem(target, conf, config, gen)
-        extra = np.setdiff1d(np.unique(edges), sample)
+        extra = np.setdiff1d(np.union1d(np.unique(edges), np.asarray(also_pose, dtype=np.int64)), sample)
         order = np.concatenate([sample, extra])
         row_of = np.full(target.n_vertices, -1, dtype=np.int64)
         row_of[order] = np.arange(len(order))
