@@ -73,9 +73,9 @@ class ContactGoals:
     contacts' matches, for each column); ``lowest`` (T,) the source's lowest height above its floor per
     frame (a jump lifts the target too), ``base`` the lowest rest height above the floor of the posed
     vertices (the sample may hold no sole vertex), ``floor`` the target's floor height and ``up`` (3,);
-    ``legs`` (B,) bool the bones of the contacts' chains (:func:`leg_bones`) and ``leg_rows`` the posed
-    vertices (rows) that mainly follow them, which the fit poses a second time with only those bones free
-    for the penetration term."""
+    ``leg_list`` the bones of the contacts' chains (:func:`leg_bones`) and ``leg_rows`` the posed vertices
+    (rows) low at rest that mainly follow them, which the fit poses a second time with only those bones
+    free for the penetration term."""
 
     columns: torch.Tensor
     mask: torch.Tensor
@@ -85,7 +85,7 @@ class ContactGoals:
     base: float
     floor: float
     up: torch.Tensor
-    legs: torch.Tensor
+    leg_list: list
     leg_rows: torch.Tensor
 
     @classmethod
@@ -105,10 +105,11 @@ class ContactGoals:
         steps = _ground_steps(placed_matches[:, columns], mask[:, columns], up)
         lowest = np.maximum(np.asarray(lift, dtype=np.float64), 0.0)
         legs = leg_bones(rig, (weights[columns] > 0.3).sum(0))
-        leg_rows = np.flatnonzero(legs[weights.argmax(1)] & (weights.sum(1) > 0))
+        low = heights(rest, up) - floor < TARGET_LOW * height  # what can go below the floor
+        leg_rows = np.flatnonzero(legs[weights.argmax(1)] & (weights.sum(1) > 0) & low)
         as_t = lambda a, dtype=torch.float32: torch.as_tensor(np.asarray(a), dtype=dtype, device=device)  # noqa: E731
         return cls(as_t(columns, torch.long), as_t(mask[:, columns]), as_t(rest_h[columns] - floor), as_t(steps),
-                   as_t(lowest), base, floor, as_t(up), as_t(legs, torch.bool), as_t(leg_rows, torch.long))
+                   as_t(lowest), base, floor, as_t(up), np.flatnonzero(legs).tolist(), as_t(leg_rows, torch.long))
 
     def loss(self, verts: torch.Tensor, scale: float, leg_verts: torch.Tensor | None = None) -> torch.Tensor:
         """Floor terms, quadratic and divided by ``scale`` like the data term's knee: no vertex below the

@@ -31,7 +31,7 @@ import torch
 
 from sa3df.core.device import choose_device, cpu_threads, idle_thread_count
 from sa3df.core.progress import ProgressFn, report, sub_progress
-from sa3df.motion.contacts import TARGET_LOW, ContactGoals, clip_floor, heights
+from sa3df.motion.contacts import LIFT, ContactGoals, clip_floor, heights
 from sa3df.motion.terms import Problem, refine, rematch, robust_start
 from sa3df.motion.rig import Rig
 from sa3df.motion.skinning import TorchRig, local_matrices
@@ -188,9 +188,9 @@ def _fit(target: Rig, frames, matches, conf, config: MotionConfig, device, progr
         lift = scale0 * (heights(frames / size, up).min(axis=1) - clip_floor(frames / size, up))
 
     def build(matched, conf):
-        # With the floor kept, every low skinned vertex is posed: a sole left out of the sample could go
-        # through the floor unseen (the wolf's front paw sank 1.1 % of its height).
-        soles = np.flatnonzero(target.skinned & (heights(rest, up) - floor < TARGET_LOW * tall)) if on_floor else ()
+        # With the floor kept, every sole vertex (as low at rest as a contact lifts) is posed: one left out
+        # of the sample could go through the floor unseen (the wolf's front paw sank 1.1 % of its height).
+        soles = np.flatnonzero(target.skinned & (heights(rest, up) - floor < LIFT * tall)) if on_floor else ()
         problem = Problem.build(target, model, matched, conf, config, gen, soles)
         if on_floor:
             placed = scale0 * (matched[:, problem.sample] - src_centre) + tgt_centre

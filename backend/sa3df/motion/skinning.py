@@ -38,6 +38,16 @@ class TorchRig:
             posed.append(base @ per_bone[b])
         return torch.stack(posed, dim=1)
 
+    def with_only(self, posed: torch.Tensor, local: torch.Tensor, bones: list[int]) -> torch.Tensor:
+        """Posed bone frames (T, B, 4, 4) like ``posed`` (from :meth:`bone_matrices` of ``local``), with
+        gradients through the listed ``bones``' local matrices only: every other bone's frame is held."""
+        frames = list(posed.detach().unbind(1))
+        per_bone = local.unbind(1)
+        for b in sorted(bones):  # parents first
+            p = self.parents[b]
+            frames[b] = (self.offsets[b] if p < 0 else frames[p] @ self.offsets[b]) @ per_bone[b]
+        return torch.stack(frames, dim=1)
+
     def skinning_matrices(self, posed: torch.Tensor) -> torch.Tensor:
         """(T, B, 3, 4) affine maps taking rest armature-space points to posed ones, per bone."""
         return (posed @ self.rest_inv)[..., :3, :]

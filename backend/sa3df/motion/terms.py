@@ -57,7 +57,9 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
         if frozen is not None:
             rot = torch.where(frozen, eye, rot)
         q = log_scale.exp() * (q_raw - src_c) + tgt_c
-        verts, joints = model.pose(local_matrices(rot, free, locations), ids)
+        local = local_matrices(rot, free, locations)
+        posed = model.bone_matrices(local)
+        verts, joints = model.skin(model.skinning_matrices(posed), ids), posed[..., :3, 3]
         trim = config.trim_fraction if it >= iterations // 3 else 0.0
         # The centroid term steers while matches are far off; it fades out by mid-run because, being an
         # average, it pins each bone's centre and slows the last (twist) refinements.
@@ -66,7 +68,7 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
         loss = loss + config.edge_weight * _edge_term(verts, edge_rows, rest_len)
         loss = loss + _smooth_terms(joints, rot, limit, config) + _prior_terms(rot, config)
         if problem.contacts is not None:
-            legs = _legs_only(model, problem.contacts, rot, free, locations, ids)
+            legs = _legs_only(model, problem.contacts, posed, local, ids)
             loss = loss + config.contact_weight * problem.contacts.loss(verts, config.robust_scale, legs)
         if len(attached):
             gap = joints[:, attached[:, 0]] - joints[:, attached[:, 1]]
@@ -83,18 +85,14 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
     return rot, locations.detach(), float(log_scale.detach().exp())
 
 
-def _legs_only(model: TorchRig, contacts, rot, free, locations, ids):
-    """(T, r, 3) the contacts' leg rows posed again with every other bone's rotation and location held
-    (no gradient): what the penetration term may move. None when no vertex follows a leg."""
+def _legs_only(model: TorchRig, contacts, posed, local, ids):
+    """(T, r, 3) the contacts' leg rows posed with every bone but the legs' held (no gradient): what the
+    penetration term may move. ``posed`` (T, B, 4, 4) the bone frames of the ``local`` matrices. None when
+    no vertex follows a leg."""
     if len(contacts.leg_rows) == 0:
         return None
-    legs = contacts.legs
-    held = torch.where(legs[None, :, None, None], rot, rot.detach())
-    if free:
-        moving = legs[torch.as_tensor(free, device=legs.device)][None, :, None]
-        locations = torch.where(moving, locations, locations.detach())
-    verts, _ = model.pose(local_matrices(held, free, locations), ids[contacts.leg_rows])
-    return verts
+    held = model.with_only(posed, local, contacts.leg_list)
+    return model.skin(model.skinning_matrices(held), ids[contacts.leg_rows])
 
 
 @dataclass
@@ -331,13 +329,17 @@ def spin_limits(model: TorchRig, problem: "Problem", c, q, config) -> torch.Tens
     # only the turn they show.
     eye = torch.eye(3, device=q.device)
     turn = nearest_rotation(cov + (STILL_PRIOR * torch.linalg.matrix_norm(cov, ord=2) + 1e-9)[..., None, None] * eye)
-    cosine = ((turn.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)  # (T-1, B)
-    angle = torch.where(w.sum(0)[None] > 0, torch.arccos(cosine), torch.zeros_like(cosine))
-    # A local rotation is the parent's inverse times the bone's own: it may turn by up to both angles.
-    roots = torch.as_tensor(model.rig.parents < 0, device=q.device)[None]
-    parents = torch.as_tensor([max(p, 0) for p in model.rig.parents], device=q.device)
-    allowed = (angle + torch.where(roots, torch.zeros_like(angle), angle[:, parents])).clamp(max=math.pi)
-    allowed = allowed.clamp(min=math.radians(config.flip_angle))
+    eye = eye.expand_as(turn)
+    turn = torch.where((w.sum(0) > 0)[None, :, None, None], turn, eye)  # no skin: no measured turn
+    # A local rotation is the parent's inverse times the bone's own (L = P^T G), so from frame to frame it
+    # turns by the parent's step undone, then the bone's: P_step^T G_step, in the bone's previous frame.
+    # (The sum of the two angles, an upper bound, let the robot's rigid foot turn 30 deg where the man's
+    # own foot turns 24 deg.)
+    parents = [max(p, 0) for p in model.rig.parents]
+    roots = torch.as_tensor(model.rig.parents < 0, device=q.device)[None, :, None, None]
+    local = torch.where(roots, turn, turn[:, parents].transpose(-1, -2) @ turn)
+    cosine = ((local.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)  # (T-1, B)
+    allowed = torch.arccos(cosine).clamp(min=math.radians(config.flip_angle))
     return 4.0 * (1.0 - torch.cos(allowed))
 
 
