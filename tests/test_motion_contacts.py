@@ -3,10 +3,11 @@ floor measures, and the fit keeping a target on its own floor when the source cl
 
 import numpy as np
 
-from sa3df.motion.contacts import floor_report, foot_sliding, rotation_jumps, source_contacts
+from sa3df.motion.contacts import floor_report, foot_sliding, leg_bones, rotation_jumps, source_contacts
 from sa3df.motion.fit import MotionConfig, fit_motion
+from sa3df.motion.rig import Rig
 from sa3df.motion.skinning import pose_rig
-from test_motion_fit import smooth_poses, tube_rig
+from test_motion_fit import _rotation, smooth_poses, tube_rig
 
 UP = np.array([0.0, 0.0, 1.0])
 
@@ -92,3 +93,41 @@ def test_feet_matched_above_the_sources_floor_still_stand_on_the_targets():
     verts, _ = pose_rig(rig, result.local_matrices())
     report = floor_report(verts, up, floor, height)
     assert report["float_max"] < 0.01 and report["penetration_max"] < 0.01, report
+
+
+def test_leg_chains_end_below_the_hips_and_at_an_ik_foot():
+    """The bones the penetration term may move: from the contacts up to the bone that also carries the
+    body (excluded), for legs hanging from the hips and for an IK foot hanging from an unskinned root."""
+    names = ["root", "hips", "spine", "thigh.L", "foot.L", "thigh.R", "foot.R", "ik_foot", "toe"]
+    parents = [-1, 0, 1, 1, 3, 1, 5, 0, 7]
+    weights = np.eye(len(names))[1:]  # one vertex per bone but the root (unskinned)
+    rig = Rig(names, parents, np.tile(np.eye(4), (len(names), 1, 1)), np.zeros((len(weights), 3)), weights)
+    feet = np.isin(names, ["foot.L", "foot.R"]).astype(float)
+    assert [names[b] for b in np.flatnonzero(leg_bones(rig, feet))] == ["thigh.L", "foot.L", "thigh.R", "foot.R"]
+    ik = np.isin(names, ["toe"]).astype(float)
+    assert [names[b] for b in np.flatnonzero(leg_bones(rig, ik))] == ["ik_foot", "toe"]  # not the root
+
+
+def test_jump_limit_is_the_turn_relative_to_the_parent():
+    """A bone carried rigidly by a parent that turns 30 degrees in a frame turns by nothing of its own: its
+    allowed jump stays at the floor (20 deg). The old limit, the sum of both skins' turns, allowed 60 deg,
+    which let the robot's foot turn 27 deg where the man's turns 24."""
+    import types
+
+    import torch
+
+    from sa3df.motion.skinning import TorchRig
+    from sa3df.motion.terms import spin_limits
+
+    rig = tube_rig()
+    poses = np.tile(np.eye(4), (3, rig.n_bones, 1, 1))
+    poses[1:, rig.root, :3, :3] = _rotation([1.0, 0.0, 0.0], np.radians(30))
+    clip, _ = pose_rig(rig, poses)
+    n = rig.n_vertices
+    problem = types.SimpleNamespace(ids=torch.arange(n), n_data=n)
+    limit = spin_limits(TorchRig(rig), problem, torch.ones(n), torch.as_tensor(clip / rig.size, dtype=torch.float32),
+                        MotionConfig())
+    degrees = np.degrees(np.arccos(1 - limit.numpy() / 4))  # spin = 4 (1 - cos angle)
+    child = rig.bone_names.index("bone1")
+    assert 30.0 <= degrees[0, rig.root] <= 36.0, degrees  # the measured 30 deg turn, with its margin
+    assert np.allclose(degrees[0, child], 20.0, atol=0.1) and np.allclose(degrees[1], 20.0, atol=0.1), degrees

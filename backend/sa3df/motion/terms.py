@@ -19,7 +19,7 @@ from sa3df.motion.rotations import matrix_from_6d, nearest_rotation, six_from_ma
 
 STILL_PRIOR = 0.05  # spin_limits: pull of a bone's measured turn towards none (fraction of its covariance)
 # spin_limits: that pull and skin blended with the neighbours' make a measured turn 5-20 % smaller than the
-# skin's (the tests' tube: 24.5 deg for 28.4); the limit is the measure times this (1.25 let the wolf's
+# skin's (the tests' tube: 23.1 deg for 28.4); the limit is the measure times this (1.25 let the wolf's
 # leg turn 21.9 deg where the fox's own largest turn is 19.4).
 TURN_MARGIN = 1.15
 
@@ -322,7 +322,7 @@ def spin_limits(model: TorchRig, problem: "Problem", c, q, config) -> torch.Tens
     t, b = q.shape[0], model.rig.n_bones
     if t < 2:
         return q.new_zeros(0, b)
-    w = (model.weights[problem.ids[: problem.n_data]] > 0.5).to(q.dtype) * c[:, None]  # (n, B) mainly its own
+    w = (model.weights[problem.ids[: problem.n_data]] > 0.3).to(q.dtype) * c[:, None]  # (n, B)
     mass = w.sum(0).clamp_min(1e-12)
     mean = apply_to_frames(w.T, q) / mass[None, :, None]  # (T, B, 3)
     outer = (q[1:, :, :, None] * q[:-1, :, None, :]).reshape(t - 1, -1, 9)  # (T-1, n, 9)
