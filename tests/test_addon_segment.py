@@ -1,5 +1,5 @@
-"""Segment Parts through the installed extension: what the panel reports (the parts made), and carrying vertex groups after
-a k-means run (base features, no training, as in test_addon_blender)."""
+"""Segment Parts through the installed extension: what the panel reports (the parts made), and carrying
+vertex groups after a k-means run (base features, no training, as in test_addon_blender)."""
 
 from __future__ import annotations
 
