@@ -3,7 +3,8 @@
 For every pair of tests/cross_cases.py, the target at rest and posed (a frame of its own animation), every
 method of ``METHODS`` maps the target's vertices to the source's. Printed per row: region accuracy (share
 of target vertices matched into their own body region), left/right swap rate (sided regions matched into
-the mirror region), for methods with features the parts agreement of one joint k-means over both meshes
+the mirror region), the share of the wrong ones within one edge ring of another region (on edge: the
+rigs disagreeing where a joint is), for methods with features the parts agreement of one joint k-means over both meshes
 (k = 8, as Segment Parts, :func:`sa3df.apps.segment.sided_parts`: share of target vertices in the part
 their region got on the source, and the share of left/right region pairs kept in different parts), and the method's time. Frame-to-frame rows
 (one character, rest -> a frame; ground truth by vertex index) also print the mean geodesic error
@@ -48,6 +49,20 @@ def parts_columns(case, features) -> dict:
     return evaluate.part_agreement(labels[0], labels[1], case.source_regions, case.target_regions, case.mirror)
 
 
+def near_a_boundary(case, t2s: np.ndarray) -> float:
+    """Share of the wrongly matched target vertices within one edge ring of a vertex of another region:
+    how much of the error is the two rigs disagreeing about where a joint is."""
+    from sa3df.apps.match import vertex_adjacency
+
+    regions = case.target_regions
+    edges = vertex_adjacency(case.target.faces, case.target.n_vertices).tocoo()
+    border = np.zeros(len(regions), bool)
+    np.logical_or.at(border, edges.row, regions[edges.row] != regions[edges.col])
+    near = border | np.asarray(vertex_adjacency(case.target.faces, case.target.n_vertices) @ border > 0).ravel()
+    wrong = (case.source_regions[t2s] != regions) & (regions >= 0)
+    return float(near[wrong].mean()) if wrong.any() else float("nan")
+
+
 def score(case, name: str, fn) -> dict:
     from sa3df.apps import evaluate
 
@@ -55,6 +70,7 @@ def score(case, name: str, fn) -> dict:
     t2s, features = cross_cases.method_output(fn(case))
     row = {"case": case.label, "method": name, "seconds": time.perf_counter() - start}
     row.update(evaluate.region_scores(t2s, case.source_regions, case.target_regions, case.mirror))
+    row["near_boundary"] = near_a_boundary(case, t2s)
     if features is not None:
         parts = parts_columns(case, features)
         row.update(agreement=parts["agreement"], sides_apart=parts["sides_apart"])
@@ -80,7 +96,7 @@ def run(pairs, methods) -> list[dict]:
     return rows
 
 
-HEADER = (f"{'case':32s} {'method':16s} {'region acc':>10s} {'L/R swap':>8s} {'parts agr':>9s} "
+HEADER = (f"{'case':32s} {'method':16s} {'region acc':>10s} {'L/R swap':>8s} {'on edge':>7s} {'parts agr':>9s} "
           f"{'L/R apart':>9s} {'geo err':>7s} {'flip':>6s} {'time s':>7s}")
 
 
@@ -89,7 +105,7 @@ def format_row(row: dict) -> str:
         value = row.get(key)
         return f"{'-':>{width}s}" if value is None or value != value else f"{value:>{width}{fmt}}"
 
-    return (f"{row['case']:32s} {row['method']:16s} {cell('accuracy', 10)} {cell('swap_rate', 8)} "
+    return (f"{row['case']:32s} {row['method']:16s} {cell('accuracy', 10)} {cell('swap_rate', 8)} {cell('near_boundary', 7)} "
             f"{cell('agreement', 9)} {cell('sides_apart', 9)} {cell('geodesic', 7)} {cell('flip', 6)} "
             f"{cell('seconds', 7, '.1f')}")
 
@@ -107,7 +123,8 @@ def main(argv=None) -> None:
     rows = run(pairs, methods)
     print(f"{len(rows)} rows, {len(pairs)} pairs x {len(methods)} methods in {time.perf_counter() - start:.0f} s "
           f"(region acc: share of target vertices matched into their own body region; L/R swap: share of "
-          f"sided-region vertices matched into the mirror region)")
+          f"sided-region vertices matched into the mirror region; on edge: share of the wrong ones within one "
+          f"edge ring of another region)")
 
 
 if __name__ == "__main__":

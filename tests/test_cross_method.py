@@ -21,11 +21,12 @@ def _scores(case, method):
 
 
 @pytest.mark.parametrize("pair, posed, margin", [
-    ("man->animated_human", False, 0.0),  # different skeletons, both T-posed: measured +0.012 (0.880 vs 0.868)
-    ("man->animated_human", True, 0.13),  # and the target walking: +0.153
-    ("horse->cow", False, 0.08),  # quadrupeds of other proportions at rest: +0.103
-    ("horse->cow", True, 0.09),  # and the cow walking: +0.110
-    ("fox->wolf", True, 0.11),  # the wolf galloping: +0.138
+    ("man->animated_human", False, 0.0),  # different skeletons, both T-posed: measured +0.008 (0.876 vs 0.868)
+    ("man->animated_human", True, 0.145),  # and the target walking: +0.167
+    ("horse->cow", False, 0.09),  # quadrupeds of other proportions at rest: +0.110
+    ("horse->cow", True, 0.08),  # and the cow walking: +0.098
+    ("man->woman", True, 0.08),  # the woman running: +0.099 (0.915 vs 0.816)
+    ("fox->wolf", True, 0.12),  # the wolf galloping: +0.143
 ])
 def test_aligned_landmark_prior_beats_position_only(exported, pair, posed, margin):
     case = cross_cases.load_case(pair, posed)
@@ -36,18 +37,28 @@ def test_aligned_landmark_prior_beats_position_only(exported, pair, posed, margi
 
 
 def test_alignment_improves_on_the_landmark_prior_alone(exported):
-    """The cow walking: the place term on the bent cow, not the box-normalised one (0.877 vs 0.810)."""
+    """The cow walking: the place term on the bent cow, not the box-normalised one (0.865 vs 0.810)."""
     case = cross_cases.load_case("horse->cow", True)
     before, aligned = _scores(case, cross_methods.landmarks_on_base), _scores(case, cross_methods.aligned_on_base)
     assert aligned["accuracy"] > before["accuracy"] + 0.04, (aligned, before)
 
 
 @pytest.mark.parametrize("pair, posed, margin", [
-    ("man->animated_human", False, 0.01),  # T-posed humanoids, other skeleton: measured +0.022 (0.890 vs 0.868)
-    ("horse->cow", True, 0.085),  # the cow walking: +0.106 (0.873 vs 0.767)
+    ("man->animated_human", False, 0.0),  # T-posed humanoids, other skeleton: measured +0.016 (0.884 vs 0.868)
+    ("horse->cow", True, 0.075),  # the cow walking: +0.098 (0.865 vs 0.767)
 ])
 def test_the_trained_default_beats_position_only(exported, pair, posed, margin):
     case = cross_cases.load_case(pair, posed)
     position, default = _scores(case, cross_cases.position_only), _scores(case, cross_methods.new_default)
     assert default["accuracy"] > position["accuracy"] + margin, (default, position)
     assert default["swap_rate"] <= 0.01, default
+
+
+def test_frames_of_one_character_match_by_index(exported):
+    """The man at rest -> a frame of his walk (index ground truth): the as-similar-as-possible bend keeps
+    limbs whole (measured on base features: geodesic error 0.0115 /√area, flip rate 0.000; smoothing the
+    pulls' displacements instead gave 0.0206)."""
+    case = cross_cases.load_case("man->man", True)
+    t2s, _ = cross_cases.method_output(cross_methods.aligned_on_base(case))
+    scores = evaluate.evaluate_correspondence(case.target, t2s, case.truth, case.truth_mirror)
+    assert scores["mean_error"] < 0.016 and scores["flip_rate"] < 0.005, scores

@@ -102,13 +102,16 @@ class RestProximity:
 
     def add_bonus(self, block: torch.Tensor, rows: slice) -> torch.Tensor:
         """Add the bonus of the query rows ``rows`` against every reference point to ``block`` (rows, Nr)
-        float32, in place, with one extra block of memory (squared distances as |q|² + |r|² − 2 q·r)."""
+        float32, in place, with one extra block of memory. The exponent −|q − r|² / 2σ² comes out of one
+        matrix product of the points augmented as [q, |q|², 1] and [2r, −1, −|r|²]: four passes over the
+        block instead of nine (the alignment's rounds spend most of their time here)."""
         q = torch.as_tensor(self.query_points[rows], device=block.device, dtype=torch.float32)
         r = torch.as_tensor(self.reference_points, device=block.device, dtype=torch.float32)
-        bonus = q @ r.T
-        bonus.mul_(-2.0).add_(q.square().sum(1, keepdim=True)).add_(r.square().sum(1)).clamp_(min=0.0)
-        bonus.mul_(-0.5 / self.sigma**2).exp_().mul_(self.weight)
-        return block.add_(bonus)
+        ones_q, ones_r = q.new_ones(len(q), 1), r.new_ones(len(r), 1)
+        queries = torch.cat([q, q.square().sum(1, keepdim=True), ones_q], dim=1) * (0.5 / self.sigma**2)
+        references = torch.cat([2.0 * r, -ones_r, -r.square().sum(1, keepdim=True)], dim=1)
+        exponent = (queries @ references.T).clamp_(max=0.0).exp_()
+        return block.add_(exponent, alpha=self.weight)
 
 
 @dataclass
