@@ -1,5 +1,5 @@
-"""Segment Parts through the installed extension: what the panel reports, and carrying vertex groups after
-a k-means run (base features, no training, as in test_addon_blender)."""
+"""Segment Parts through the installed extension: what the panel reports (the parts made), and carrying
+vertex groups after a k-means run (base features, no training, as in test_addon_blender)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 bpy = pytest.importorskip("bpy", reason="bpy (Blender as a module) is not installed")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from blender_scene import add_character, clear_scene, dominant_bones, select  # noqa: E402
+from blender_scene import add_character, attribute, clear_scene, dominant_bones, select  # noqa: E402
+from test_addon_ownership_blender import reports  # noqa: E402,F401  (the fixture: the last message reported)
 
 pytestmark = pytest.mark.blender
 
@@ -25,6 +26,29 @@ def test_parts_summary_says_how_many_parts_each_mesh_got():
         "8 parts on 2 mesh(es) (man: 6, woman: 8)"
     assert _parts_summary({"k": 7, "parts_used": {"a": 7}}, 8, 1) == "7 parts on 1 mesh(es); 8 were asked for"
     assert _parts_summary({"k": 20, "parts_used": {"a": 20}}, None, 1) == "20 parts on 1 mesh(es)"
+
+
+def test_the_report_states_the_parts_segment_parts_actually_made(addon, data_dir, reports):
+    """k-means over the man and the woman (base features): the report's count is the number of distinct
+    parts in the two meshes' attributes, each mesh's own count when they differ, and the request when
+    fewer were made."""
+    clear_scene()
+    meshes = [add_character(data_dir / "humanoids" / f"quaternius_{who}_casual.fbx")[1] for who in ("male", "female")]
+    settings = bpy.context.scene.sa3df
+    settings.part_source, settings.part_count = "KMEANS", 8
+    select(meshes, meshes[0])
+    assert bpy.ops.sa3df.segment_parts() == {"FINISHED"}
+    labels = {obj.name: attribute(obj, "sa3df_part") for obj in meshes}
+    made = len(set(np.concatenate(list(labels.values())).tolist()))
+    used = {name: len(np.unique(lab)) for name, lab in labels.items()}
+    message = reports()
+    expected = f"Info: {made} parts on 2 mesh(es)"
+    if any(count != made for count in used.values()):
+        expected += " (" + ", ".join(f"{name}: {count}" for name, count in used.items()) + ")"
+    if made != 8:
+        expected += "; 8 were asked for"
+    assert message.startswith(expected + ", in attribute"), (message, used)
+    print(message)
 
 
 def test_carrying_groups_after_kmeans_carries_the_bones_not_the_parts(addon, data_dir):

@@ -196,3 +196,50 @@ def test_sided_parts_merge_back_to_k_without_joining_left_and_right():
     labels, info = segment.sided_parts([features], [body], k=2, up="z")
     assert info["k"] == 2  # 3 pieces after the cut, one merge: a leg joins the torso, never the other leg
     assert labels[0][truth == 1][0] != labels[0][truth == 2][0]
+
+
+def _legs_together():
+    """A torso ball and two narrow 'legs' whose inner sides lie within the mirror plane's band (a third of
+    each leg's vertices: more than ``CENTRAL``), touching neither each other nor the torso."""
+    from sa3df.core import mesh
+
+    ball = trimesh.creation.icosphere(subdivisions=2)
+    legs = [ball.vertices * [0.1, 0.3, 0.6] + [x, 0, -1.5] for x in (0.1, -0.1)]
+    v = np.concatenate([ball.vertices * [0.15, 0.3, 0.7]] + legs)
+    n = len(ball.vertices)
+    faces = np.concatenate([ball.faces + i * n for i in range(3)])
+    return mesh.from_arrays(v, faces, name="legs", weld=False), np.repeat([0, 1, 2], n)
+
+
+def test_a_part_holding_two_legs_that_touch_the_mirror_plane_is_split(monkeypatch):
+    """k-means puts both legs in one part; a third of it lies on the plane, which alone would call it a
+    torso, but its two sides are not joined within it."""
+    body, truth = _legs_together()
+    sides = segment.mesh_sides([body])[0]
+    assert (sides[truth == 1] == 0).mean() > segment.CENTRAL
+    both_legs, mesh_ids = np.minimum(truth, 1), np.zeros(len(truth), np.int64)
+    split = segment._split_mirrored(both_legs, sides, mesh_ids, [body])
+    off_plane = sides != 0
+    for leg in (1, 2):
+        assert len(np.unique(split[(truth == leg) & off_plane])) == 1
+    assert split[(truth == 1) & off_plane][0] != split[(truth == 2) & off_plane][0]
+    assert len(np.unique(split[truth == 0])) == 1  # the torso, joined across the plane, stays whole
+    monkeypatch.setattr(segment, "JOINED", 0.0)  # the plane share alone: one part for both legs
+    np.testing.assert_array_equal(segment._split_mirrored(both_legs, sides, mesh_ids, [body]), both_legs)
+
+
+def test_a_central_part_gives_the_limb_roots_it_holds_to_the_limbs():
+    """A strip across the mirror plane: the middle part reaches to |x| = 0.6 on both sides, limbs beyond.
+    A vertex at x joins its side's limb when its way there (0.6 - |x|) is under REACH × |x|."""
+    from sa3df.core import mesh
+
+    grid = trimesh.creation.box(extents=[2.0, 0.1, 0.1])
+    strip = trimesh.Trimesh(*trimesh.remesh.subdivide_to_size(grid.vertices, grid.faces, 0.02))
+    x = strip.vertices[:, 0]
+    labels = np.where(x > 0.6, 1, np.where(x < -0.6, 2, 0))
+    sides = np.where(np.abs(x) <= 0.05, 0, np.sign(x)).astype(np.int64)
+    out = segment._pull_limb_roots(labels, mesh.from_arrays(strip.vertices, strip.faces, weld=False), x, sides)
+    root = 0.6 / (1 + segment.REACH)  # 0.24
+    np.testing.assert_array_equal(out[np.abs(x) < root - 0.03], 0)
+    np.testing.assert_array_equal(out[(x > root + 0.03)], 1)
+    np.testing.assert_array_equal(out[(x < -root - 0.03)], 2)

@@ -45,3 +45,24 @@ def test_match_with_the_rest_prior_finds_a_scaled_moved_shuffled_copy(tmp_path):
     bad = run_cli("match", tmp_path / "a.obj", tmp_path / "b.obj", "--out", tmp_path / "m", "--steps", "5",
                   "--rest-prior", "-1", "--cache", tmp_path / "cache")
     assert bad.returncode == 2 and "--rest-prior must be 0 or more, got -1.0" in bad.stderr
+
+
+def test_segment_with_an_up_axis_keeps_left_and_right_limbs_apart(tmp_path):
+    """`sa3df segment --up z` makes the add-on's sided parts: no part holds vertices of both arms' or both
+    legs' far ends (plain joint k-means, without --up, may put both legs in one part)."""
+    from sa3df.examples import humanoid
+
+    mesh = humanoid("rest", resolution=24).mesh
+    path = tmp_path / "man.obj"
+    path.write_text("\n".join([f"v {x} {y} {z}" for x, y, z in mesh.vertices] + [f"f {a} {b} {c}" for a, b, c in mesh.faces + 1]))
+    result = run_cli("segment", path, "-k", "6", "--up", "z", "--steps", "30", "--out", tmp_path / "s",
+                     "--cache", tmp_path / "cache")
+    assert result.returncode == 0, result.stderr
+    assert "left and right apart" in result.stdout
+    labels = np.loadtxt(tmp_path / "s" / "man_labels.txt", dtype=int)
+    x, z = mesh.vertices[:, 0], mesh.vertices[:, 2]
+    far = np.abs(x) > 0.6 * np.abs(x).max()  # hands and arms
+    feet = z < z.min() + 0.1 * np.ptp(z)
+    for limb in (far, feet):
+        left, right = set(labels[limb & (x < 0)]), set(labels[limb & (x > 0)])
+        assert left and right and not left & right, (left, right)

@@ -168,15 +168,23 @@ def cmd_segment(args) -> None:
     _check_outputs(args, args.meshes)
     items, _ = _features_for(args, args.meshes)
     from sa3df.apps.colors import label_colors
-    from sa3df.apps.segment import joint_kmeans
+    from sa3df.apps.segment import joint_kmeans, sided_parts
 
-    labels, _ = joint_kmeans([i.embedding for i in items], args.parts, seed=args.seed)
+    embeddings = [i.embedding for i in items]
+    if args.up:  # the mirror plane is known: left and right limbs get parts of their own, as in the add-on
+        labels, info = sided_parts(embeddings, [i.mesh for i in items], args.parts, up=args.up, seed=args.seed,
+                                   device=args.device)
+        made = info["k"]
+    else:
+        labels, _ = joint_kmeans(embeddings, args.parts, seed=args.seed)
+        made = args.parts
     args.out.mkdir(parents=True, exist_ok=True)
     for item, lab in zip(items, labels):
         np.savetxt(args.out / f"{item.mesh.name}_labels.txt", item.mesh.to_input(lab, fill=-1), fmt="%d")
-        sio.write_colored_ply(args.out / f"{item.mesh.name}_parts.ply", item.mesh, label_colors(lab, args.parts))
-        print(f"{item.mesh.name}: part sizes {np.bincount(lab, minlength=args.parts).tolist()}")
-    print(f"-> {args.out}")
+        sio.write_colored_ply(args.out / f"{item.mesh.name}_parts.ply", item.mesh, label_colors(lab, made))
+        print(f"{item.mesh.name}: part sizes {np.bincount(lab, minlength=made).tolist()}")
+    asked = f" ({args.parts} asked for)" if made != args.parts else ""
+    print(f"{made} parts{asked}{', left and right apart' if args.up else ''} -> {args.out}")
 
 
 def cmd_eval(args) -> None:
@@ -266,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_options(p)
     p.set_defaults(run=cmd_match)
 
-    p = sub.add_parser("segment", help="consistent part segmentation over several meshes (joint k-means)")
+    p = sub.add_parser("segment", help="consistent part segmentation over several meshes (joint k-means; "
+                                       "with --up, left and right limbs apart)")
     p.add_argument("meshes", nargs="+", type=Path)
     p.add_argument("--parts", "-k", type=int, default=8)
     p.add_argument("--out", type=Path, required=True)

@@ -27,7 +27,7 @@ def run_demo(out: Path, steps: int = 600, device: str = "auto", seed: int = 0, p
     from sa3df.apps.match import correspondence
     from sa3df.features.pipeline import compute_surface_features
     from sa3df.apps.report import format_report, score_pair
-    from sa3df.apps.segment import joint_kmeans
+    from sa3df.apps.segment import sided_parts
     from sa3df.features.settings import FeatureSettings
 
     out = Path(out)
@@ -53,7 +53,7 @@ def run_demo(out: Path, steps: int = 600, device: str = "auto", seed: int = 0, p
     base_corr = correspondence(items[0].base, items[1].base)
     write_colored_ply(out / "correspondence_target_base_features.ply", target,
                       correspondence_colors(source.vertices, base_corr.target_to_source)[1])
-    labels, _ = joint_kmeans([i.embedding for i in items], parts, seed=seed)
+    labels, _ = sided_parts([i.embedding for i in items], [source, target], parts, up="z", seed=seed)  # Z-up
     for item, lab, rgb in zip(items, labels, pca_colors([i.embedding for i in items])):
         write_colored_ply(out / f"parts_{item.mesh.name}.ply", item.mesh, label_colors(lab, parts))
         write_colored_ply(out / f"pca_{item.mesh.name}.ply", item.mesh, rgb)
