@@ -293,7 +293,8 @@ def surface_aware(case: CrossCase, steps: int = 600):
     from sa3df.features.settings import FeatureSettings
 
     result = compute_surface_features([case.source, case.target],
-                                      FeatureSettings(extractor="geometric", steps=steps, seed=0, device="cpu"))
+                                      FeatureSettings(extractor="geometric", steps=steps, seed=0, device="cpu",
+                                                      training={"cpu_threads": 1}))  # repeatable: cross_methods
     features = tuple(f.embedding for f in result.features)
     return correspondence(*features).target_to_source, features
 
