@@ -55,10 +55,11 @@ def near_a_boundary(case, t2s: np.ndarray) -> float:
     from sa3df.apps.match import vertex_adjacency
 
     regions = case.target_regions
-    edges = vertex_adjacency(case.target.faces, case.target.n_vertices).tocoo()
+    adjacency = vertex_adjacency(case.target.faces, case.target.n_vertices)
+    edges = adjacency.tocoo()
     border = np.zeros(len(regions), bool)
     np.logical_or.at(border, edges.row, regions[edges.row] != regions[edges.col])
-    near = border | np.asarray(vertex_adjacency(case.target.faces, case.target.n_vertices) @ border > 0).ravel()
+    near = border | np.asarray(adjacency @ border > 0).ravel()
     wrong = (case.source_regions[t2s] != regions) & (regions >= 0)
     return float(near[wrong].mean()) if wrong.any() else float("nan")
 
