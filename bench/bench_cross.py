@@ -4,9 +4,12 @@ For every pair of tests/cross_cases.py, the target at rest and posed (a frame of
 method of ``METHODS`` maps the target's vertices to the source's. Printed per row: region accuracy (share
 of target vertices matched into their own body region), left/right swap rate (sided regions matched into
 the mirror region), the share of the wrong ones within one edge ring of another region (on edge: the
-rigs disagreeing where a joint is), for methods with features the parts agreement of one joint k-means over both meshes
-(k = 8, as Segment Parts, :func:`sa3df.apps.segment.sided_parts`: share of target vertices in the part
-their region got on the source, and the share of left/right region pairs kept in different parts), and the method's time. Frame-to-frame rows
+rigs disagreeing where a joint is), the share of all target vertices matched more than two edge rings (on the
+source) from their region (far off: the gross errors), for methods with features the parts of Segment Parts
+(k = 8 on the source, left and right apart, carried to the target by the row's map:
+:func:`sa3df.apps.segment.carried_parts`) scored by their agreement (share of target vertices in the part
+their region got on the source) and the share of left/right region pairs kept in different parts, and the
+method's time. Frame-to-frame rows
 (one character, rest -> a frame; ground truth by vertex index) also print the mean geodesic error
 (/ √area) and the left/right flip rate of sa3df.apps.evaluate.
 
@@ -40,12 +43,13 @@ METHODS.update(cross_methods.METHODS)  # the new default (sa3df.apps.landmarks) 
 PART_COUNT = 8
 
 
-def parts_columns(case, features) -> dict:
-    """Segment Parts' parts over both meshes' features (k-means, left and right apart), scored against
-    the body regions."""
+def parts_columns(case, features, t2s: np.ndarray) -> dict:
+    """Segment Parts' parts (k-means on the source, left and right apart, carried by the map ``t2s``),
+    scored against the body regions."""
     from sa3df.apps import evaluate, segment
 
-    labels, _ = segment.sided_parts(list(features), [case.source, case.target], PART_COUNT, up="z", seed=0)
+    labels, _ = segment.carried_parts(list(features), [case.source, case.target], PART_COUNT, up="z", seed=0,
+                                      maps=[t2s])
     return evaluate.part_agreement(labels[0], labels[1], case.source_regions, case.target_regions, case.mirror)
 
 
@@ -64,6 +68,27 @@ def near_a_boundary(case, t2s: np.ndarray) -> float:
     return float(near[wrong].mean()) if wrong.any() else float("nan")
 
 
+def far_off(case, t2s: np.ndarray, rings: int = 2) -> float:
+    """Share of the target's vertices (with a region) matched more than ``rings`` edge rings of the source
+    away from every source vertex of their own region."""
+    from scipy.sparse.csgraph import dijkstra
+
+    from sa3df.apps.match import vertex_adjacency
+
+    adjacency = vertex_adjacency(case.source.faces, case.source.n_vertices)
+    regions = case.target_regions
+    far = np.zeros(len(regions), bool)
+    for r in np.unique(regions[regions >= 0]):
+        mine = np.flatnonzero(regions == r)
+        own = np.flatnonzero(case.source_regions == r)
+        if len(own) == 0:
+            far[mine] = True
+            continue
+        hops = dijkstra(adjacency, indices=own, min_only=True, unweighted=True, limit=rings + 0.5)
+        far[mine] = ~np.isfinite(hops[t2s[mine]])
+    return float(far[regions >= 0].mean())
+
+
 def score(case, name: str, fn) -> dict:
     from sa3df.apps import evaluate
 
@@ -72,8 +97,9 @@ def score(case, name: str, fn) -> dict:
     row = {"case": case.label, "method": name, "seconds": time.perf_counter() - start}
     row.update(evaluate.region_scores(t2s, case.source_regions, case.target_regions, case.mirror))
     row["near_boundary"] = near_a_boundary(case, t2s)
+    row["far_off"] = far_off(case, t2s)
     if features is not None:
-        parts = parts_columns(case, features)
+        parts = parts_columns(case, features, t2s)
         row.update(agreement=parts["agreement"], sides_apart=parts["sides_apart"])
     if case.truth is not None:
         index = evaluate.evaluate_correspondence(case.target, t2s, case.truth, case.truth_mirror)
@@ -97,7 +123,7 @@ def run(pairs, methods) -> list[dict]:
     return rows
 
 
-HEADER = (f"{'case':32s} {'method':16s} {'region acc':>10s} {'L/R swap':>8s} {'on edge':>7s} {'parts agr':>9s} "
+HEADER = (f"{'case':32s} {'method':16s} {'region acc':>10s} {'L/R swap':>8s} {'on edge':>7s} {'far off':>7s} {'parts agr':>9s} "
           f"{'L/R apart':>9s} {'geo err':>7s} {'flip':>6s} {'time s':>7s}")
 
 
@@ -107,7 +133,7 @@ def format_row(row: dict) -> str:
         return f"{'-':>{width}s}" if value is None or value != value else f"{value:>{width}{fmt}}"
 
     return (f"{row['case']:32s} {row['method']:16s} {cell('accuracy', 10)} {cell('swap_rate', 8)} {cell('near_boundary', 7)} "
-            f"{cell('agreement', 9)} {cell('sides_apart', 9)} {cell('geodesic', 7)} {cell('flip', 6)} "
+            f"{cell('far_off', 7)} {cell('agreement', 9)} {cell('sides_apart', 9)} {cell('geodesic', 7)} {cell('flip', 6)} "
             f"{cell('seconds', 7, '.1f')}")
 
 
@@ -125,7 +151,8 @@ def main(argv=None) -> None:
     print(f"{len(rows)} rows, {len(pairs)} pairs x {len(methods)} methods in {time.perf_counter() - start:.0f} s "
           f"(region acc: share of target vertices matched into their own body region; L/R swap: share of "
           f"sided-region vertices matched into the mirror region; on edge: share of the wrong ones within one "
-          f"edge ring of another region)")
+          f"edge ring of another region; far off: share of all matched more than two source edge rings from their "
+          f"region; parts: k-means on the source carried by the row's map)")
 
 
 if __name__ == "__main__":

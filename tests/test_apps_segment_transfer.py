@@ -243,3 +243,20 @@ def test_a_central_part_gives_the_limb_roots_it_holds_to_the_limbs():
     np.testing.assert_array_equal(out[np.abs(x) < root - 0.03], 0)
     np.testing.assert_array_equal(out[(x > root + 0.03)], 1)
     np.testing.assert_array_equal(out[(x < -root - 0.03)], 2)
+
+
+def test_carried_parts_make_the_first_meshs_parts_and_carry_them_by_the_map():
+    meshes, features, truth = zip(*(_body(s) for s in (1.0, 1.3)))
+    reversed_map = np.arange(meshes[1].n_vertices)[::-1].copy()  # any map: the parts follow it, not the features
+    labels, info = segment.carried_parts(list(features), list(meshes), k=3, up="z", smooth_iterations=0,
+                                         maps=[reversed_map])
+    assert info == {"k": 3, "parts_used": [3, 3]}
+    assert _same_partition(labels[0], truth[0])
+    np.testing.assert_array_equal(labels[1], labels[0][reversed_map])
+    default, _ = segment.carried_parts(list(features), list(meshes), k=3, up="z")  # the default match
+    assert _same_partition(default[1], truth[1])
+    assert default[0][truth[0] == 0][0] == default[1][truth[1] == 0][0]  # the torso's part is the torso's on both
+    with pytest.raises(ValueError, match="map 1 has 3 entries"):
+        segment.carried_parts(list(features), list(meshes), k=3, up="z", maps=[np.zeros(3, int)])
+    with pytest.raises(ValueError, match="got 2 maps for 1 meshes"):
+        segment.carried_parts(list(features), list(meshes), k=3, up="z", maps=[reversed_map, reversed_map])

@@ -168,12 +168,15 @@ def cmd_segment(args) -> None:
     _check_outputs(args, args.meshes)
     items, _ = _features_for(args, args.meshes)
     from sa3df.apps.colors import label_colors
-    from sa3df.apps.segment import joint_kmeans, sided_parts
+    from sa3df.apps.segment import carried_parts, joint_kmeans, sided_parts
 
     embeddings = [i.embedding for i in items]
-    if args.up:  # the mirror plane is known: left and right limbs get parts of their own, as in the add-on
-        labels, info = sided_parts(embeddings, [i.mesh for i in items], args.parts, up=args.up, seed=args.seed,
-                                   device=args.device)
+    meshes = [i.mesh for i in items]
+    if args.up and args.parts_from == "first":  # as the add-on: parts on the first mesh, carried by the match
+        labels, info = carried_parts(embeddings, meshes, args.parts, up=args.up, seed=args.seed, device=args.device)
+        made = info["k"]
+    elif args.up:  # the mirror plane is known: left and right limbs get parts of their own
+        labels, info = sided_parts(embeddings, meshes, args.parts, up=args.up, seed=args.seed, device=args.device)
         made = info["k"]
     else:
         labels, _ = joint_kmeans(embeddings, args.parts, seed=args.seed)
@@ -275,9 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_match)
 
     p = sub.add_parser("segment", help="consistent part segmentation over several meshes (joint k-means; "
-                                       "with --up, left and right limbs apart)")
+                                       "with --up, left and right limbs apart and the first mesh's parts "
+                                       "carried to the others by the match)")
     p.add_argument("meshes", nargs="+", type=Path)
     p.add_argument("--parts", "-k", type=int, default=8)
+    p.add_argument("--parts-from", choices=("first", "all"), default="first",
+                   help="with --up: make the parts on the first mesh and carry them (default), or one k-means "
+                        "over all meshes")
     p.add_argument("--out", type=Path, required=True)
     _add_feature_options(p)
     p.set_defaults(run=cmd_segment)

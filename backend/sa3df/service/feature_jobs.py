@@ -96,22 +96,30 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
 
 def segment_job(ctx: JobContext) -> JobOutput:
     """Consistent parts over all meshes: ``labels{i}`` (N_i,) int32 (-1 where a vertex was dropped)
-    and ``colors{i}``. ``params["mode"]``: "kmeans" (``params["k"]`` parts over all meshes, left and right
-    limbs apart: :func:`sa3df.apps.segment.sided_parts`) or "transfer" (input ``source_labels`` (N_0,) on
-    mesh 0, -1 = unlabelled, carried to the others; param ``rest_prior`` as in :func:`transfer_weights_job`).
+    and ``colors{i}``. ``params["mode"]``: "kmeans" (``params["k"]`` parts, left and right limbs apart, made
+    on mesh 0 and carried to the others by the correspondence: :func:`sa3df.apps.segment.carried_parts`;
+    ``params["parts_from"] = "all"``: one k-means over every mesh, :func:`sa3df.apps.segment.sided_parts`)
+    or "transfer" (input ``source_labels`` (N_0,) on mesh 0, -1 = unlabelled, carried to the others; param
+    ``rest_prior`` as in :func:`transfer_weights_job`; both carry with :func:`matching_prior_for`'s params).
     Info: ``k`` the parts made over all meshes, ``parts_used`` the distinct parts on each mesh."""
     from sa3df.apps import segment
     from sa3df.apps.colors import label_colors
 
+    mode, parts_from = ctx.params.get("mode", "kmeans"), ctx.params.get("parts_from", "first")
+    if parts_from not in ("first", "all"):
+        raise ValueError(f"Unknown parts_from '{parts_from}' (use 'first' or 'all')")
     meshes, result = features_for_job(ctx)
-    mode = ctx.params.get("mode", "kmeans")
     smooth = 2 if ctx.params.get("smooth", True) else 0
     if mode == "kmeans":
         k = int(ctx.params.get("k", 8))
         report(ctx.progress, 0.85, f"k-means with {k} parts")
         up = feature_settings(ctx.params).up_axis or "y"
-        labels, info = segment.sided_parts(result.embeddings, meshes, k, up=up, seed=int(ctx.params.get("seed", 0)),
-                                           smooth_iterations=smooth)
+        seed = int(ctx.params.get("seed", 0))
+        if parts_from == "all" or len(meshes) == 1:
+            labels, info = segment.sided_parts(result.embeddings, meshes, k, up=up, seed=seed, smooth_iterations=smooth)
+        else:
+            labels, info = segment.carried_parts(result.embeddings, meshes, k, up=up, seed=seed,
+                                                 smooth_iterations=smooth, maps=_maps_from_first(ctx, meshes, result))
         k = info["k"]
     elif mode == "transfer":
         labels = _transferred_labels(ctx, meshes, result, segment.transfer_labels)
@@ -126,6 +134,18 @@ def segment_job(ctx: JobContext) -> JobOutput:
         arrays[keys.colors(i)] = mesh.to_input(np.asarray(label_colors(lab, k), np.float32), fill=0.5)
     used = {m.name: int(len(np.unique(l[l >= 0]))) for m, l in zip(meshes, labels)}
     return JobOutput(arrays, {"k": k, "parts_used": used, **feature_info(meshes, result)})
+
+
+def _maps_from_first(ctx: JobContext, meshes, result) -> list[np.ndarray]:
+    """(N_i,) the matched vertex of mesh 0 for every vertex of each later mesh, as Show Correspondence matches."""
+    from sa3df.apps.match import correspondence
+
+    maps = []
+    for t in range(1, len(meshes)):
+        features = (result.embeddings[0], result.embeddings[t])
+        prior = matching_prior_for(ctx, meshes[0], meshes[t], features)
+        maps.append(correspondence(*features, proximity=prior).target_to_source)
+    return maps
 
 
 def _transferred_labels(ctx: JobContext, meshes, result, transfer_labels) -> list[np.ndarray]:
