@@ -20,7 +20,7 @@ class SA3DF_SceneSettings(bpy.types.PropertyGroup):
     part_source: EnumProperty(
         name="Parts From", default="KMEANS",
         items=[
-            ("KMEANS", "K-Means", "Find parts jointly over the selection"),
+            ("KMEANS", "K-Means", "Find parts on the active mesh and carry them to the other selected ones"),
             ("GROUPS", "Active's Vertex Groups", "Carry the active mesh's vertex groups over to the others"),
         ],
     )

@@ -10,7 +10,8 @@ woman (CC0), presses each button and renders the scene before and after it:
   to frame B by the matching;
 - ``correspondence_cross.png``: the man at rest (left, position colours) and a different character
   with another skeleton, mid-walk (right, the man's colours carried over by the default matching);
-- ``parts.png``: Segment Parts jointly on the man and the woman, side by side (same colour = same part);
+- ``parts.png``: Segment Parts on the man (active) and the woman, side by side: the man's parts carried to
+  the woman by the matching (same colour = same part);
 - ``skin_weights_before.png`` / ``skin_weights_after.png``: the woman's mesh without weights, then
   posed by the man's armature through the transferred weights.
 """
