@@ -85,3 +85,38 @@ def test_bad_settings_are_refused(poses):
     with pytest.raises(ValueError, match="up axis must be one of x, y, z"):
         landmarks.landmark_prior(rest, rest, up="w")
     assert match.matching_prior(rest, rest, rest_prior=0.0, landmark_prior=0.0) is None
+
+
+def _three_boxes():
+    """Three separate boxes in a row along X, the rig's chain 0 -> 1 -> 2 out of order: box 2 sits between
+    boxes 0 and 1, as a hanging forearm sits beside a thigh."""
+    import trimesh
+
+    from sa3df.core.mesh import from_arrays
+
+    parts = [trimesh.creation.box(extents=(1, 1, 1)).apply_translation((x, 0, 0)) for x in (0.0, 3.5, 1.5)]
+    vertices = np.concatenate([p.vertices for p in parts])
+    faces = np.concatenate([p.faces + 8 * i for i, p in enumerate(parts)])
+    weights = np.repeat(np.eye(3), 8, axis=0)
+    return from_arrays(vertices, faces, name="boxes"), weights, np.array([-1, 0, 1])
+
+
+def test_a_rigs_pieces_are_bridged_where_the_rig_joins_them():
+    boxes, weights, parents = _three_boxes()
+    own = boxes.components()
+    first, second, third = own[boxes.input_to_clean[[0, 8, 16]]]  # the pieces of boxes 0, 1, 2
+    links = landmarks.rig_piece_links(boxes, weights[boxes.input_index], parents)
+    assert {tuple(sorted(own[pair])) for pair in links} == {tuple(sorted(p)) for p in ((first, second), (second, third))}
+
+    def bridged(graph):
+        edges = graph.tocoo()
+        return {tuple(sorted(p)) for p in zip(own[edges.row], own[edges.col]) if p[0] != p[1]}
+
+    nearest = bridged(landmarks.surface_graph(boxes))  # without links: to the nearest pieces
+    assert nearest == {tuple(sorted(p)) for p in ((first, third), (second, third))}
+    boxes.piece_links = links
+    assert bridged(landmarks.surface_graph(boxes)) == {tuple(sorted(p)) for p in ((first, second), (second, third))}
+    assert boxes.normalized().piece_links is links  # copies keep the links
+    boxes.piece_links = links[:1]  # box 2 in no link: bridged to the others' group by its nearest vertices
+    fallback = bridged(landmarks.surface_graph(boxes))
+    assert {tuple(sorted(p)) for p in ((first, second), (first, third))} <= fallback, fallback

@@ -89,3 +89,28 @@ def test_rigid_robot_walks_without_jumps_or_skating(data_dir):
     floor = floor_report(verts, (0, 0, 1), robot.rest_world[:, 2].min(), robot.height)
     assert floor["sliding"] <= foot_sliding(man.clip, man.height), floor
     assert floor["penetration_max"] <= 0.01 and floor["float_max"] <= 0.01, floor  # measured 0.06 / 0.00 %
+
+
+def test_feature_matches_take_each_robot_limb_to_the_mans_limb_on_its_side(data_dir):
+    """The motion job's matching (features + landmark prior) on the robot of rigid boxes, whose pieces are
+    joined where its rig joins them: bridged to their nearest pieces instead, the hanging forearms joined
+    the thighs beside them, and both feet matched the man's right foot (left foot: 0 % on his left)."""
+    bpy_or_skip()
+    from robot_rig import build_robot
+    from test_motion_transfer import MAN, feature_correspondence
+
+    from motion_scenes import load_character
+
+    man = load_character(str(data_dir / MAN), "Walk")
+    reset_scene()
+    armature, _ = build_robot("Robot", pieces="rigid", walk=False)
+    robot = character_of(armature)
+    matches, _ = feature_correspondence(man, robot)
+    bone = robot.rig.weights.argmax(axis=1)
+    for name in ("UpperArm", "Forearm", "Hand", "Thigh", "Shin", "Foot"):
+        for side, sign in (("L", 1.0), ("R", -1.0)):
+            mine = bone == robot.rig.bone_names.index(f"{name}.{side}")
+            same_side = np.mean(np.sign(man.rest_world[matches[mine], 0]) == sign)
+            assert same_side >= 0.85, (name, side, same_side)  # measured 0.91-1.00
+    feet = np.isin(bone, [robot.rig.bone_names.index(f"Foot.{s}") for s in "LR"])
+    assert np.median(man.rest_world[matches[feet], 2]) < 0.05 * man.height  # measured 0.02 of his height

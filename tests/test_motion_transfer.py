@@ -65,15 +65,17 @@ def nearest_bone_baseline(source, target) -> np.ndarray:
 
 def feature_correspondence(source, target, rest_prior: float | None = None):
     """Surface-aware features (geometric base, test-time trained) matched target -> source as the motion
-    job does (rest-pose proximity prior of weight ``rest_prior``, default the job's); non-mutual matches
-    count half."""
+    job does (rest-pose proximity prior of weight ``rest_prior``, default the job's; the target's pieces
+    joined where its rig joins them); non-mutual matches count half."""
     from sa3df.apps import match
+    from sa3df.apps.landmarks import rig_piece_links
     from sa3df.core import mesh
     from sa3df.service.motion_jobs import REST_PRIOR
     from sa3df.features.pipeline import compute_surface_features
     from sa3df.features.settings import FeatureSettings
 
     meshes = [mesh.from_arrays(c.rest_world, c.rig.faces, name=n) for c, n in ((source, "source"), (target, "target"))]
+    meshes[1].piece_links = rig_piece_links(meshes[1], target.rig.weights[meshes[1].input_index], target.rig.parents)
     result = compute_surface_features(meshes, FeatureSettings(steps=300, up_axis="z"))
     prior = REST_PRIOR if rest_prior is None else rest_prior
     matches, weights, _ = match.input_vertex_matches(*meshes, *(f.embedding for f in result.features),

@@ -17,7 +17,8 @@ average geodesic distance (AGD) on any body, in any pose. :func:`landmark_prior`
    place counts across proportions and poses too.
 
 Distances are shortest paths on the edge graph; separate pieces (eyes, hair, hands modelled apart) are
-bridged to their nearest neighbours so every vertex gets a finite descriptor. Bone names are never read.
+bridged to their nearest neighbours so every vertex gets a finite descriptor, or, for a rig's pieces, to
+the pieces the rig joins them to (:func:`rig_piece_links`). Bone names are never read.
 Measured figures: bench/bench_cross.py and the README's known limits.
 """
 
@@ -38,7 +39,8 @@ AXES = {"x": 0, "y": 1, "z": 2}
 
 def surface_graph(mesh: Mesh, bridges: int = 3):
     """(N, N) scipy CSR graph: mesh edges weighted by length, plus edges from every vertex of each
-    connected piece to its ``bridges`` nearest vertices of the other pieces."""
+    connected piece to its ``bridges`` nearest vertices of the pieces it is joined to: the pieces
+    ``mesh.piece_links`` names (a rig's joints), else every other piece (:func:`_piece_partners`)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
@@ -47,8 +49,11 @@ def surface_graph(mesh: Mesh, bridges: int = 3):
     rows, cols = [mesh.faces.ravel()], [mesh.faces[:, [1, 2, 0]].ravel()]
     count, piece = connected_components(coo_matrix((np.ones(len(rows[0])), (rows[0], cols[0])), shape=(n, n)),
                                         directed=False)
+    partners = _piece_partners(mesh.piece_links, piece, count) if count > 1 else np.zeros((1, 1), bool)
     for c in range(count if count > 1 else 0):
-        inside, others = np.flatnonzero(piece == c), np.flatnonzero(piece != c)
+        inside, others = np.flatnonzero(piece == c), np.flatnonzero(partners[c][piece])
+        if len(others) == 0:
+            continue
         _, nearest = cKDTree(v[others]).query(v[inside], k=min(bridges, len(others)))
         nearest = others[np.asarray(nearest).reshape(len(inside), -1)]
         rows.append(np.repeat(inside, nearest.shape[1]))
@@ -56,6 +61,52 @@ def surface_graph(mesh: Mesh, bridges: int = 3):
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.linalg.norm(v[rows] - v[cols], axis=1) + 1e-12, (rows, cols)), shape=(n, n)).tocsr()
     return graph.maximum(graph.T).tocsr()
+
+
+def _piece_partners(links, piece: np.ndarray, count: int) -> np.ndarray:
+    """(count, count) bool: which pieces each piece is bridged to. Without ``links`` (L, 2) vertex pairs,
+    all others: the nearest then decide, which joins a robot's hanging forearm to the thigh beside it
+    (its feet then matched the man's one foot). With them, the linked pieces; pieces the links leave
+    apart from the largest group are bridged to everything outside their own group."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if links is None or len(links) == 0:
+        return ~np.eye(count, dtype=bool)
+    a, b = piece[np.asarray(links)[:, 0]], piece[np.asarray(links)[:, 1]]
+    partners = np.zeros((count, count), bool)
+    partners[a, b] = partners[b, a] = True
+    np.fill_diagonal(partners, False)
+    groups, group = connected_components(coo_matrix(partners), directed=False)
+    if groups > 1:
+        largest = np.argmax(np.bincount(group, weights=np.bincount(piece, minlength=count)))
+        for g in range(groups):
+            if g != largest:
+                partners[np.ix_(group == g, group != g)] = True
+    return partners
+
+
+def rig_piece_links(mesh: Mesh, weights: np.ndarray, parents, share: float = 0.01) -> np.ndarray:
+    """(L, 2) vertex id pairs for :attr:`sa3df.core.mesh.Mesh.piece_links`: two connected pieces of
+    ``mesh`` are joined when a bone carrying ``share`` or more of one piece's skin is, or is the parent or a
+    child of, such a bone of the other. ``weights`` (N, B) the mesh's skin weights (its vertices'
+    rows), ``parents`` (B,) each bone's parent (-1 for a root). Bone names are never read."""
+    piece = mesh.components()
+    weights = np.asarray(weights, dtype=np.float64)
+    parents = np.asarray(parents)
+    ids = np.unique(piece)
+    if len(ids) < 2:
+        return np.zeros((0, 2), np.int64)
+    first = np.array([np.flatnonzero(piece == p)[0] for p in ids])
+    load = np.stack([weights[piece == p].sum(0) for p in ids])  # (P, B)
+    carries = load >= share * np.maximum(load.sum(1, keepdims=True), 1e-12)
+    near = carries.copy()  # the bones of a piece, their parents and their children
+    for bone in np.flatnonzero(parents >= 0):
+        near[:, parents[bone]] |= carries[:, bone]
+        near[:, bone] |= carries[:, parents[bone]]
+    joined = (carries.astype(np.int64) @ near.T.astype(np.int64)) > 0
+    i, j = np.nonzero(np.triu(joined | joined.T, 1))
+    return np.stack([first[i], first[j]], axis=1).astype(np.int64)
 
 
 def graph_distances(graph, sources, predecessors: bool = False, limit: float = np.inf):

@@ -10,6 +10,7 @@ per-vertex results back, giving welded copies the same value.
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -44,6 +45,8 @@ class Mesh:
     ``faces`` (F, 3) int64 index into them. ``input_index`` (N,) gives each vertex's (first) index in the
     caller's array, which had ``input_vertex_count`` rows; ``input_to_clean`` (N_input,) maps every input
     vertex to its vertex here (-1: dropped). ``parts`` (N,) labels the file part each vertex came from.
+    ``piece_links`` (L, 2) vertex id pairs whose two connected pieces belong together (a rig's joints:
+    :func:`sa3df.apps.landmarks.rig_piece_links`); None: every piece is bridged to its nearest others.
     """
 
     vertices: np.ndarray
@@ -54,6 +57,7 @@ class Mesh:
     parts: np.ndarray | None = None
     report: CleanReport = field(default_factory=CleanReport)
     input_to_clean: np.ndarray | None = None
+    piece_links: np.ndarray | None = None
 
     def __post_init__(self):
         if self.input_to_clean is None:  # no welding: a one-to-one map with holes for dropped vertices
@@ -78,10 +82,7 @@ class Mesh:
 
     def normalized(self) -> "Mesh":
         """Copy with the bounding-box centre at the origin and max |coordinate| = 1 (the method's frame)."""
-        return Mesh(
-            normalize_vertices(self.vertices), self.faces, self.input_index, self.input_vertex_count,
-            self.name, self.parts, self.report, self.input_to_clean,
-        )
+        return dataclasses.replace(self, vertices=normalize_vertices(self.vertices))
 
     def content_hash(self) -> str:
         """Stable hash of geometry and connectivity; keys every on-disk cache."""

@@ -8,6 +8,8 @@ overlays one shape on another (a rotation, never a reflection, so left stays lef
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from sa3df.core.mesh import Mesh
@@ -72,6 +74,5 @@ def face_like_first(meshes: list[Mesh], up: str) -> list[Mesh]:
     turned = [meshes[0]]
     for mesh in meshes[1:]:
         rotation = yaw_to_match(meshes[0].vertices, mesh.vertices, up)
-        turned.append(Mesh(mesh.vertices @ rotation.T, mesh.faces, mesh.input_index, mesh.input_vertex_count,
-                           mesh.name, mesh.parts, mesh.report, mesh.input_to_clean))
+        turned.append(dataclasses.replace(mesh, vertices=mesh.vertices @ rotation.T))
     return turned

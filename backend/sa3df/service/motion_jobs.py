@@ -17,6 +17,8 @@ target's floor).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from sa3df.core.progress import report, sub_progress
@@ -45,13 +47,18 @@ def _target_rig(ctx: JobContext):
     )
 
 
-def _matches(ctx: JobContext, share: float, rest_prior: float):
-    """Target -> source vertex ids (input order) and confidences from surface features."""
+def _matches(ctx: JobContext, share: float, rest_prior: float, rig):
+    """Target -> source vertex ids (input order) and confidences from surface features; the target's pieces
+    are joined where its rig joins them (:func:`sa3df.apps.landmarks.rig_piece_links`)."""
+    from sa3df.apps.landmarks import rig_piece_links
     from sa3df.apps.match import input_vertex_matches
 
     meshes, result = features_for_job(ctx, share=share)
     if len(meshes) != 2:
         raise ValueError(f"The motion job needs a source and a target mesh, got {len(meshes)}")
+    if meshes[1].input_vertex_count == rig.n_vertices:  # (a mismatch is refused after the match)
+        links = rig_piece_links(meshes[1], rig.weights[meshes[1].input_index], rig.parents)
+        meshes = [meshes[0], dataclasses.replace(meshes[1], piece_links=links)]
     report(ctx.progress, share, "matching the surfaces")
     matches, confidence, corr = input_vertex_matches(
         *meshes, result.embeddings[0], result.embeddings[1],
@@ -66,7 +73,7 @@ def _fit(ctx: JobContext, rest_prior: float) -> JobOutput:
     frames = np.asarray(ctx.inputs.get(keys.SOURCE_FRAMES), dtype=np.float64)
     if frames.ndim != 3:
         raise ValueError("The motion job got no source frames")
-    matches, confidence, meshes, corr = _matches(ctx, share=0.6, rest_prior=rest_prior)
+    matches, confidence, meshes, corr = _matches(ctx, share=0.6, rest_prior=rest_prior, rig=rig)
     if len(matches) != rig.n_vertices:
         raise ValueError(f"Target mesh has {len(matches)} vertices but its rig has {rig.n_vertices}")
     settings = dict(placement=ctx.params.get("placement", "origin"),
