@@ -6,7 +6,7 @@
 Imports the Quaternius man (its walk) and the Quaternius animated human (a different, Mixamo-style
 skeleton; CC0 both), then transfers the walk in process with the pieces the add-on uses:
 ``rig_io.rig_from_objects`` for the rigs, surface features (geometric extractor, test-time trained) and
-``sa3df.apps.match.correspondence`` for the matching, ``sa3df.motion.fit.fit_motion`` (origin placement, size
+``sa3df.apps.match.correspondence`` for the matching, ``sa3df.motion.fit.fit_motion`` (origin placement, height
 ratio of the rest skins, the target keeps its heading) and ``rig_io.bake_motion`` for the new action.
 
 - ``motion_transfer.png``: top row the man at ``--columns`` frames spread over the walk cycle, bottom row
@@ -78,7 +78,8 @@ def world_rest(rig, armature) -> np.ndarray:
 
 
 def size_of(vertices: np.ndarray) -> float:
-    return float(np.linalg.norm(np.ptp(vertices, axis=0)))
+    """Height along Z, as the add-on scales the source to the target."""
+    return float(np.ptp(vertices[:, 2]))
 
 
 def feature_matches(source_rest, source_faces, target_rest, target_faces, steps: int):

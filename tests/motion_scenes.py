@@ -37,6 +37,19 @@ class Character:
         """World-space vertical extent of the rest skin (Z up)."""
         return float(np.ptp(self.rest_world[:, 2]))
 
+    @property
+    def leg_length(self) -> float:
+        """Hip height at rest: the highest joint (world Z, above the skin's floor) of the chains that carry the
+        skin near the floor (:func:`sa3df.motion.contacts.leg_bones`; no bone names). An in-place walk's
+        planted feet move at a speed in proportion to it. (Where IK bones carry the feet, as on the fox, the
+        chain ends at them: then it is their height, not the hips'.)"""
+        from sa3df.motion.contacts import leg_bones
+
+        z = self.rest_world[:, 2] - self.rest_world[:, 2].min()
+        skin = (self.rig.weights[z < 0.05 * self.height] > 0.3).sum(axis=0)
+        heads = self.rig.rest_matrices[:, :4, 3] @ self.world.T  # (B, 4) bone heads, world
+        return float(heads[leg_bones(self.rig, skin), 2].max() - self.rest_world[:, 2].min())
+
 
 @functools.lru_cache(maxsize=16)
 def load_character(path: str, action: str | None = None, max_frames: int | None = None) -> Character:

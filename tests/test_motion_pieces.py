@@ -68,7 +68,9 @@ def test_an_armature_that_moves_no_mesh_is_refused():
 
 def test_rigid_robot_walks_without_jumps_or_skating(data_dir):
     """The man's walk onto the robot of rigid boxes with its feet on the floor: no bone turns more than 20
-    degrees in a frame (the man's largest turn is 23.8), the feet slide no more than the man's."""
+    degrees in a frame (the man's largest turn is 23.8), the feet slide no more than the man's for their
+    legs' length (the walk is in place: planted feet keep a treadmill's speed, which grows with the legs;
+    the robot's hips are at 0.54 of its height, the man's at 0.44)."""
     bpy_or_skip()
     from robot_rig import build_robot
     from sa3df.motion.contacts import floor_report, foot_sliding, rotation_jumps
@@ -84,10 +86,11 @@ def test_rigid_robot_walks_without_jumps_or_skating(data_dir):
     result = transfer(man, robot, matches, weights, up=robot.up)
     verts, _ = posed_world(robot, result.local_matrices())
     # measured 19.9 deg (31.6 while a bone's limit was the sum of its and its parent's turns: a foot turned
-    # by the floor terms at heel strike); sliding 3.70 vs the man's 3.97 % of the height a frame (5.61)
+    # by the floor terms at heel strike); sliding per leg length 7.7 vs the man's 8.9 % a frame (4.16 vs
+    # 3.97 % of the height; 3.70 when the robot was scaled by box diagonals, 28 % too small, leaning 22 deg)
     assert rotation_jumps(result.rotations).max() <= 20.5
     floor = floor_report(verts, (0, 0, 1), robot.rest_world[:, 2].min(), robot.height)
-    assert floor["sliding"] <= foot_sliding(man.clip, man.height), floor
+    assert floor["sliding"] * robot.height / robot.leg_length <= foot_sliding(man.clip, man.height) * man.height / man.leg_length, floor
     assert floor["penetration_max"] <= 0.01 and floor["float_max"] <= 0.01, floor  # measured 0.06 / 0.00 %
 
 
@@ -114,3 +117,26 @@ def test_feature_matches_take_each_robot_limb_to_the_mans_limb_on_its_side(data_
             assert same_side >= 0.85, (name, side, same_side)  # measured 0.91-1.00
     feet = np.isin(bone, [robot.rig.bone_names.index(f"Foot.{s}") for s in "LR"])
     assert np.median(man.rest_world[matches[feet], 2]) < 0.05 * man.height  # measured 0.02 of his height
+
+
+def test_the_robot_walks_upright(data_dir):
+    """Sized by height, the A-posed robot is as tall as the T-posed man's walk drawn on it. Sized by box
+    diagonals (the man's arm span counts) it was 28 % too small and leaned its spine 22.5 deg forward on
+    average (33.9 at most) to reach the walk's points; now 7.2 (11.9), the man's own 2-6 deg."""
+    bpy_or_skip()
+    from robot_rig import build_robot
+    from test_motion_transfer import MAN, feature_correspondence, transfer
+
+    from motion_scenes import load_character
+
+    man = load_character(str(data_dir / MAN), "Walk")
+    reset_scene()
+    armature, _ = build_robot("Robot", pieces="rigid", walk=False)
+    robot = character_of(armature)
+    matches, weights = feature_correspondence(man, robot)
+    result = transfer(man, robot, matches, weights, up=robot.up)
+    _, joints = posed_world(robot, result.local_matrices())
+    names = robot.rig.bone_names
+    spine = joints[:, names.index("Head")] - joints[:, names.index("Spine")]
+    lean = np.degrees(np.arccos(spine[:, 2] / np.linalg.norm(spine, axis=1)))
+    assert lean.mean() < 12.0 and lean.max() < 20.0, lean

@@ -27,11 +27,12 @@ FOX, WOLF = "quadrupeds/quaternius_fox.glb", "quadrupeds/quaternius_wolf.glb"
 
 
 def _size(character) -> float:
-    return float(np.linalg.norm(np.ptp(character.rest_world, axis=0)))
+    """As the add-on's Transfer Motion: the rest skin's height (world Z)."""
+    return character.height
 
 
 def transfer(source, target, matches, weights, **config):
-    """Fit the target to the source's clip (origins aligned, size ratio of the rest skins)."""
+    """Fit the target to the source's clip (origins aligned, height ratio of the rest skins)."""
     frames = place_in_armature(source.clip, target.world, source.origin)
     settings = dict(placement="origin", scale=_size(target) / _size(source), fit_scale=False, device="cpu")
     settings.update(config)
