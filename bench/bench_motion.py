@@ -212,10 +212,21 @@ def contact_row(label, source, target, matches, weights, with_truth: bool, **con
         _, expected = posed_world(target, source.basis)
         truth = f", joint error {100 * centred_joint_error(target, joints, expected):.2f} %"
     pct = lambda key: f"{100 * mine[key + '_max']:4.2f}/{100 * mine[key + '_mean']:4.2f}"  # noqa: E731
-    print(f"  {label:28s} sliding {100 * mine['sliding']:5.3f} vs source {100 * theirs['sliding']:5.3f} | "
+    print(f"  {label:28s} sliding {100 * mine['sliding']:5.3f} vs source {100 * theirs['sliding']:5.3f}"
+          f"{per_leg(mine['sliding'], theirs['sliding'], target, source)} | "
           f"penetration {pct('penetration')} | float {pct('float')} (source {100 * theirs['penetration_max']:.2f}/"
           f"{100 * theirs['float_max']:.2f}) | jump {jump:4.1f} deg (source {source_jump:4.1f}){truth} | "
           f"fit {took:.1f} s, {len(source.frames)} frames")
+
+
+def per_leg(target_sliding: float, source_sliding: float, target, source) -> str:
+    """The sliding per leg length (hip height) instead of height, where both rigs' leg chains reach the hips
+    (over a quarter of the height; IK feet end the fox's chains at their controls): an in-place walk's
+    planted feet keep a treadmill's speed, which grows with the legs."""
+    legs = (target.leg_length / target.height, source.leg_length / source.height)
+    if min(legs) < 0.25:
+        return ""
+    return f" (per leg length {100 * target_sliding / legs[0]:5.3f} vs {100 * source_sliding / legs[1]:5.3f})"
 
 
 def contacts(data: Path, with_features: bool, only: str | None = None, **config) -> None:
@@ -223,7 +234,7 @@ def contacts(data: Path, with_features: bool, only: str | None = None, **config)
 
     kind = "surface features (geometric, 300 steps, rest prior)" if with_features else "nearest rest vertex"
     print(f"contacts: walk transfers, correspondence {kind}; sliding = mean speed of planted vertices, % of height "
-          "per frame; penetration / float of each frame's lowest point vs the target's rest floor, % of height, "
+          "(and of hip height) per frame; penetration / float of each frame's lowest point vs the target's rest floor, % of height, "
           "max/mean; jump = largest per-frame local bone rotation change")
     for label, source_path, target_path in PAIRS:
         if only and only not in label:
