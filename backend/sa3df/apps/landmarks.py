@@ -91,14 +91,14 @@ def rig_piece_links(mesh: Mesh, weights: np.ndarray, parents, share: float = 0.0
     ``mesh`` are joined when a bone carrying ``share`` or more of one piece's skin is, or is the parent or a
     child of, such a bone of the other. ``weights`` (N, B) the mesh's skin weights (its vertices'
     rows), ``parents`` (B,) each bone's parent (-1 for a root). Bone names are never read."""
-    piece = mesh.components()
+    piece = mesh.components()  # labels 0 .. P-1
     weights = np.asarray(weights, dtype=np.float64)
     parents = np.asarray(parents)
-    ids = np.unique(piece)
-    if len(ids) < 2:
+    _, first = np.unique(piece, return_index=True)
+    if len(first) < 2:
         return np.zeros((0, 2), np.int64)
-    first = np.array([np.flatnonzero(piece == p)[0] for p in ids])
-    load = np.stack([weights[piece == p].sum(0) for p in ids])  # (P, B)
+    load = np.zeros((len(first), weights.shape[1]))  # (P, B) each piece's skin per bone
+    np.add.at(load, piece, weights)
     carries = load >= share * np.maximum(load.sum(1, keepdims=True), 1e-12)
     near = carries.copy()  # the bones of a piece, their parents and their children
     for bone in np.flatnonzero(parents >= 0):
