@@ -393,11 +393,11 @@ def carried_parts(features: list, meshes: list, k: int, up: str = "z", seed: int
     default match (:func:`sa3df.apps.match.matching_prior` with the features: the aligned landmark prior).
 
     One k-means over every mesh makes parts that mean the same thing only as far as the features are alike
-    across the meshes, and different characters' trained features are not (bench/bench_cross.py, 14 rows
-    of 7 pairs at rest and posed, trained features: part agreement 0.733 on average and 0.445 at worst,
-    a left and a right limb in one part on the woman -> the animated human). Carried by the map, a part
-    covers on every mesh what it covers on the first: 0.811 on average, 0.690 at worst, limbs apart on
-    13 rows. Returns what :func:`sided_parts` does (``info["parts_used"]``: a small part can miss a mesh)."""
+    across the meshes, and different characters' trained features are not (bench/bench_cross.py, 16 rows,
+    trained features: part agreement 0.739 on average and 0.388 at worst, a left and a right limb in one
+    part on the woman -> the animated human). Carried by the map, a part covers on every mesh what it
+    covers on the first: 0.814 on average, 0.690 at worst, limbs apart on 15 of the 16 rows. Returns what
+    :func:`sided_parts` does (``info["parts_used"]``: a small part can miss a mesh)."""
     if len(features) != len(meshes):
         raise ValueError(f"got {len(features)} feature arrays for {len(meshes)} meshes")
     if maps is not None and len(maps) != len(meshes) - 1:
