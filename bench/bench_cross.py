@@ -7,7 +7,7 @@ the mirror region), the share of the wrong ones within one edge ring of another 
 rigs disagreeing where a joint is), the share of all target vertices matched more than two edge rings (on the
 source) from their region (far off: the gross errors), for methods with features the parts of Segment Parts
 (k = 8 on the source, left and right apart, carried to the target by the row's map:
-:func:`sa3df.apps.segment.carried_parts`) scored by their agreement (share of target vertices in the part
+:func:`sa3df.apps.limb_parts.carried_parts`) scored by their agreement (share of target vertices in the part
 their region got on the source) and the share of left/right region pairs kept in different parts, and the
 method's time. Frame-to-frame rows
 (one character, rest -> a frame; ground truth by vertex index) also print the mean geodesic error
@@ -46,9 +46,9 @@ PART_COUNT = 8
 def parts_columns(case, features, t2s: np.ndarray) -> dict:
     """Segment Parts' parts (k-means on the source, left and right apart, carried by the map ``t2s``),
     scored against the body regions."""
-    from sa3df.apps import evaluate, segment
+    from sa3df.apps import evaluate, limb_parts
 
-    labels, _ = segment.carried_parts(list(features), [case.source, case.target], PART_COUNT, up="z", seed=0,
+    labels, _ = limb_parts.carried_parts(list(features), [case.source, case.target], PART_COUNT, up="z", seed=0,
                                       maps=[t2s])
     return evaluate.part_agreement(labels[0], labels[1], case.source_regions, case.target_regions, case.mirror)
 

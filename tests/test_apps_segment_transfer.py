@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from sa3df.apps import colors, segment, transfer
+from sa3df.apps import colors, limb_parts, segment, transfer
 
 
 def _clusters(rng, centres, per_cluster, noise=0.05):
@@ -183,7 +183,7 @@ def test_sided_parts_give_left_and_right_legs_their_own_part_with_k_kept():
     meshes, features, truth = zip(*(_body(s) for s in (1.0, 1.3)))
     joint, _ = segment.joint_kmeans(list(features), k=2, seed=0)
     assert len(np.unique(joint[0][truth[0] > 0])) == 1  # features alone: both legs are one part
-    labels, info = segment.sided_parts(list(features), list(meshes), k=3, up="z")
+    labels, info = limb_parts.sided_parts(list(features), list(meshes), k=3, up="z")
     assert info == {"k": 3, "parts_used": [3, 3]}
     for lab, part in zip(labels, truth):
         assert _same_partition(lab, part)  # torso whole, each leg a part
@@ -193,7 +193,7 @@ def test_sided_parts_give_left_and_right_legs_their_own_part_with_k_kept():
 
 def test_sided_parts_merge_back_to_k_without_joining_left_and_right():
     (body, features, truth) = _body()
-    labels, info = segment.sided_parts([features], [body], k=2, up="z")
+    labels, info = limb_parts.sided_parts([features], [body], k=2, up="z")
     assert info["k"] == 2  # 3 pieces after the cut, one merge: a leg joins the torso, never the other leg
     assert labels[0][truth == 1][0] != labels[0][truth == 2][0]
 
@@ -215,17 +215,17 @@ def test_a_part_holding_two_legs_that_touch_the_mirror_plane_is_split(monkeypatc
     """k-means puts both legs in one part; a third of it lies on the plane, which alone would call it a
     torso, but its two sides are not joined within it."""
     body, truth = _legs_together()
-    sides = segment.mesh_sides([body])[0]
-    assert (sides[truth == 1] == 0).mean() > segment.CENTRAL
+    sides = limb_parts.mesh_sides([body])[0]
+    assert (sides[truth == 1] == 0).mean() > limb_parts.CENTRAL
     both_legs, mesh_ids = np.minimum(truth, 1), np.zeros(len(truth), np.int64)
-    split = segment._split_mirrored(both_legs, sides, mesh_ids, [body])
+    split = limb_parts._split_mirrored(both_legs, sides, mesh_ids, [body])
     off_plane = sides != 0
     for leg in (1, 2):
         assert len(np.unique(split[(truth == leg) & off_plane])) == 1
     assert split[(truth == 1) & off_plane][0] != split[(truth == 2) & off_plane][0]
     assert len(np.unique(split[truth == 0])) == 1  # the torso, joined across the plane, stays whole
-    monkeypatch.setattr(segment, "JOINED", 0.0)  # the plane share alone: one part for both legs
-    np.testing.assert_array_equal(segment._split_mirrored(both_legs, sides, mesh_ids, [body]), both_legs)
+    monkeypatch.setattr(limb_parts, "JOINED", 0.0)  # the plane share alone: one part for both legs
+    np.testing.assert_array_equal(limb_parts._split_mirrored(both_legs, sides, mesh_ids, [body]), both_legs)
 
 
 def test_a_central_part_gives_the_limb_roots_it_holds_to_the_limbs():
@@ -238,8 +238,8 @@ def test_a_central_part_gives_the_limb_roots_it_holds_to_the_limbs():
     x = strip.vertices[:, 0]
     labels = np.where(x > 0.6, 1, np.where(x < -0.6, 2, 0))
     sides = np.where(np.abs(x) <= 0.05, 0, np.sign(x)).astype(np.int64)
-    out = segment._pull_limb_roots(labels, mesh.from_arrays(strip.vertices, strip.faces, weld=False), x, sides)
-    root = 0.6 / (1 + segment.REACH)  # 0.24
+    out = limb_parts._pull_limb_roots(labels, mesh.from_arrays(strip.vertices, strip.faces, weld=False), x, sides)
+    root = 0.6 / (1 + limb_parts.REACH)  # 0.24
     np.testing.assert_array_equal(out[np.abs(x) < root - 0.03], 0)
     np.testing.assert_array_equal(out[(x > root + 0.03)], 1)
     np.testing.assert_array_equal(out[(x < -root - 0.03)], 2)
@@ -248,15 +248,15 @@ def test_a_central_part_gives_the_limb_roots_it_holds_to_the_limbs():
 def test_carried_parts_make_the_first_meshs_parts_and_carry_them_by_the_map():
     meshes, features, truth = zip(*(_body(s) for s in (1.0, 1.3)))
     reversed_map = np.arange(meshes[1].n_vertices)[::-1].copy()  # any map: the parts follow it, not the features
-    labels, info = segment.carried_parts(list(features), list(meshes), k=3, up="z", smooth_iterations=0,
+    labels, info = limb_parts.carried_parts(list(features), list(meshes), k=3, up="z", smooth_iterations=0,
                                          maps=[reversed_map])
     assert info == {"k": 3, "parts_used": [3, 3]}
     assert _same_partition(labels[0], truth[0])
     np.testing.assert_array_equal(labels[1], labels[0][reversed_map])
-    default, _ = segment.carried_parts(list(features), list(meshes), k=3, up="z")  # the default match
+    default, _ = limb_parts.carried_parts(list(features), list(meshes), k=3, up="z")  # the default match
     assert _same_partition(default[1], truth[1])
     assert default[0][truth[0] == 0][0] == default[1][truth[1] == 0][0]  # the torso's part is the torso's on both
     with pytest.raises(ValueError, match="map 1 has 3 entries"):
-        segment.carried_parts(list(features), list(meshes), k=3, up="z", maps=[np.zeros(3, int)])
+        limb_parts.carried_parts(list(features), list(meshes), k=3, up="z", maps=[np.zeros(3, int)])
     with pytest.raises(ValueError, match="got 2 maps for 1 meshes"):
-        segment.carried_parts(list(features), list(meshes), k=3, up="z", maps=[reversed_map, reversed_map])
+        limb_parts.carried_parts(list(features), list(meshes), k=3, up="z", maps=[reversed_map, reversed_map])

@@ -1,8 +1,8 @@
 """Segment Parts between different characters, scored against the body regions (bench/bench_cross.py
 prints every pair): left and right limbs in parts of their own on both meshes, and parts that cover the
 same regions on both. Thresholds are the measured figures less a few points. Segment Parts makes the parts
-on the source and carries them by the default match (:func:`sa3df.apps.segment.carried_parts`); one
-k-means over both meshes (:func:`sa3df.apps.segment.sided_parts`, "parts from all meshes") is the
+on the source and carries them by the default match (:func:`sa3df.apps.limb_parts.carried_parts`); one
+k-means over both meshes (:func:`sa3df.apps.limb_parts.sided_parts`, "parts from all meshes") is the
 comparison."""
 
 import pytest
@@ -12,7 +12,7 @@ pytest.importorskip("scipy", reason="needs the torch backend in the test process
 
 import cross_cases  # noqa: E402
 import cross_methods  # noqa: E402
-from sa3df.apps import evaluate, segment  # noqa: E402
+from sa3df.apps import evaluate, limb_parts  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -20,9 +20,9 @@ pytestmark = pytest.mark.blender
 def _parts(case, features, k=8, carried=True):
     meshes = [case.source, case.target]
     if carried:  # Segment Parts' default: parts on the source, carried by the default match
-        labels, info = segment.carried_parts(list(features), meshes, k, up="z", seed=0)
+        labels, info = limb_parts.carried_parts(list(features), meshes, k, up="z", seed=0)
     else:  # "parts from all meshes": one k-means over both
-        labels, info = segment.sided_parts(list(features), meshes, k, up="z", seed=0)
+        labels, info = limb_parts.sided_parts(list(features), meshes, k, up="z", seed=0)
     scores = evaluate.part_agreement(labels[0], labels[1], case.source_regions, case.target_regions, case.mirror)
     return scores, info
 

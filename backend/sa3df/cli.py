@@ -168,7 +168,8 @@ def cmd_segment(args) -> None:
     _check_outputs(args, args.meshes)
     items, _ = _features_for(args, args.meshes)
     from sa3df.apps.colors import label_colors
-    from sa3df.apps.segment import carried_parts, joint_kmeans, sided_parts
+    from sa3df.apps.limb_parts import carried_parts, sided_parts
+    from sa3df.apps.segment import joint_kmeans
 
     embeddings = [i.embedding for i in items]
     meshes = [i.mesh for i in items]

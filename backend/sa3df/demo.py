@@ -27,7 +27,7 @@ def run_demo(out: Path, steps: int = 600, device: str = "auto", seed: int = 0, p
     from sa3df.apps.match import correspondence
     from sa3df.features.pipeline import compute_surface_features
     from sa3df.apps.report import format_report, score_pair
-    from sa3df.apps.segment import sided_parts
+    from sa3df.apps.limb_parts import sided_parts
     from sa3df.features.settings import FeatureSettings
 
     out = Path(out)

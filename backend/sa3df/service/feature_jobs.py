@@ -97,12 +97,12 @@ def correspondence_job(ctx: JobContext) -> JobOutput:
 def segment_job(ctx: JobContext) -> JobOutput:
     """Consistent parts over all meshes: ``labels{i}`` (N_i,) int32 (-1 where a vertex was dropped)
     and ``colors{i}``. ``params["mode"]``: "kmeans" (``params["k"]`` parts, left and right limbs apart, made
-    on mesh 0 and carried to the others by the correspondence: :func:`sa3df.apps.segment.carried_parts`;
-    ``params["parts_from"] = "all"``: one k-means over every mesh, :func:`sa3df.apps.segment.sided_parts`)
+    on mesh 0 and carried to the others by the correspondence: :func:`sa3df.apps.limb_parts.carried_parts`;
+    ``params["parts_from"] = "all"``: one k-means over every mesh, :func:`sa3df.apps.limb_parts.sided_parts`)
     or "transfer" (input ``source_labels`` (N_0,) on mesh 0, -1 = unlabelled, carried to the others; param
     ``rest_prior`` as in :func:`transfer_weights_job`; both carry with :func:`matching_prior_for`'s params).
     Info: ``k`` the parts made over all meshes, ``parts_used`` the distinct parts on each mesh."""
-    from sa3df.apps import segment
+    from sa3df.apps import limb_parts, segment
     from sa3df.apps.colors import label_colors
 
     mode, parts_from = ctx.params.get("mode", "kmeans"), ctx.params.get("parts_from", "first")
@@ -116,9 +116,9 @@ def segment_job(ctx: JobContext) -> JobOutput:
         up = feature_settings(ctx.params).up_axis or "y"
         seed = int(ctx.params.get("seed", 0))
         if parts_from == "all" or len(meshes) == 1:
-            labels, info = segment.sided_parts(result.embeddings, meshes, k, up=up, seed=seed, smooth_iterations=smooth)
+            labels, info = limb_parts.sided_parts(result.embeddings, meshes, k, up=up, seed=seed, smooth_iterations=smooth)
         else:
-            labels, info = segment.carried_parts(result.embeddings, meshes, k, up=up, seed=seed,
+            labels, info = limb_parts.carried_parts(result.embeddings, meshes, k, up=up, seed=seed,
                                                  smooth_iterations=smooth, maps=_maps_from_first(ctx, meshes, result))
         k = info["k"]
     elif mode == "transfer":
