@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -21,8 +20,11 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "backend")]
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-bench-"))
+sys.path[:0] = [str(REPO), str(REPO / "backend"), str(REPO / "tests")]
+
+from blender_scene import sandbox_blender_user  # noqa: E402
+
+sandbox_blender_user("sa3df-bench-")
 
 
 def grid(n_side: int) -> tuple[np.ndarray, np.ndarray]:

@@ -81,17 +81,18 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=64, help="64: about 4k vertices per mesh")
     parser.add_argument("--train-steps", type=int, default=100)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="sa3df-bench-batch-"))
-    (work / "meshes").mkdir()
-    paths = write_meshes(work / "meshes", args.meshes, args.resolution)
-    network = work / "network"
-    compute_surface_features([load_mesh(paths[0])], FeatureSettings(steps=20, device="cpu")).save(network)
-    print(f"{args.meshes} meshes of {load_mesh(paths[0]).n_vertices} vertices; embed with a checkpoint, "
-          f"or train {args.train_steps} steps per mesh")
-    print(f"{'':<8}{'run':<26}{'seconds':>9}{'meshes/min':>12}")
-    bench_workload("embed", work, paths, FeatureSettings(checkpoint=network, steps=0, device="cpu"))
-    bench_workload("train", work, paths, FeatureSettings(steps=args.train_steps, device="cpu"))
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (a shared machine inflates every time)")
+    with tempfile.TemporaryDirectory(prefix="sa3df-bench-batch-") as folder:
+        work = Path(folder)
+        (work / "meshes").mkdir()
+        paths = write_meshes(work / "meshes", args.meshes, args.resolution)
+        network = work / "network"
+        compute_surface_features([load_mesh(paths[0])], FeatureSettings(steps=20, device="cpu")).save(network)
+        print(f"{args.meshes} meshes of {load_mesh(paths[0]).n_vertices} vertices; embed with a checkpoint, "
+              f"or train {args.train_steps} steps per mesh")
+        print(f"{'':<8}{'run':<26}{'seconds':>9}{'meshes/min':>12}")
+        bench_workload("embed", work, paths, FeatureSettings(checkpoint=network, steps=0, device="cpu"))
+        bench_workload("train", work, paths, FeatureSettings(steps=args.train_steps, device="cpu"))
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (a shared machine inflates every time)")
     return 0
 
 

@@ -23,9 +23,7 @@ bpy only for the first run (the exported characters are cached, see tests/cross_
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,8 +31,10 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "backend"), str(REPO), str(REPO / "tests")]
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-bench-"))
 
+from blender_scene import sandbox_blender_user  # noqa: E402
+
+sandbox_blender_user("sa3df-bench-")
 import cross_cases  # noqa: E402  (after the path set-up)
 import cross_methods  # noqa: E402
 

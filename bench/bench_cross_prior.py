@@ -13,7 +13,6 @@ Run: python bench/bench_cross_prior.py [--pairs A->B ...] [--prior-steps 2000]. 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -21,8 +20,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "backend"), str(REPO), str(REPO / "tests")]
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-bench-"))
 
+from blender_scene import sandbox_blender_user  # noqa: E402
+
+sandbox_blender_user("sa3df-bench-")
 import cross_cases  # noqa: E402
 
 PAIRS = ["man->woman", "woman->animated_human", "horse->cow", "fox->wolf"]

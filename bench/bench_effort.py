@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-bench-"))
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench"), str(ROOT / "backend")]
 
+from blender_scene import sandbox_blender_user, scratch_dir  # noqa: E402
+
+sandbox_blender_user("sa3df-bench-")
 import bpy  # noqa: E402
 
 from bench_default_pair import write_pair  # noqa: E402
@@ -40,7 +41,7 @@ def mesh_object(path: Path):
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="sa3df-effort-"))
+    work = Path(scratch_dir("sa3df-effort-"))
     preferences = install_extension(work / "cache-warmup", extractor="geometric", effort="off", device="auto")
     clear_scene()
     pair = [mesh_object(path) for path in write_pair(work)]

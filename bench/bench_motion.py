@@ -261,10 +261,9 @@ def main() -> None:
     parser.add_argument("--contact-weight", type=float, help="MotionConfig.contact_weight for the contacts part")
     args = parser.parse_args()
 
-    import os
-    import tempfile
+    from blender_scene import sandbox_blender_user
 
-    os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-bench-"))
+    sandbox_blender_user("sa3df-bench-")
     import torch
 
     from conftest import find_data_dir

@@ -11,9 +11,7 @@ Run: python bench/bench_rest_prior.py. Needs bpy and the shared data.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +37,9 @@ def arms_turned(character, degrees: float) -> np.ndarray:
 
 
 def main() -> None:
-    os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-bench-"))
+    from blender_scene import sandbox_blender_user
+
+    sandbox_blender_user("sa3df-bench-")
     import torch
 
     from conftest import find_data_dir

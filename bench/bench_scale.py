@@ -119,7 +119,9 @@ def quality_table() -> None:
 
 
 def main() -> None:
-    os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-bench-"))
+    from blender_scene import sandbox_blender_user
+
+    sandbox_blender_user("sa3df-bench-")
     sizes = ["5k", "50k", "200k"] + ([] if "--no-1m" in sys.argv else ["1M"])
     print(f"machine: {os.cpu_count()} CPUs (may be shared with other jobs: times are upper bounds)\n")
     with tempfile.TemporaryDirectory(prefix="sa3df-scale-") as work:

@@ -25,9 +25,7 @@ Run: python bench/bench_train.py [reference budget in seconds, default 240]. Nee
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -51,7 +49,9 @@ EVAL_EVERY_S = 10.0
 
 def fox_frames() -> list[Mesh]:
     """Frames 2 and 14 of the fox's Walk, world space, welded and Loop-subdivided once."""
-    os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-bench-"))
+    from blender_scene import sandbox_blender_user
+
+    sandbox_blender_user("sa3df-bench-")
     from conftest import find_data_dir
     from motion_scenes import load_character
 

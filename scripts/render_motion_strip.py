@@ -25,14 +25,15 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-strip-"))
 sys.path[:0] = [str(REPO), str(REPO / "backend"), str(REPO / "tests")]
 
+from blender_scene import sandbox_blender_user  # noqa: E402
+
+sandbox_blender_user("sa3df-strip-")
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -264,7 +265,7 @@ def main() -> None:
     floors = {man_body: float(source_rest[:, 2].min()), human_body: float(target_rest[:, 2].min())}
     azimuths = {man_body: base_azimuth, human_body: base_azimuth - yaw}
     bodies = [man_body, human_body]
-    tmp = Path(tempfile.mkdtemp(prefix="sa3df-strip-tiles-"))
+    tmp = Path(blender_scene.scratch_dir("sa3df-strip-tiles-"))
     args.out.mkdir(parents=True, exist_ok=True)
 
     def tile(body, name):

@@ -22,14 +22,15 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-pictures-"))
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from blender_scene import sandbox_blender_user  # noqa: E402
+
+sandbox_blender_user("sa3df-pictures-")
 import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -228,7 +229,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--effort", default="fast", choices=["off", "fast", "normal", "thorough"])
     args = parser.parse_args()
-    blender_scene.install_extension(tempfile.mkdtemp(prefix="sa3df-cache-"), extractor="geometric",
+    blender_scene.install_extension(blender_scene.scratch_dir("sa3df-cache-"), extractor="geometric",
                                     effort=args.effort, device="auto")
     for name, seconds in pictures(args.data, args.out, args.size):
         print(f"{name}: rendered in {seconds:.2f} s ({(args.out / name).stat().st_size / 1024:.0f} KiB)")

@@ -3,9 +3,39 @@ export arrays, select objects and read what the add-on wrote. ``scripts/`` impor
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
+
+
+_SCRATCH_DIRS: list[str] = []
+
+
+def scratch_dir(prefix: str) -> str:
+    """A new temporary folder, removed when the process exits: a Blender user folder with an installed
+    extension holds its wheels (65 MB to 1.2 GB), and runs that left theirs behind filled a CI disk."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    _SCRATCH_DIRS.append(path)
+    return path
+
+
+@atexit.register
+def remove_scratch_dirs() -> None:
+    """Remove every :func:`scratch_dir`; call it before an ``os._exit``, which skips atexit handlers."""
+    while _SCRATCH_DIRS:
+        shutil.rmtree(_SCRATCH_DIRS.pop(), ignore_errors=True)
+
+
+def sandbox_blender_user(prefix: str = "sa3df-blender-user-") -> None:
+    """Keep Blender's user folder (config, installed extensions) in a scratch folder unless the caller chose
+    one with $BLENDER_USER_RESOURCES: `import bpy` otherwise writes to ~/.config/blender. Call it before
+    importing bpy."""
+    if not os.environ.get("BLENDER_USER_RESOURCES"):
+        os.environ["BLENDER_USER_RESOURCES"] = scratch_dir(prefix)
 
 
 def bpy_or_skip():

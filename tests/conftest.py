@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # The add-on's scene I/O modules are imported directly (with the bpy module) by tests.
 sys.path.insert(0, str(REPO))
-# `import bpy` writes to ~/.config/blender unless told otherwise: keep tests out of the user's config.
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-blender-user-"))
+from blender_scene import remove_scratch_dirs, sandbox_blender_user  # noqa: E402
+
+sandbox_blender_user()
 
 
 def find_data_dir() -> Path | None:
@@ -116,4 +116,5 @@ def pytest_unconfigure(config):
     if version is not None and tuple(version) < (4, 3) and "code" in _EXIT_STATUS:
         sys.stdout.flush()
         sys.stderr.flush()
+        remove_scratch_dirs()
         os._exit(_EXIT_STATUS["code"])

@@ -9,18 +9,20 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 sys.path[:0] = [str(TESTS), str(TESTS.parent)]
-os.environ.setdefault("BLENDER_USER_RESOURCES", tempfile.mkdtemp(prefix="sa3df-torch-free-"))
 
+from blender_scene import sandbox_blender_user  # noqa: E402
+
+sandbox_blender_user("sa3df-torch-free-")
 import bpy  # noqa: E402
 
 from blender_scene import (  # noqa: E402
-    EXTENSION_MODULE, clear_scene, import_into_scene, install_extension, select, set_action,
+    EXTENSION_MODULE, clear_scene, import_into_scene, install_extension, remove_scratch_dirs, scratch_dir, select,
+    set_action,
 )
 
 STEPS: list[dict] = []
@@ -76,7 +78,7 @@ def scene(data: Path) -> dict:
 
 
 def main(report_path: str, data: str) -> None:
-    prefs = install_extension(tempfile.mkdtemp(prefix="sa3df-cache-"), extractor="geometric", effort="off",
+    prefs = install_extension(scratch_dir("sa3df-cache-"), extractor="geometric", effort="off",
                               device="cpu")
     note("enabled", EXTENSION_MODULE in bpy.context.preferences.addons)
     o = scene(Path(data))
@@ -98,7 +100,7 @@ def main(report_path: str, data: str) -> None:
     press("clear")
     press("release_worker")
     backend, prefs.backend = prefs.backend, "MANAGED"
-    prefs.managed_python, prefs.managed_wheels = "/nonexistent/python3", tempfile.mkdtemp(prefix="wheels-")
+    prefs.managed_python, prefs.managed_wheels = "/nonexistent/python3", scratch_dir("wheels-")
     press("install_backend")  # no such base Python: fails at once, saying why
     prefs.backend = backend
     select([o["man_body"]], o["man_body"])
@@ -112,4 +114,5 @@ def main(report_path: str, data: str) -> None:
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
     sys.stdout.flush()
+    remove_scratch_dirs()
     os._exit(0)  # bpy 4.2 as a module can crash in its exit handlers after the FBX importer
