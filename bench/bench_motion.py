@@ -213,7 +213,8 @@ def contact_row(label, source, target, matches, weights, with_truth: bool, **con
         truth = f", joint error {100 * centred_joint_error(target, joints, expected):.2f} %"
     pct = lambda key: f"{100 * mine[key + '_max']:4.2f}/{100 * mine[key + '_mean']:4.2f}"  # noqa: E731
     print(f"  {label:28s} sliding {100 * mine['sliding']:5.3f} vs source {100 * theirs['sliding']:5.3f}"
-          f"{per_leg(mine['sliding'], theirs['sliding'], target, source)} | "
+          f"{per_leg(mine['sliding'], theirs['sliding'], target, source)}, against the ground "
+          f"{100 * mine['ground_sliding']:5.3f} vs {100 * theirs['ground_sliding']:5.3f} | "
           f"penetration {pct('penetration')} | float {pct('float')} (source {100 * theirs['penetration_max']:.2f}/"
           f"{100 * theirs['float_max']:.2f}) | jump {jump:4.1f} deg (source {source_jump:4.1f}){truth} | "
           f"fit {took:.1f} s, {len(source.frames)} frames")
@@ -234,7 +235,7 @@ def contacts(data: Path, with_features: bool, only: str | None = None, **config)
 
     kind = "surface features (geometric, 300 steps, rest prior)" if with_features else "nearest rest vertex"
     print(f"contacts: walk transfers, correspondence {kind}; sliding = mean speed of planted vertices, % of height "
-          "(and of hip height) per frame; penetration / float of each frame's lowest point vs the target's rest floor, % of height, "
+          "(and of hip height) per frame, and against the ground (less the clip's median planted step: a treadmill); penetration / float of each frame's lowest point vs the target's rest floor, % of height, "
           "max/mean; jump = largest per-frame local bone rotation change")
     for label, source_path, target_path in PAIRS:
         if only and only not in label:

@@ -43,6 +43,13 @@ def test_floor_report_measures_penetration_float_and_sliding():
     planted = np.tile([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]], (10, 1, 1))  # a foot on the floor, a head above
     skating = planted + np.arange(10)[:, None, None] * [0.02, 0.0, 0.0]
     assert foot_sliding(planted, 1.0) == 0.0 and np.isclose(foot_sliding(skating, 1.0), 0.02)
+    # in place: three sole vertices ride a treadmill (0.02 per frame), a fourth skates at 0.05
+    treadmill = np.tile([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [0.2, 0.0, 0.0], [0.3, 0.0, 0.0], [0.0, 0.0, 1.0]],
+                        (10, 1, 1))
+    treadmill[:, :4, 1] -= np.arange(10)[:, None] * [0.02, 0.02, 0.02, 0.05]
+    assert np.isclose(foot_sliding(treadmill, 1.0), (3 * 0.02 + 0.05) / 4)
+    assert np.isclose(foot_sliding(treadmill, 1.0, against_ground=True), 0.03 / 4)
+    assert np.isclose(floor_report(treadmill, UP, floor=0.0, height=1.0)["ground_sliding"], 0.03 / 4)
     q = np.tile([1.0, 0.0, 0.0, 0.0], (3, 1, 1))
     q[2, 0] = [np.cos(np.radians(15)), np.sin(np.radians(15)), 0, 0]  # a 30 degree turn
     assert np.allclose(rotation_jumps(q)[:, 0], [0.0, 30.0])

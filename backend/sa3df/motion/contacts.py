@@ -171,23 +171,30 @@ def leg_bones(rig, contact_skin: np.ndarray, branch_share: float = 0.05) -> np.n
 
 def floor_report(vertices: np.ndarray, up, floor: float, height: float) -> dict:
     """Per clip (T, N, 3): penetration below and float above ``floor`` of each frame's lowest point, as
-    fractions of ``height`` (max and mean over frames), and foot sliding (:func:`foot_sliding`)."""
+    fractions of ``height`` (max and mean over frames), and foot sliding (:func:`foot_sliding`), also
+    against the ground ("ground_sliding")."""
     low = heights(vertices, up).min(axis=1) - floor
     below, above = np.maximum(-low, 0) / height, np.maximum(low, 0) / height
     return {"penetration_max": float(below.max()), "penetration_mean": float(below.mean()),
             "float_max": float(above.max()), "float_mean": float(above.mean()),
-            "sliding": foot_sliding(vertices, height, up)}
+            "sliding": foot_sliding(vertices, height, up),
+            "ground_sliding": foot_sliding(vertices, height, up, against_ground=True)}
 
 
-def foot_sliding(vertices: np.ndarray, height: float, up=(0.0, 0.0, 1.0), contact: float = 0.02) -> float:
+def foot_sliding(vertices: np.ndarray, height: float, up=(0.0, 0.0, 1.0), contact: float = 0.02,
+                 against_ground: bool = False) -> float:
     """Mean speed across the floor (per frame, / height) of vertices within ``contact`` * height of the
-    clip's floor (:func:`clip_floor`) in consecutive frames: how much feet skate while planted."""
+    clip's floor (:func:`clip_floor`) in consecutive frames: how much feet skate while planted.
+    ``against_ground``: speeds relative to the ground's, the median step of those vertices over the clip (a
+    walk recorded in place moves its planted feet at a treadmill's speed, which is not skating)."""
     up = np.asarray(up, dtype=np.float64) / np.linalg.norm(up)
     h = heights(vertices, up)
     low = (h - np.median(h.min(axis=1))) < contact * height  # (T, N)
     planted = low[1:] & low[:-1]
     step = np.diff(vertices, axis=0)
     step = step - (step @ up)[..., None] * up
+    if against_ground and planted.any():
+        step = step - np.median(step[planted], axis=0)
     speed = np.linalg.norm(step, axis=-1) / height
     return float(speed[planted].mean()) if planted.any() else 0.0
 
