@@ -120,3 +120,35 @@ def test_a_rigs_pieces_are_bridged_where_the_rig_joins_them():
     boxes.piece_links = links[:1]  # box 2 in no link: bridged to the others' group by its nearest vertices
     fallback = bridged(landmarks.surface_graph(boxes))
     assert {tuple(sorted(p)) for p in ((first, second), (first, third))} <= fallback, fallback
+
+
+def test_tie_proof_keys_keep_the_order_and_settle_near_ties_by_vertex_id():
+    values = np.array([0.5, 1.0 + 1e-9, 1.0, 0.2, 1.0 - 1e-9, np.inf])
+    keys = landmarks.tie_proof_keys(values[:5])
+    assert int(np.argmax(keys)) == 1  # 1 ± 1e-9 are equal: the lowest id of them wins
+    assert list(np.argsort(-keys)) == [1, 2, 4, 0, 3]
+    assert int(np.argmax(landmarks.tie_proof_keys(values))) == 5  # an unreachable vertex stays farthest
+
+
+def _boxes(centres_and_sizes, noise: float = 0.0, seed: int = 0) -> Mesh:
+    """One mesh of separate axis-aligned boxes (a figure of rigid pieces), its vertices moved by ``noise``."""
+    import trimesh
+
+    parts = [trimesh.creation.box(extents=size).apply_translation(centre) for centre, size in centres_and_sizes]
+    whole = trimesh.util.concatenate(parts)
+    vertices = whole.vertices + noise * np.random.default_rng(seed).standard_normal(whole.vertices.shape)
+    return Mesh(vertices, np.asarray(whole.faces), np.arange(len(vertices)), len(vertices), "boxes")
+
+
+ROBOT_BOXES = [((0, 0, 1.2), (0.5, 0.3, 0.7)), ((0, 0, 1.75), (0.3, 0.3, 0.3)),  # body, head
+               ((-0.35, 0, 1.1), (0.12, 0.12, 0.7)), ((0.35, 0, 1.1), (0.12, 0.12, 0.7)),  # hanging arms
+               ((-0.13, 0, 0.45), (0.15, 0.15, 0.8)), ((0.13, 0, 0.45), (0.15, 0.15, 0.8))]  # legs
+
+
+def test_the_extremities_of_box_pieces_do_not_depend_on_noise():
+    """Box corners tie exactly; moved by 1e-8 (as a world transform moves them) a raw argmax picked
+    another corner, and through the add-on the robot's head was paired with the man's hand."""
+    found = {tuple(landmarks.mesh_landmarks(_boxes(ROBOT_BOXES, noise, seed)).ids)
+             for noise, seed in [(0.0, 0), (1e-8, 0), (1e-8, 1), (1e-8, 2), (1e-8, 3)]}
+    assert len(found) == 1, found
+
