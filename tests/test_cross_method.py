@@ -44,8 +44,8 @@ def test_alignment_improves_on_the_landmark_prior_alone(exported):
 
 
 @pytest.mark.parametrize("pair, posed, margin", [
-    ("man->animated_human", False, 0.0),  # T-posed humanoids, other skeleton: measured +0.016 (0.884 vs 0.868)
-    ("horse->cow", True, 0.075),  # the cow walking: +0.098 (0.865 vs 0.767)
+    ("man->animated_human", False, 0.0),  # T-posed humanoids, other skeleton: measured +0.013 (0.881 vs 0.868)
+    ("horse->cow", True, 0.075),  # the cow walking: +0.091 (0.858 vs 0.767)
 ])
 def test_the_trained_default_beats_position_only(exported, pair, posed, margin):
     case = cross_cases.load_case(pair, posed)

@@ -216,7 +216,7 @@ def carried_parts(features: list, meshes: list, k: int, up: str = "z", seed: int
     across the meshes, and different characters' trained features are not (bench/bench_cross.py, 16 rows,
     trained features: part agreement 0.739 on average and 0.388 at worst, a left and a right limb in one
     part on the woman -> the animated human). Carried by the map, a part covers on every mesh what it
-    covers on the first: 0.814 on average, 0.690 at worst, limbs apart on 15 of the 16 rows. Returns what
+    covers on the first: 0.814 on average, 0.686 at worst, limbs apart on 15 of the 16 rows. Returns what
     :func:`sided_parts` does (``info["parts_used"]``: a small part can miss a mesh)."""
     if len(features) != len(meshes):
         raise ValueError(f"got {len(features)} feature arrays for {len(meshes)} meshes")
