@@ -138,3 +138,20 @@ def test_jump_limit_is_the_turn_relative_to_the_parent():
     child = rig.bone_names.index("bone1")
     assert 30.0 <= degrees[0, rig.root] <= 36.0, degrees  # the measured 30 deg turn, with its margin
     assert np.allclose(degrees[0, child], 20.0, atol=0.1) and np.allclose(degrees[1], 20.0, atol=0.1), degrees
+
+
+def test_the_motion_job_reports_sliding_against_the_ground_too():
+    """A walk recorded in place: the whole body rides a treadmill (0.02 of its height a frame). The job's
+    report (and the add-on's message) says the feet skate 0 against the ground, not 2 % a frame."""
+    from types import SimpleNamespace
+
+    from sa3df.service.motion_jobs import _feet
+
+    foot = [[x, y, 0.0] for x in (0.0, 0.1) for y in (0.0, 0.1)]
+    rig = Rig(["root"], [-1], np.eye(4)[None], np.array(foot + [[0.05, 0.05, 1.0]]), np.ones((5, 1)))
+    basis = np.tile(np.eye(4), (6, 1, 1, 1))
+    basis[:, 0, 0, 3] = -0.02 * np.arange(6)
+    frames = rig.rest_vertices[None] + basis[:, 0, :3, 3][:, None]
+    info = _feet(rig, SimpleNamespace(local_matrices=lambda: basis), frames, {"up": (0.0, 0.0, 1.0)})
+    assert np.isclose(info["sliding"], 2.0) and np.isclose(info["source_sliding"], 2.0), info
+    assert info["ground_sliding"] == 0.0 and info["source_ground_sliding"] == 0.0, info

@@ -11,8 +11,9 @@ frame (align_pose: T = 1, the static shape), already in the target armature's sp
 transfer_motion, 0 for align_pose, whose source shape is posed rather than at rest).
 Outputs: ``rotations`` (T, B, 4) pose-bone quaternions (w, x, y, z), ``locations`` (T, B, 3),
 ``residuals`` (T,) in target armature units; info adds the feet's contact quality when ``up`` is given (% of
-the height: ``sliding`` / ``source_sliding`` per frame, worst ``penetration`` below and ``float`` above the
-target's floor).
+the height: ``sliding`` / ``source_sliding`` per frame, ``ground_sliding`` / ``source_ground_sliding`` the same
+against the ground (an in-place walk's treadmill taken away), worst ``penetration`` below and ``float`` above
+the target's floor).
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def _feet(rig, result, frames, settings) -> dict:
     source_h = heights(frames[0], up)
     theirs = floor_report(frames, up, float(np.median(heights(frames, up).min(1))), float(np.ptp(source_h)))
     return {"sliding": round(100 * mine["sliding"], 3), "source_sliding": round(100 * theirs["sliding"], 3),
+            "ground_sliding": round(100 * mine["ground_sliding"], 3),
+            "source_ground_sliding": round(100 * theirs["ground_sliding"], 3),
             "penetration": round(100 * mine["penetration_max"], 2), "float": round(100 * mine["float_max"], 2)}
 
 
