@@ -75,12 +75,10 @@ def _result(job, bone_names):
 def _feet_note(info: dict) -> str:
     if "sliding" not in info:
         return ""
-    if "ground_sliding" in info:  # a walk recorded in place: planted feet ride a treadmill, which is no skating
-        sliding = (f"feet skate {info['ground_sliding']:.2f} % of its height per frame against the ground "
-                   f"(source {info['source_ground_sliding']:.2f} %)")
-    else:
-        sliding = f"feet slide {info['sliding']:.2f} % of its height per frame (source {info['source_sliding']:.2f} %)"
-    return f"; {sliding}, lowest point at most {info['penetration']:.2f} % below / {info['float']:.2f} % above its floor"
+    # Against the ground: a walk recorded in place has its planted feet ride a treadmill, which is no skating.
+    return (f"; feet skate {info['ground_sliding']:.2f} % of its height per frame against the ground "
+            f"(source {info['source_ground_sliding']:.2f} %), lowest point at most {info['penetration']:.2f} % "
+            f"below / {info['float']:.2f} % above its floor")
 
 
 class SA3DF_OT_transfer_motion(BackendOperator):

@@ -9,8 +9,8 @@ per-vertex results back, giving welded copies the same value.
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence

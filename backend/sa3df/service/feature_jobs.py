@@ -116,7 +116,8 @@ def segment_job(ctx: JobContext) -> JobOutput:
         up = feature_settings(ctx.params).up_axis or "y"
         seed = int(ctx.params.get("seed", 0))
         if parts_from == "all" or len(meshes) == 1:
-            labels, info = limb_parts.sided_parts(result.embeddings, meshes, k, up=up, seed=seed, smooth_iterations=smooth)
+            labels, info = limb_parts.sided_parts(result.embeddings, meshes, k, up=up, seed=seed,
+                                                  smooth_iterations=smooth)
         else:
             labels, info = limb_parts.carried_parts(result.embeddings, meshes, k, up=up, seed=seed,
                                                  smooth_iterations=smooth, maps=_maps_from_first(ctx, meshes, result))
