@@ -3,8 +3,8 @@ floor measures, and the fit keeping a target on its own floor when the source cl
 
 import numpy as np
 
-from sa3df.motion.contacts import (_swing_clearance, floor_report, foot_sliding, leg_bones, rotation_jumps,
-                                   source_contacts)
+from sa3df.motion.contacts import (floor_report, foot_sliding, leg_bones, rotation_jumps, source_contacts,
+                                   swing_clearance)
 from sa3df.motion.fit import MotionConfig, fit_motion
 from sa3df.motion.rig import Rig
 from sa3df.motion.skinning import pose_rig
@@ -61,7 +61,7 @@ def test_a_swinging_foot_keeps_its_matches_clearance_and_a_rolling_one_does_not(
     the heel's match rolls up (no clearance: its foot stands); the other foot swings, its match 0.05 up."""
     match_heights = np.array([[0.0, 0.0, 0.01], [0.02, 0.0, 0.06], [0.0, 0.0, 0.01]])
     mask = np.array([[1, 1, 1], [0, 1, 0], [1, 1, 1]], dtype=bool)
-    clearance = _swing_clearance(match_heights, mask, bones=np.array([0, 0, 1]), n_bones=2)
+    clearance = swing_clearance(match_heights, mask, bones=np.array([0, 0, 1]), n_bones=2)
     assert np.allclose(clearance, [[0, 0, 0], [0, 0, 0.05], [0, 0, 0]])
 
 

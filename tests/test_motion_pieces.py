@@ -71,8 +71,9 @@ def test_an_armature_that_moves_no_mesh_is_refused():
 def test_rigid_robot_walks_without_jumps_or_skating(data_dir):
     """The man's walk onto the robot of rigid boxes with its feet on the floor: no bone turns more than 20
     degrees in a frame (the man's largest turn is 23.8), the feet slide less than the man's against the
-    ground and no more than his for their legs' length (the walk is in place: planted feet keep a treadmill's speed, which grows with the legs;
-    the robot's hips are at 0.54 of its height, the man's at 0.44)."""
+    ground and no more than his for their legs' length (the walk is in place: planted feet keep a
+    treadmill's speed, which grows with the legs; the robot's hips are at 0.54 of its height, the man's
+    at 0.44)."""
     bpy_or_skip()
     from robot_rig import build_robot
     from sa3df.motion.contacts import floor_report, foot_sliding, rotation_jumps

@@ -14,7 +14,7 @@ against the ground truth (0.90 % instead of 0.83 %; now 0.83 %, as without the f
 vertex of its foot (its bone) is in contact, a contact vertex rises above its rest height at least as far
 as its match rises above the match's own lowest: a swinging foot clears the floor as the source's does.
 Without that, the robot's box feet skimmed the floor at 0.4 % of its height while their matches were 1.1 %
-up, at 4-13 % of the height a frame, and slid 4.75 % a frame against the man's 3.97 (now 3.88).
+up, at 4-13 % of the height a frame, and slid 4.75 % a frame against the man's 3.97 (now 3.89).
 
 Heights are along the armature-space ``up`` axis; lengths in the fitter's units (target size).
 """
@@ -79,8 +79,8 @@ class ContactGoals:
     contact), ``steps`` (T-1, c, 3) the ground's step across the floor per frame (the median step of the
     contacts' matches, for each column); ``lowest`` (T,) the source's lowest height above its floor per
     frame (a jump lifts the target too), ``clearance`` (T, c) how far above its rest height a column stays
-    while its foot swings (:func:`_swing_clearance`), ``base`` the lowest rest height above the floor of the posed
-    vertices (the sample may hold no sole vertex), ``floor`` the target's floor height and ``up`` (3,);
+    while its foot swings (:func:`swing_clearance`), ``base`` the lowest rest height above the floor of the
+    posed vertices (the sample may hold no sole vertex), ``floor`` the target's floor height and ``up`` (3,);
     ``leg_list`` the bones of the contacts' chains (:func:`leg_bones`) and ``leg_rows`` the posed vertices
     (rows) low at rest that mainly follow them, which the fit poses a second time with only those bones
     free for the penetration term."""
@@ -112,7 +112,7 @@ class ContactGoals:
         mask = source_contacts(placed_matches, up, height) & (rest_h - floor < TARGET_LOW * height)[None]
         columns = np.flatnonzero(mask.any(axis=0))  # the few feet vertices: the terms below touch only these
         steps = _ground_steps(placed_matches[:, columns], mask[:, columns], up)
-        clearance = _swing_clearance(heights(placed_matches[:, columns], up), mask[:, columns],
+        clearance = swing_clearance(heights(placed_matches[:, columns], up), mask[:, columns],
                                      weights[columns].argmax(1), weights.shape[1])
         lowest = np.maximum(np.asarray(lift, dtype=np.float64), 0.0)
         legs = leg_bones(rig, (weights[columns] > 0.3).sum(0))
@@ -126,10 +126,10 @@ class ContactGoals:
     def loss(self, verts: torch.Tensor, scale: float, leg_verts: torch.Tensor | None = None) -> torch.Tensor:
         """Floor terms, quadratic and divided by ``scale`` like the data term's knee: no vertex below the
         floor (summed over vertices: a foot of a few vertices counts), each frame's lowest point as high as
-        the source's, contacts at their rest height and moving with the ground, swinging feet as high as their
-        matches. ``verts`` (T, n', 3) posed,
-        the n loss vertices first; ``leg_verts`` (T, len(leg_rows), 3) the leg rows posed with only the
-        legs' bones free (their penetration then moves only the legs)."""
+        the source's, contacts at their rest height and moving with the ground, swinging feet as high as
+        their matches. ``verts`` (T, n', 3) posed, the n loss vertices first; ``leg_verts`` (T,
+        len(leg_rows), 3) the leg rows posed with only the legs' bones free (their penetration then moves
+        only the legs)."""
         h = verts @ self.up - self.floor  # (T, n')
         below = torch.relu(-h)
         if leg_verts is not None:
@@ -151,7 +151,7 @@ class ContactGoals:
         return loss / (2 * scale)
 
 
-def _swing_clearance(match_heights: np.ndarray, mask: np.ndarray, bones: np.ndarray, n_bones: int) -> np.ndarray:
+def swing_clearance(match_heights: np.ndarray, mask: np.ndarray, bones: np.ndarray, n_bones: int) -> np.ndarray:
     """(T, c) how far each contact column must stay above its rest height while its foot swings: its match's
     height (``match_heights`` (T, c)) above the match's lowest in the clip, in the frames where no column of
     its bone (``bones`` (c,), the dominant one) is in contact (``mask`` (T, c)); 0 while the foot stands (a
