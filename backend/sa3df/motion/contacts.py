@@ -130,10 +130,10 @@ class ContactGoals:
         their matches. ``verts`` (T, n', 3) posed, the n loss vertices first; ``leg_verts`` (T,
         len(leg_rows), 3) the leg rows posed with only the legs' bones free (their penetration then moves
         only the legs)."""
-        h = verts @ self.up - self.floor  # (T, n')
+        h = _along(verts, self.up) - self.floor  # (T, n')
         below = torch.relu(-h)
         if leg_verts is not None:
-            below = below.index_copy(1, self.leg_rows, torch.relu(self.floor - leg_verts @ self.up))
+            below = below.index_copy(1, self.leg_rows, torch.relu(self.floor - _along(leg_verts, self.up)))
         low = h.min(dim=1).values - self.base
         loss = 10.0 * (below * below).sum(1).mean() + ((low - self.lowest) ** 2).mean()
         if len(self.columns) == 0:
@@ -146,9 +146,15 @@ class ContactGoals:
             both = self.mask[1:] * self.mask[:-1]
             feet = verts[:, self.columns]
             step = feet[1:] - feet[:-1]
-            slip = step - (step @ self.up)[..., None] * self.up - self.steps
+            slip = step - _along(step, self.up)[..., None] * self.up - self.steps
             loss = loss + ((slip * slip).sum(-1) * both).sum() / both.sum().clamp_min(1.0)
         return loss / (2 * scale)
+
+
+def _along(points: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """(...) components of ``points`` (..., 3) along ``up`` (3,). An einsum, not ``@``: torch's batched
+    matmul with an inner size of 3 took 10 of the floor terms' 15 ms a step (250 frames x 1,575 vertices)."""
+    return torch.einsum("...k,k->...", points, up)
 
 
 def swing_clearance(match_heights: np.ndarray, mask: np.ndarray, bones: np.ndarray, n_bones: int) -> np.ndarray:
