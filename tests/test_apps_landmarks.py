@@ -151,4 +151,3 @@ def test_the_extremities_of_box_pieces_do_not_depend_on_noise():
     found = {tuple(landmarks.mesh_landmarks(_boxes(ROBOT_BOXES, noise, seed)).ids)
              for noise, seed in [(0.0, 0), (1e-8, 0), (1e-8, 1), (1e-8, 2), (1e-8, 3)]}
     assert len(found) == 1, found
-

@@ -125,9 +125,10 @@ TIE = 1e-5  # values this close (relative to the largest) are equal: the corners
 
 def tie_proof_keys(values: np.ndarray, tie: float = TIE) -> np.ndarray:
     """(N,) int64 keys ordered as ``values`` (N,) rounded to steps of ``tie`` × the largest |value| (so 1e-8
-    noise almost never separates equal values), the lower vertex id first among equals. A symmetric shape (a rigid box piece) has
-    exactly tied corners; moved by 1e-8 (as a world transform moves them), raw values pick a different
-    corner, and with it the extremities and the pairing (the robot's head matched the man's hand)."""
+    noise almost never separates equal values), the lower vertex id first among equals. A symmetric shape
+    (a rigid box piece) has exactly tied corners; moved by 1e-8 (as a world transform moves them), raw
+    values pick a different corner, and with it the extremities and the pairing (the robot's head matched
+    the man's hand)."""
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     top = max(float(np.abs(values[finite]).max()) if finite.any() else 1.0, 1e-300)
