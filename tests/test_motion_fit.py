@@ -12,7 +12,7 @@ import torch
 from sa3df.motion.fit import MotionConfig, align_pose, fit_motion
 from sa3df.core.progress import Cancelled
 from sa3df.motion.rig import Rig
-from sa3df.motion.skinning import pose_rig
+from sa3df.motion.skinning import TorchRig, apply_to_frames, pose_rig
 from sa3df.motion.rotations import (
     continuous_quaternions, matrix_from_6d, matrix_from_quaternion, quaternion_from_matrix, rotation_angle,
     six_from_matrix,
@@ -108,6 +108,28 @@ def test_rest_pose_and_rigid_root_rotation():
     world_turn = root[:3, :3] @ _rotation([0, 1, 0], 0.7) @ root[:3, :3].T
     expected = (rig.rest_vertices - root[:3, 3]) @ world_turn.T + root[:3, 3]
     assert np.allclose(verts[0], expected, atol=1e-9)
+
+
+def test_sparse_skinning_matches_the_dense_product_and_its_gradient():
+    rig = tube_rig()
+    weights = rig.weights.copy()
+    weights[:5] *= 0.5  # partly unweighted vertices keep the rest of their place at rest
+    rig = Rig(rig.bone_names, rig.parents, rig.rest_matrices, rig.rest_vertices, weights, faces=rig.faces)
+    model = TorchRig(rig)
+    ids = torch.tensor([0, 3, 200, 7, 150, 383])
+    skinning = torch.randn(5, rig.n_bones, 3, 4, requires_grad=True)
+    skinner = model.skinner(ids)
+    assert skinner.design.layout == torch.sparse_csr  # the CPU path under test
+    sparse = skinner(skinning)
+    w, rest = model.weights[ids], model.rest_vertices[ids]
+    design = (w[:, :, None] * torch.cat([rest, torch.ones(len(ids), 1)], 1)[:, None]).reshape(len(ids), -1)
+    dense = apply_to_frames(design, skinning.transpose(-1, -2).flatten(1, 2)) + (1 - w.sum(1, keepdim=True)) * rest
+    assert torch.allclose(sparse, dense, atol=1e-5)
+    probe = torch.randn_like(dense)
+    (grad_sparse,) = torch.autograd.grad((sparse * probe).sum(), skinning)
+    (grad_dense,) = torch.autograd.grad((dense * probe).sum(), skinning)
+    assert grad_sparse.abs().max() > 0.1
+    assert torch.allclose(grad_sparse, grad_dense, atol=1e-5)
 
 
 def test_fit_recovers_a_clip_through_ground_truth_correspondence():

@@ -14,7 +14,7 @@ import torch
 
 from sa3df.core.progress import ProgressFn, report
 from sa3df.motion.rig import Rig
-from sa3df.motion.skinning import TorchRig, apply_to_frames, local_matrices
+from sa3df.motion.skinning import TorchRig, apply_to_frames, local_matrices, take_rows
 from sa3df.motion.rotations import matrix_from_6d, nearest_rotation, six_from_matrix, weighted_covariances
 
 STILL_PRIOR = 0.05  # spin_limits: pull of a bone's measured turn towards none (fraction of its covariance)
@@ -55,6 +55,9 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
         frozen = frozen[None, :, None, None]
         eye = torch.eye(3, device=c.device)
     attached = attachments(model.rig, free, config.attach_distance)
+    skin_rows = model.skinner(ids)
+    contacts = problem.contacts
+    skin_legs = model.skinner(ids[contacts.leg_rows]) if contacts is not None and len(contacts.leg_rows) else None
     with torch.no_grad():
         limit = spin_limits(model, problem, c, q_raw * scale, config)
     for it in range(iterations):
@@ -64,7 +67,7 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
         q = log_scale.exp() * (q_raw - src_c) + tgt_c
         local = local_matrices(rot, free, locations)
         posed = model.bone_matrices(local)
-        verts, joints = model.skin(model.skinning_matrices(posed), ids), posed[..., :3, 3]
+        verts, joints = skin_rows(model.skinning_matrices(posed)), posed[..., :3, 3]
         trim = config.trim_fraction if it >= iterations // 3 else 0.0
         # The centroid term steers while matches are far off; it fades out by mid-run because, being an
         # average, it pins each bone's centre and slows the last (twist) refinements.
@@ -72,9 +75,9 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
         loss = _data_terms(verts[:, :n_data], q, c, bone_w, centroid, config.robust_scale, trim)
         loss = loss + config.edge_weight * _edge_term(verts, edge_rows, rest_len)
         loss = loss + _smooth_terms(joints, rot, limit, config) + _prior_terms(rot, config)
-        if problem.contacts is not None:
-            legs = _legs_only(model, problem.contacts, posed, local, ids)
-            loss = loss + config.contact_weight * problem.contacts.loss(verts, config.robust_scale, legs)
+        if contacts is not None:
+            legs = None if skin_legs is None else _legs_only(model, contacts, posed, local, skin_legs)
+            loss = loss + config.contact_weight * contacts.loss(verts, config.robust_scale, legs)
         if len(attached):
             gap = joints[:, attached[:, 0]] - joints[:, attached[:, 1]]
             loss = loss + config.attach_weight * (gap * gap).sum(-1).mean() / (2 * config.robust_scale)
@@ -90,14 +93,12 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
     return rot, locations.detach(), float(log_scale.detach().exp())
 
 
-def _legs_only(model: TorchRig, contacts, posed, local, ids):
-    """(T, r, 3) the contacts' leg rows posed with every bone but the legs' held (no gradient): what the
-    penetration term may move. ``posed`` (T, B, 4, 4) the bone frames of the ``local`` matrices. None when
-    no vertex follows a leg."""
-    if len(contacts.leg_rows) == 0:
-        return None
+def _legs_only(model: TorchRig, contacts, posed, local, skin_legs):
+    """(T, r, 3) the contacts' leg rows posed (by ``skin_legs``, their skinner) with every bone but the legs'
+    held (no gradient): what the penetration term may move. ``posed`` (T, B, 4, 4) the bone frames of the
+    ``local`` matrices."""
     held = model.with_only(posed, local, contacts.leg_list)
-    return model.skin(model.skinning_matrices(held), ids[contacts.leg_rows])
+    return skin_legs(model.skinning_matrices(held))
 
 
 @dataclass
@@ -311,7 +312,7 @@ def _data_terms(verts, q, c, bone_w, centroid_weight, robust_scale, trim):
 def _edge_term(verts, edge_rows, rest_len):
     if len(edge_rows) == 0:
         return verts.new_zeros(())
-    e = verts[:, edge_rows[:, 0]] - verts[:, edge_rows[:, 1]]
+    e = take_rows(verts, edge_rows[:, 0]) - take_rows(verts, edge_rows[:, 1])
     return (((e.norm(dim=-1) - rest_len) ** 2).mean() / (rest_len**2).mean().clamp_min(1e-12))
 
 
