@@ -10,6 +10,7 @@ target's current pose (Align Pose).
 
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 import bpy
@@ -101,11 +102,13 @@ class SA3DF_OT_transfer_motion(BackendOperator):
         frames = rig_io.action_frames(action)
         clip = rig_io.source_clip(source, source_meshes, frames, into=target, align_origins=True)
         names = {"action": action.name, "target": target.name, "bones": None}
+        timing = {"predicted": _predicted_seconds(context, source, target, len(frames)), "started": time.monotonic()}
 
         def apply(context, job, objects) -> str:
             armature = bpy.data.objects.get(names["target"])
             if armature is None or armature.type != "ARMATURE":
                 raise UserError(f"Target armature '{names['target']}' is gone")
+            _record_duration(timing["predicted"], timing["started"])
             result = _result(job, request.params["bone_names"])
             new = rig_io.bake_motion(armature, result, frames, f"{names['action']} → {armature.name}")
             notes = "; ".join(request.info.get("warnings") or [])
@@ -162,11 +165,15 @@ FIT_SECONDS_PER_FRAME = 0.075
 FIXED_SECONDS = 3.0
 
 
+# Measured seconds / estimated seconds of this session's last Transfer Motion: machines differ by far more
+# than the constants' error (the bench's job took 29 s on one 2-core machine, 81 s on another of the same kind),
+# so once a transfer has run the panel scales its estimate by what this machine took.
+_MEASURED = {"ratio": None}
+
+
 def transfer_estimate(context) -> str | None:
     """What Transfer Motion would do with the current selection and about how long it takes, or None
     when the selection is not one it takes."""
-    from sa3df.features.settings import EFFORT_STEPS
-
     source = armature_of(context.active_object)
     action = source.animation_data.action if source is not None and source.animation_data else None
     try:
@@ -175,14 +182,28 @@ def transfer_estimate(context) -> str | None:
         return None
     if target is None:
         return None
-    vertices = sum(len(m.data.vertices) for a in (source, target) for m in rig_io.moved_meshes(a))
     frames = len(rig_io.action_frames(action))
+    seconds = _predicted_seconds(context, source, target, frames)
+    if _MEASURED["ratio"] is None:
+        return f"{frames} frames onto {target.name}: about {seconds:.0f} s"
+    return f"{frames} frames onto {target.name}: about {seconds * _MEASURED['ratio']:.0f} s (as timed here)"
+
+
+def _predicted_seconds(context, source, target, frames: int) -> float:
+    """The constants' estimate of a transfer's seconds (FEATURE_SECONDS, FIT_SECONDS_PER_FRAME)."""
+    from sa3df.features.settings import EFFORT_STEPS
+
+    vertices = sum(len(m.data.vertices) for a in (source, target) for m in rig_io.moved_meshes(a))
     prefs = preferences(context)
     effort = getattr(prefs, "effort", "fast") if context.scene.sa3df.train_on_selection else "off"
     steps = EFFORT_STEPS.get(effort, 0)
-    seconds = (FIXED_SECONDS + FEATURE_SECONDS * steps * vertices / 1000
-               + FIT_SECONDS_PER_FRAME * frames * len(target.data.bones) / 50)
-    return f"{frames} frames onto {target.name}: about {seconds:.0f} s"
+    return (FIXED_SECONDS + FEATURE_SECONDS * steps * vertices / 1000
+            + FIT_SECONDS_PER_FRAME * frames * len(target.data.bones) / 50)
+
+
+def _record_duration(predicted: float, started: float) -> None:
+    """Keep what the transfer that just finished took against its estimate, for the next estimates."""
+    _MEASURED["ratio"] = (time.monotonic() - started) / max(predicted, 1e-6)
 
 
 def set_pose(armature, result) -> None:

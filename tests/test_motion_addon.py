@@ -3,6 +3,7 @@ into headless Blender, the backend runs in its worker process, and the result is
 only (Transfer Motion) or the target's pose (Align Pose)."""
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -43,7 +44,13 @@ def test_transfer_motion_operator_bakes_a_new_action_on_the_target_only(addon, d
     select([man, horse], man)
     estimate = sys.modules[f"{MODULE}.motion_ops"].transfer_estimate(bpy.context)  # what the panel shows
     assert estimate.startswith(f"{len(rig_io.action_frames(walk))} frames onto {horse.name}: about "), estimate
+    started = time.monotonic()
     assert bpy.ops.sa3df.transfer_motion() == {"FINISHED"}
+    took = time.monotonic() - started
+    # Once a transfer has run, the panel's estimate is what this machine took (the same transfer again).
+    timed = sys.modules[f"{MODULE}.motion_ops"].transfer_estimate(bpy.context)
+    assert timed.endswith(" s (as timed here)"), timed
+    assert 0.8 * took - 1 <= float(timed.split("about ")[1].split(" s")[0]) <= took + 1, (timed, took)
 
     new = set(bpy.data.actions) - actions_before
     assert len(new) == 1
