@@ -130,6 +130,13 @@ def test_sparse_skinning_matches_the_dense_product_and_its_gradient():
     (grad_dense,) = torch.autograd.grad((dense * probe).sum(), skinning)
     assert grad_sparse.abs().max() > 0.1
     assert torch.allclose(grad_sparse, grad_dense, atol=1e-5)
+    # The rows' heights along an axis, and edge vectors (rows less other rows), from the same matrices.
+    up = torch.tensor([0.6, 0.0, 0.8])
+    assert torch.allclose(skinner.heights(skinning, up), dense @ up, atol=1e-5)
+    others = torch.tensor([1, 2, 201, 8, 151, 0])
+    edges = model.skinner(ids, minus=others)(skinning)
+    assert torch.allclose(edges, sparse - model.skinner(others)(skinning), atol=1e-5)
+    assert edges.abs().max() > 0.1
 
 
 def test_fit_recovers_a_clip_through_ground_truth_correspondence():

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sa3df.motion.skinning import take_rows
-
 # Fractions of the character's height (along up) and per-frame speeds in height per frame.
 NEAR_FLOOR = 0.06  # a vertex whose lowest point in the clip is this close to the floor can touch it
 LIFT = 0.012  # ... and touches it while within this of its lowest point
@@ -125,17 +123,18 @@ class ContactGoals:
                    as_t(lowest), as_t(clearance), base, floor, as_t(up), np.flatnonzero(legs).tolist(),
                    as_t(leg_rows, torch.long))
 
-    def loss(self, verts: torch.Tensor, scale: float, leg_verts: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(self, heights: torch.Tensor, feet: torch.Tensor, scale: float,
+             leg_heights: torch.Tensor | None = None) -> torch.Tensor:
         """Floor terms, quadratic and divided by ``scale`` like the data term's knee: no vertex below the
         floor (summed over vertices: a foot of a few vertices counts), each frame's lowest point as high as
         the source's, contacts at their rest height and moving with the ground, swinging feet as high as
-        their matches. ``verts`` (T, n', 3) posed, the n loss vertices first; ``leg_verts`` (T,
-        len(leg_rows), 3) the leg rows posed with only the legs' bones free (their penetration then moves
-        only the legs)."""
-        h = _along(verts, self.up) - self.floor  # (T, n')
+        their matches. ``heights`` (T, n') of the posed vertices along up, the n loss vertices first;
+        ``feet`` (T, len(columns), 3) the contact columns posed; ``leg_heights`` (T, len(leg_rows)) the leg
+        rows' heights posed with only the legs' bones free (their penetration then moves only the legs)."""
+        h = heights - self.floor  # (T, n')
         below = torch.relu(-h)
-        if leg_verts is not None:
-            below = below.index_copy(1, self.leg_rows, torch.relu(self.floor - _along(leg_verts, self.up)))
+        if leg_heights is not None:
+            below = below.index_copy(1, self.leg_rows, torch.relu(self.floor - leg_heights))
         low = h.min(dim=1).values - self.base
         loss = 10.0 * (below * below).sum(1).mean() + ((low - self.lowest) ** 2).mean()
         if len(self.columns) == 0:
@@ -145,9 +144,8 @@ class ContactGoals:
         loss = loss + (lift * lift).sum() / self.mask.sum()
         short = torch.relu(self.clearance - (feet_h - self.goal))  # a swinging foot skims the floor
         loss = loss + SWING_WEIGHT * (short * short).sum() / (1 - self.mask).sum().clamp_min(1.0)
-        if verts.shape[0] > 1:
+        if feet.shape[0] > 1:
             both = self.mask[1:] * self.mask[:-1]
-            feet = take_rows(verts, self.columns)
             step = feet[1:] - feet[:-1]
             slip = step - _along(step, self.up)[..., None] * self.up - self.steps
             loss = loss + ((slip * slip).sum(-1) * both).sum() / both.sum().clamp_min(1.0)
@@ -155,24 +153,9 @@ class ContactGoals:
 
 
 def _along(points: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """(...) components of ``points`` (..., 3) along the constant ``up`` (3,)."""
-    return _Along.apply(points, up)
-
-
-class _Along(torch.autograd.Function):
-    """``points @ up`` with a broadcast product for its gradient. Torch's own (``@`` or einsum) runs a batched
-    matmul with an inner size of 3 both ways: 10 of the floor terms' 15 ms a step forward (250 frames x 1,575
-    vertices; einsum forward is fast) and 5 % of the whole fit step backward."""
-
-    @staticmethod
-    def forward(ctx, points, up):
-        ctx.save_for_backward(up)
-        return torch.einsum("...k,k->...", points, up)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (up,) = ctx.saved_tensors
-        return grad[..., None] * up, None
+    """(...) components of ``points`` (..., 3) along ``up`` (3,). An einsum, not ``@``: torch's batched
+    matmul with an inner size of 3 took 10 of the floor terms' 15 ms a step (250 frames x 1,575 vertices)."""
+    return torch.einsum("...k,k->...", points, up)
 
 
 def swing_clearance(match_heights: np.ndarray, mask: np.ndarray, bones: np.ndarray, n_bones: int) -> np.ndarray:

@@ -59,21 +59,15 @@ class TorchRig:
         For the same rows posed again and again (a fit's steps), build :meth:`skinner` once instead."""
         return self.skinner(vertex_ids)(skinning)
 
-    def skinner(self, vertex_ids: torch.Tensor | None = None) -> "Skinner":
-        """The skinning of fixed rows (``vertex_ids``, default all), its constant part built once."""
-        return Skinner(self, vertex_ids)
+    def skinner(self, vertex_ids: torch.Tensor | None = None, minus: torch.Tensor | None = None) -> "Skinner":
+        """The skinning of fixed rows (``vertex_ids``, default all; less ``minus``'s, row by row), its
+        constant part built once."""
+        return Skinner(self, vertex_ids, minus)
 
     def pose(self, local: torch.Tensor, vertex_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(posed vertices (T, n, 3), bone head positions (T, B, 3)) for local basis matrices (T, B, 4, 4)."""
         posed = self.bone_matrices(local)
         return self.skin(self.skinning_matrices(posed), vertex_ids), posed[..., :3, 3]
-
-
-def take_rows(verts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``verts[:, rows]`` (T, r, 3) of posed vertices (T, n, 3), gathered vertex by vertex: a
-    :class:`Skinner`'s output is laid out vertex-major (a view), so this copies whole rows, and its gradient
-    adds whole rows (gathering across frames instead copied the whole tensor, 14 % of a fit step)."""
-    return verts.transpose(0, 1).index_select(0, rows).transpose(0, 1)
 
 
 def apply_to_frames(matrix: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -90,32 +84,55 @@ class Skinner:
     design (n, 4B) @ (4B, T*3); no (T, n, 3, 4) blend is ever formed, which keeps memory traffic (the CPU
     bottleneck) low. A vertex has a few bones of the B, so on the CPU the design is a sparse (CSR) matrix:
     both products of a fit step (forward, and its transpose for the gradient) then take a third of the dense
-    ones' time (5,606-vertex woman, 42 bones). Unweighted vertices stay at rest."""
+    ones' time (5,606-vertex woman, 42 bones). Unweighted vertices stay at rest.
 
-    def __init__(self, model: TorchRig, vertex_ids: torch.Tensor | None = None):
-        weights, rest = model.weights, model.rest_vertices
-        if vertex_ids is not None:
-            weights, rest = weights[vertex_ids], rest[vertex_ids]
-        homogeneous = torch.cat([rest, torch.ones_like(rest[:, :1])], dim=1)  # (n, 4)
-        design = (weights[:, :, None] * homogeneous[:, None, :]).reshape(len(rest), -1)  # (n, 4B)
-        unweighted = (1.0 - weights.sum(dim=1, keepdim=True)).clamp_min(0.0)
-        self.unweighted = unweighted * rest if bool((unweighted > 1e-5).any()) else None  # not float noise
+    ``minus``: vertex ids as many as ``vertex_ids``, whose skinning is taken away row by row (edge vectors).
+    A fit gives each of its terms a skinner of its own rows (data, edges, feet, heights) rather than
+    gathering them from one posed array: each gradient then lands on the few skinning matrices instead of
+    being summed over a (T, n, 3) array (that plumbing was 30 % of a fit step)."""
+
+    def __init__(self, model: TorchRig, vertex_ids: torch.Tensor | None = None, minus: torch.Tensor | None = None):
+        design, unweighted = self._design(model, vertex_ids)
+        if minus is not None:
+            other, other_unweighted = self._design(model, minus)
+            design, unweighted = design - other, unweighted - other_unweighted
+        self.unweighted = unweighted if bool((unweighted.abs() > 1e-5).any()) else None  # not float noise
         self.design, self.design_t = design, None
         if design.device.type == "cpu" and design.numel():
             with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta": the product is tested
                 warnings.simplefilter("ignore", UserWarning)
                 self.design, self.design_t = design.to_sparse_csr(), design.T.contiguous().to_sparse_csr()
 
+    @staticmethod
+    def _design(model: TorchRig, vertex_ids):
+        """(design (n, 4B), rest place of the unweighted share (n, 3)) of the listed vertices."""
+        weights, rest = model.weights, model.rest_vertices
+        if vertex_ids is not None:
+            weights, rest = weights[vertex_ids], rest[vertex_ids]
+        homogeneous = torch.cat([rest, torch.ones_like(rest[:, :1])], dim=1)  # (n, 4)
+        design = (weights[:, :, None] * homogeneous[:, None, :]).reshape(len(rest), -1)
+        return design, (1.0 - weights.sum(dim=1, keepdim=True)).clamp_min(0.0) * rest
+
     def __call__(self, skinning: torch.Tensor) -> torch.Tensor:
         """Posed vertices (T, n, 3) from skinning matrices (T, B, 3, 4)."""
         per_frame = skinning.transpose(-1, -2).flatten(1, 2)  # (T, 4B, 3): [t, 4b + k, i] = S[t, b, i, k]
-        if self.design_t is None:
-            posed = apply_to_frames(self.design, per_frame)
-        else:
-            t, n, k = per_frame.shape
-            flat = _SparseProduct.apply(per_frame.permute(1, 0, 2).reshape(n, t * k), self.design, self.design_t)
-            posed = flat.reshape(-1, t, k).permute(1, 0, 2)
+        t, n, k = per_frame.shape
+        flat = self._product(per_frame.permute(1, 0, 2).reshape(n, t * k))  # (n, T*3)
+        posed = flat.reshape(-1, t, k).permute(1, 0, 2)
         return posed if self.unweighted is None else posed + self.unweighted
+
+    def heights(self, skinning: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """(T, n) the posed vertices' components along the unit ``up`` (3,): the design applied to the
+        skinning matrices' own components along up, a third of the product of :meth:`__call__`."""
+        per_frame = skinning.transpose(-1, -2).flatten(1, 2)  # (T, 4B, 3)
+        along = torch.einsum("tnk,k->nt", per_frame, up).contiguous()  # (4B, T); small, so einsum's bmm is cheap
+        height = self._product(along).T
+        return height if self.unweighted is None else height + self.unweighted @ up
+
+    def _product(self, dense: torch.Tensor) -> torch.Tensor:
+        if self.design_t is None:
+            return self.design @ dense
+        return _SparseProduct.apply(dense, self.design, self.design_t)
 
 
 class _SparseProduct(torch.autograd.Function):

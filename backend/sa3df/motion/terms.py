@@ -14,10 +14,14 @@ import torch
 
 from sa3df.core.progress import ProgressFn, report
 from sa3df.motion.rig import Rig
-from sa3df.motion.skinning import TorchRig, apply_to_frames, local_matrices, take_rows
+from sa3df.motion.skinning import TorchRig, apply_to_frames, local_matrices
 from sa3df.motion.rotations import matrix_from_6d, nearest_rotation, six_from_matrix, weighted_covariances
 
 STILL_PRIOR = 0.05  # spin_limits: pull of a bone's measured turn towards none (fraction of its covariance)
+# spin_limits: ... and a pull of at least this spread (fraction of the size) squared: the turn of matches
+# bunched closer than it is noise (the cow's tail, matched to one or two of the horse's points: its tip was
+# allowed 180 deg a frame and took a 31.5 deg jump; a limb's matches spread about 0.07)
+STILL_SPREAD = 0.005
 # spin_limits: that pull and skin blended with the neighbours' make a measured turn 5-20 % smaller than the
 # skin's (the tests' tube: 23.1 deg for 28.4); the limit is the measure times this (1.25 let the wolf's
 # leg turn 21.9 deg where the fox's own largest turn is 19.4, and 1.15 21.0 once the fox's walk is scaled
@@ -55,29 +59,36 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
         frozen = frozen[None, :, None, None]
         eye = torch.eye(3, device=c.device)
     attached = attachments(model.rig, free, config.attach_distance)
-    skin_rows = model.skinner(ids)
+    # Each term poses its own rows (Skinner's note): the sample, the edges' vectors, the floor terms' rows.
+    skin_data = model.skinner(ids[:n_data])
+    skin_edges = model.skinner(ids[edge_rows[:, 0]], minus=ids[edge_rows[:, 1]])
     contacts = problem.contacts
-    skin_legs = model.skinner(ids[contacts.leg_rows]) if contacts is not None and len(contacts.leg_rows) else None
+    if contacts is not None:
+        skin_all, skin_feet = model.skinner(ids), model.skinner(ids[contacts.columns])
+        skin_legs = model.skinner(ids[contacts.leg_rows]) if len(contacts.leg_rows) else None
+    centred = q_raw - src_c  # the matches about the source's centre, scaled each step
     with torch.no_grad():
         limit = spin_limits(model, problem, c, q_raw * scale, config)
     for it in range(iterations):
         rot = matrix_from_6d(six)
         if frozen is not None:
             rot = torch.where(frozen, eye, rot)
-        q = log_scale.exp() * (q_raw - src_c) + tgt_c
+        q = log_scale.exp() * centred + tgt_c
         local = local_matrices(rot, free, locations)
         posed = model.bone_matrices(local)
-        verts, joints = skin_rows(model.skinning_matrices(posed)), posed[..., :3, 3]
+        skinning = model.skinning_matrices(posed)
+        verts, joints = skin_data(skinning), posed[..., :3, 3]
         trim = config.trim_fraction if it >= iterations // 3 else 0.0
         # The centroid term steers while matches are far off; it fades out by mid-run because, being an
         # average, it pins each bone's centre and slows the last (twist) refinements.
         centroid = config.centroid_weight * max(0.0, 1.0 - 2.0 * it / max(iterations, 1))
-        loss = _data_terms(verts[:, :n_data], q, c, bone_w, centroid, config.robust_scale, trim)
-        loss = loss + config.edge_weight * _edge_term(verts, edge_rows, rest_len)
+        loss = _data_terms(verts, q, c, bone_w, centroid, config.robust_scale, trim)
+        loss = loss + config.edge_weight * _edge_term(skin_edges(skinning), rest_len)
         loss = loss + _smooth_terms(joints, rot, limit, config) + _prior_terms(rot, config)
         if contacts is not None:
             legs = None if skin_legs is None else _legs_only(model, contacts, posed, local, skin_legs)
-            loss = loss + config.contact_weight * contacts.loss(verts, config.robust_scale, legs)
+            loss = loss + config.contact_weight * contacts.loss(skin_all.heights(skinning, contacts.up),
+                                                                skin_feet(skinning), config.robust_scale, legs)
         if len(attached):
             gap = joints[:, attached[:, 0]] - joints[:, attached[:, 1]]
             loss = loss + config.attach_weight * (gap * gap).sum(-1).mean() / (2 * config.robust_scale)
@@ -94,11 +105,11 @@ def refine(model: TorchRig, problem: "Problem", c, rotations, locations, scale, 
 
 
 def _legs_only(model: TorchRig, contacts, posed, local, skin_legs):
-    """(T, r, 3) the contacts' leg rows posed (by ``skin_legs``, their skinner) with every bone but the legs'
-    held (no gradient): what the penetration term may move. ``posed`` (T, B, 4, 4) the bone frames of the
-    ``local`` matrices."""
+    """(T, r) heights of the contacts' leg rows posed (by ``skin_legs``, their skinner) with every bone but
+    the legs' held (no gradient): what the penetration term may move. ``posed`` (T, B, 4, 4) the bone
+    frames of the ``local`` matrices."""
     held = model.with_only(posed, local, contacts.leg_list)
-    return skin_legs(model.skinning_matrices(held))
+    return skin_legs.heights(model.skinning_matrices(held), contacts.up)
 
 
 @dataclass
@@ -309,11 +320,11 @@ def _data_terms(verts, q, c, bone_w, centroid_weight, robust_scale, trim):
     return vertex + centroid_weight * centroid / (2 * robust_scale)  # matches Charbonnier's quadratic regime
 
 
-def _edge_term(verts, edge_rows, rest_len):
-    if len(edge_rows) == 0:
-        return verts.new_zeros(())
-    e = take_rows(verts, edge_rows[:, 0]) - take_rows(verts, edge_rows[:, 1])
-    return (((e.norm(dim=-1) - rest_len) ** 2).mean() / (rest_len**2).mean().clamp_min(1e-12))
+def _edge_term(edges, rest_len):
+    """Edge length change of the posed edge vectors ``edges`` (T, E, 3) against their rest lengths (E,)."""
+    if edges.shape[1] == 0:
+        return edges.new_zeros(())
+    return (((edges.norm(dim=-1) - rest_len) ** 2).mean() / (rest_len**2).mean().clamp_min(1e-12))
 
 
 def spin_limits(model: TorchRig, problem: "Problem", c, q, config) -> torch.Tensor:
@@ -334,7 +345,8 @@ def spin_limits(model: TorchRig, problem: "Problem", c, q, config) -> torch.Tens
     # fit any turn about it: a small pull towards no turn (STILL_PRIOR of the largest singular value) keeps
     # only the turn they show.
     eye = torch.eye(3, device=q.device)
-    turn = nearest_rotation(cov + (STILL_PRIOR * torch.linalg.matrix_norm(cov, ord=2) + 1e-9)[..., None, None] * eye)
+    still = STILL_PRIOR * torch.linalg.matrix_norm(cov, ord=2) + STILL_SPREAD**2
+    turn = nearest_rotation(cov + still[..., None, None] * eye)
     eye = eye.expand_as(turn)
     turn = torch.where((w.sum(0) > 0)[None, :, None, None], turn, eye)  # no skin: no measured turn
     # A local rotation is the parent's inverse times the bone's own (L = P^T G), so from frame to frame it
