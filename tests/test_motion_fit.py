@@ -137,6 +137,8 @@ def test_sparse_skinning_matches_the_dense_product_and_its_gradient():
     edges = model.skinner(ids, minus=others)(skinning)
     assert torch.allclose(edges, sparse - model.skinner(others)(skinning), atol=1e-5)
     assert edges.abs().max() > 0.1
+    none = model.skinner(torch.zeros(0, dtype=torch.long))  # a term with no rows (no feet in contact)
+    assert none(skinning).shape == (5, 0, 3) and none.heights(skinning, up).shape == (5, 0)
 
 
 def test_fit_recovers_a_clip_through_ground_truth_correspondence():

@@ -110,15 +110,15 @@ class Skinner:
         if vertex_ids is not None:
             weights, rest = weights[vertex_ids], rest[vertex_ids]
         homogeneous = torch.cat([rest, torch.ones_like(rest[:, :1])], dim=1)  # (n, 4)
-        design = (weights[:, :, None] * homogeneous[:, None, :]).reshape(len(rest), -1)
+        design = (weights[:, :, None] * homogeneous[:, None, :]).reshape(len(rest), 4 * weights.shape[1])
         return design, (1.0 - weights.sum(dim=1, keepdim=True)).clamp_min(0.0) * rest
 
     def __call__(self, skinning: torch.Tensor) -> torch.Tensor:
         """Posed vertices (T, n, 3) from skinning matrices (T, B, 3, 4)."""
         per_frame = skinning.transpose(-1, -2).flatten(1, 2)  # (T, 4B, 3): [t, 4b + k, i] = S[t, b, i, k]
         t, n, k = per_frame.shape
-        flat = self._product(per_frame.permute(1, 0, 2).reshape(n, t * k))  # (n, T*3)
-        posed = flat.reshape(-1, t, k).permute(1, 0, 2)
+        flat = self._product(per_frame.permute(1, 0, 2).reshape(n, t * k))  # (rows, T*3)
+        posed = flat.reshape(self.design.shape[0], t, k).permute(1, 0, 2)  # rows given: there may be none
         return posed if self.unweighted is None else posed + self.unweighted
 
     def heights(self, skinning: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
