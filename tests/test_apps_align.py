@@ -3,6 +3,7 @@ target onto the source makes the place term right across poses and proportions (
 
 import numpy as np
 import pytest
+import torch
 
 from sa3df.apps import align, evaluate, landmarks, match
 from sa3df.core.mesh import Mesh
@@ -78,14 +79,88 @@ def test_the_deformation_keeps_a_similarity_and_bends_around_a_lone_pull(poses):
 def test_matching_a_sample_of_the_vertices_each_round_bends_as_well(poses, monkeypatch):
     """Large meshes match only MAX_PULLED vertices per round; the deformation carries the rest along
     (measured on 5,342-vertex meshes with 3,000 pulled: error 0.0223 vs 0.0225 with all, 2.7x faster; here
-    a third of 712: 0.0248 vs 0.0215)."""
+    a third of 712: 0.0248 vs 0.0215). The plain bend only: sampled, the balanced one strays (measured
+    0.0329) and is dropped."""
     rest, walk = poses["rest"], poses["walk"]
+    monkeypatch.setattr(align, "BALANCED_GAP", 0.0)
     everyone = _scores(rest, walk, aligned=True)
     monkeypatch.setattr(align, "MAX_PULLED", rest.n_vertices // 3)
     assert len(align.pulled_vertices(rest.n_vertices)) == rest.n_vertices // 3
     sampled = _scores(rest, walk, aligned=True)
     assert sampled["mean_error"] < everyone["mean_error"] + 0.01, (sampled, everyone)
     assert sampled["flip_rate"] < 0.02, sampled
+
+
+@pytest.mark.parametrize("pose, plain, balanced", [
+    ("walk", 0.009, 0.006),  # measured 0.0117 -> 0.0031
+    ("crouch", 0.015, 0.009),  # 0.0190 -> 0.0057
+])
+def test_the_balanced_bend_is_kept_between_poses_of_one_character(poses, monkeypatch, pose, plain, balanced):
+    """Same vertices in another pose: equal masses on both sides are right, and the balanced rounds
+    stop many target vertices sharing one source vertex."""
+    kept = _scores(poses["rest"], poses[pose], aligned=True)
+    monkeypatch.setattr(align, "BALANCED_GAP", 0.0)  # every round strays: the plain bend
+    dropped = _scores(poses["rest"], poses[pose], aligned=True)
+    assert dropped["mean_error"] > plain and kept["mean_error"] < balanced, (dropped, kept)
+    assert kept["flip_rate"] < 0.005, kept
+
+
+def _dense_legs(rest: Mesh, times: int = 2) -> Mesh:
+    """``rest`` with its faces below 0.3 of its height subdivided ``times`` times: the same shape, with
+    five times as many vertices on the lower legs as the source."""
+    import trimesh
+
+    vertices, faces = rest.vertices, rest.faces
+    for _ in range(times):
+        low = np.flatnonzero(vertices[faces].mean(axis=1)[:, 2] < 0.3 * vertices[:, 2].max())
+        vertices, faces = trimesh.remesh.subdivide(vertices, faces, face_index=low)
+    merged = trimesh.Trimesh(vertices, faces, process=True)
+    count = len(merged.vertices)
+    return Mesh(np.asarray(merged.vertices), np.asarray(merged.faces), np.arange(count), count, "dense legs")
+
+
+def test_the_balanced_bend_is_dropped_when_the_masses_differ(poses, monkeypatch):
+    """Equal masses on a target with denser legs send leg vertices up the body; the balanced rounds' pulls
+    then reach much further than the plain bend's and the plain bend is kept (measured: error 0.0077
+    as the plain bend; kept anyway 0.0692)."""
+    from scipy.spatial import cKDTree
+
+    rest = poses["rest"]
+    target = _dense_legs(rest)
+    monkeypatch.setattr(align, "MAX_PULLED", target.n_vertices)  # all pulled: the masses alone at play
+    truth = cKDTree(rest.vertices).query(target.vertices)[1]
+    zeros = np.zeros((rest.n_vertices, 1)), np.zeros((target.n_vertices, 1))
+
+    def matched(gap):
+        monkeypatch.setattr(align, "BALANCED_GAP", gap)
+        prior = match.matching_prior(rest, target, up="z", features=zeros)
+        t2s = match.correspondence(*zeros, proximity=prior).target_to_source
+        return t2s, np.linalg.norm(rest.vertices[t2s] - rest.vertices[truth], axis=1).mean()
+
+    (auto, auto_error), (plain, plain_error) = matched(align.BALANCED_GAP), matched(0.0)
+    _, balanced_error = matched(np.inf)
+    np.testing.assert_array_equal(auto, plain)
+    assert plain_error < 0.012 and balanced_error > plain_error + 0.03, (plain_error, balanced_error)
+
+
+def test_the_balanced_assignment_shares_out_a_source_vertex_all_want():
+    """Every row's best is column 0; equal masses give each row its own column (the diagonal)."""
+    scores = 0.5 * torch.eye(10)
+    scores[:, 0] += 0.6
+    assignment = align.BalancedAssignment()
+    for _ in range(2):  # and again from the kept prices
+        forward, backward = assignment(scores)
+        np.testing.assert_array_equal(forward, np.arange(10))
+        np.testing.assert_array_equal(backward, np.arange(10))
+    assert (scores.argmax(dim=1) == 0).all()
+
+
+def test_a_balance_that_is_not_a_mode_is_refused(poses):
+    rest = poses["rest"]
+    terms = landmarks.landmark_prior(rest, rest, up="z").terms
+    with pytest.raises(ValueError, match="balanced must be"):
+        align.aligned_places(np.zeros((rest.n_vertices, 1)), np.zeros((rest.n_vertices, 1)), terms, 1,
+                             landmarks.surface_graph(rest), balanced="yes")
 
 
 def test_one_pass_finds_the_best_match_both_ways():

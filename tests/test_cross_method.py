@@ -26,7 +26,7 @@ def _scores(case, method):
     ("horse->cow", False, 0.09),  # quadrupeds of other proportions at rest: +0.110
     ("horse->cow", True, 0.08),  # and the cow walking: +0.098
     ("man->woman", True, 0.08),  # the woman running: +0.099 (0.915 vs 0.816)
-    ("fox->wolf", True, 0.12),  # the wolf galloping: +0.143
+    ("fox->wolf", True, 0.145),  # the wolf galloping: +0.167 (0.914 vs 0.747; the plain bend alone +0.143)
 ])
 def test_aligned_landmark_prior_beats_position_only(exported, pair, posed, margin):
     case = cross_cases.load_case(pair, posed)
@@ -56,9 +56,22 @@ def test_the_trained_default_beats_position_only(exported, pair, posed, margin):
 
 def test_frames_of_one_character_match_by_index(exported):
     """The man at rest -> a frame of his walk (index ground truth): the as-similar-as-possible bend keeps
-    limbs whole (measured on base features: geodesic error 0.0115 /√area, flip rate 0.000; smoothing the
-    pulls' displacements instead gave 0.0206)."""
+    limbs whole, and its balanced rounds keep it (measured on base features: geodesic error 0.0036 /√area,
+    flip rate 0.000; the plain bend alone 0.0112; smoothing the pulls' displacements instead 0.0206)."""
     case = cross_cases.load_case("man->man", True)
     t2s, _ = cross_cases.method_output(cross_methods.aligned_on_base(case))
     scores = evaluate.evaluate_correspondence(case.target, t2s, case.truth, case.truth_mirror)
-    assert scores["mean_error"] < 0.016 and scores["flip_rate"] < 0.005, scores
+    assert scores["mean_error"] < 0.006 and scores["flip_rate"] < 0.005, scores
+
+
+def test_the_balanced_bend_is_dropped_between_different_humanoids(exported, monkeypatch):
+    """The man -> the woman running: equal masses would pull her vertices into the wrong body parts
+    (kept anyway the trained default falls 0.913 -> 0.830), so the balanced bend is dropped and the map
+    is the plain bend's."""
+    from sa3df.apps import align
+
+    case = cross_cases.load_case("man->woman", True)
+    auto, _ = cross_cases.method_output(cross_methods.aligned_on_base(case))
+    monkeypatch.setattr(align, "BALANCED_GAP", 0.0)
+    plain, _ = cross_cases.method_output(cross_methods.aligned_on_base(case))
+    assert (auto == plain).all()

@@ -22,6 +22,19 @@ Measured (bench/bench_cross.py, trained features): against smoothing the pulls' 
 surface (the previous step 2), the posed rows gain 1.5 points of region accuracy on average (the
 running woman -> the walking human 0.843 -> 0.893) and one character's rest pose -> its walk halves its
 geodesic error (0.045 -> 0.014, flip rate 0.008 -> 0.000).
+
+Each vertex's best match lets many target vertices pull towards one source vertex (a thin wrist onto
+the thick end of a forearm). The *balanced bend* then bends again from the start with every round's
+matches read from a balanced assignment (:class:`BalancedAssignment`: entropic optimal transport, each
+vertex of either mesh given the same mass). That is right when the two meshes spread their vertices
+alike over the body (two poses of one character, fox -> wolf) and wrong when they do not (the woman's
+vertices are denser on her head than the man's): there equal masses pull vertices into the wrong part
+and the pulls reach further. So each round's gap (the mean distance of a pulled vertex to its goal) is
+checked against the plain bend's same round, and the balanced bend is dropped for the plain one as soon
+as it passes :data:`BALANCED_GAP` times that. Measured (bench/bench_cross.py, trained features): fox ->
+wolf at rest 0.903 -> 0.947 region accuracy, galloping 0.889 -> 0.925, the man at rest -> his walk
+0.961 -> 0.995 (geodesic error 0.013 -> 0.003); the humanoid pairs and horse -> cow drop it (kept
+anyway, they fall 3 to 13 points).
 """
 
 from __future__ import annotations
@@ -34,6 +47,12 @@ ROUNDS = 2
 FRAME_STEPS = 4  # local/global steps of the deformation per round (bench_cross: 8 gains nothing)
 MAX_PULLED = 3000  # vertices per mesh matched in each round: the rounds cost the product of the two
 SCALE_RANGE = (0.5, 2.0)  # how much a neighbourhood may grow or shrink: no limb folds to a point
+# The balanced bend (see the module notes): the entropy of its assignment, in score units (cosine plus
+# bonuses); Sinkhorn iterations per round, warm-started from the last round's prices; and how far a
+# round's pulls may reach, against the plain bend's same round, before it is dropped.
+BALANCED_EPSILON = 0.1
+BALANCED_ITERATIONS = 5
+BALANCED_GAP = 1.75
 
 
 def edge_weights(graph, points: np.ndarray):
@@ -98,16 +117,21 @@ class SimilarDeformation:
 
 
 def aligned_places(source_features, target_features, terms: list, places: int, target_graph,
-                   lengths=ALIGN_LENGTHS, rounds: int = ROUNDS, device: str | None = None) -> np.ndarray:
+                   lengths=ALIGN_LENGTHS, rounds: int = ROUNDS, device: str | None = None,
+                   balanced: str = "auto") -> np.ndarray:
     """(Nt, 3) float32: the place term's target points (``terms[places].query_points``, a
     :class:`sa3df.apps.match.RestProximity` in a common box-normalised frame) bent onto its source
     points (``reference_points``) by the rounds of the module notes. Each round matches
     ``target_features`` (Nt, E) to ``source_features`` (Ns, E) by cosine plus all ``terms`` (the place
-    term on the moved points); ``target_graph`` (Nt, Nt) is the target's surface graph."""
+    term on the moved points); ``target_graph`` (Nt, Nt) is the target's surface graph. ``balanced``:
+    "auto" runs the balanced bend after the plain one and keeps it unless its pulls stray (module
+    notes), "always" keeps it, "never" skips it."""
     import copy
 
     from sa3df.apps.match import ProximitySum
 
+    if balanced not in ("auto", "always", "never"):
+        raise ValueError(f"balanced must be 'auto', 'always' or 'never', not {balanced!r}")
     terms = list(terms)
     target_features, source_features = unit_features(target_features), unit_features(source_features)
     start = np.asarray(terms[places].query_points, dtype=np.float64)
@@ -120,22 +144,80 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
     rows, cols = pulled_vertices(len(start), seed=0), pulled_vertices(len(source), seed=1)
     terms = [subset(term, rows, cols) for term in terms]
     target_features, source_features = target_features[rows], source_features[cols]
-    moved = start
+    schedule = [length for length in lengths for _ in range(rounds)]
 
-    def matches(points):
+    def prior(points):
         terms[places] = copy.copy(terms[places])
         terms[places].query_points = points[rows].astype(np.float32)
-        return best_both_ways(target_features, source_features, ProximitySum(terms), device)
+        return ProximitySum(terms)
 
-    for length in [length for length in lengths for _ in range(rounds)]:
-        forward, backward = matches(moved)  # the last round's map is the caller's to make
-        goals, counts = np.zeros_like(start), np.zeros(len(start))
-        np.add.at(goals, rows, source[cols[forward]])
-        np.add.at(goals, rows[backward], source[cols])
-        np.add.at(counts, rows, 1.0)
-        np.add.at(counts, rows[backward], 1.0)
-        moved = deformation.fit(goals, counts, length, moved)
-    return moved.astype(np.float32)
+    def bend(assign, limits=None):
+        """The bent points and each round's gap (mean distance of a pulled vertex to its goal), or
+        (None, gaps) once a round's gap passes its entry of ``limits``."""
+        moved, gaps = start, []
+        for length in schedule:
+            forward, backward = assign(moved)  # the last round's map is the caller's to make
+            goals, counts = np.zeros_like(start), np.zeros(len(start))
+            np.add.at(goals, rows, source[cols[forward]])
+            np.add.at(goals, rows[backward], source[cols])
+            np.add.at(counts, rows, 1.0)
+            np.add.at(counts, rows[backward], 1.0)
+            pulled = counts > 0
+            gaps.append(float(np.linalg.norm(goals[pulled] / counts[pulled, None] - moved[pulled], axis=1).mean()))
+            if limits is not None and gaps[-1] > limits[len(gaps) - 1]:
+                return None, gaps
+            moved = deformation.fit(goals, counts, length, moved)
+        return moved, gaps
+
+    plain, gaps = bend(lambda points: best_both_ways(target_features, source_features, prior(points), device))
+    if balanced == "never":
+        return plain.astype(np.float32)
+    assignment = BalancedAssignment()
+    kept, _ = bend(lambda points: assignment(scores(target_features, source_features, prior(points), device)),
+                   limits=None if balanced == "always" else [BALANCED_GAP * gap for gap in gaps])
+    return (plain if kept is None else kept).astype(np.float32)
+
+
+class BalancedAssignment:
+    """Every target vertex's and every source vertex's match under a balanced assignment: entropic
+    optimal transport between uniform masses on the two meshes (log-domain Sinkhorn, entropy
+    ``epsilon`` in score units), read as each row's and each column's best score plus the other side's
+    price. The prices carry over from call to call (the rounds' scores change little), so each call
+    runs only ``iterations`` Sinkhorn iterations."""
+
+    def __init__(self, epsilon: float = BALANCED_EPSILON, iterations: int = BALANCED_ITERATIONS):
+        self.epsilon, self.iterations = epsilon, iterations
+        self.source_prices = None
+
+    def __call__(self, scores) -> tuple[np.ndarray, np.ndarray]:
+        """(Nt,) the best source vertex of every target vertex and (Ns,) the best target vertex of every
+        source vertex, for ``scores`` (Nt, Ns) float32 torch tensor."""
+        import math
+
+        import torch
+
+        n, m = scores.shape
+        if self.source_prices is None or len(self.source_prices) != m:
+            self.source_prices = scores.new_zeros(m)
+        eps, g = self.epsilon, self.source_prices.to(scores.device)
+        for _ in range(self.iterations):
+            f = -eps * (math.log(n) + torch.logsumexp((scores + g) / eps, dim=1))
+            g = -eps * (math.log(m) + torch.logsumexp((scores + f[:, None]) / eps, dim=0))
+        self.source_prices = g
+        forward = (scores + g).argmax(dim=1)
+        backward = (scores + f[:, None]).argmax(dim=0)
+        return forward.cpu().numpy(), backward.cpu().numpy()
+
+
+def scores(target_features, source_features, prior, device: str | None = None):
+    """(Nt, Ns) float32 torch tensor on ``device``: cosine of the :func:`unit_features` plus ``prior``'s
+    bonus, whole (the balanced assignment reads every row and column at once; at most
+    :data:`MAX_PULLED`² entries)."""
+    from sa3df.core.device import choose_device
+
+    dev = choose_device(device or "auto")
+    block = target_features.to(dev) @ source_features.to(dev).T
+    return prior.add_bonus(block, slice(0, len(target_features)))
 
 
 def pulled_vertices(count: int, limit: int | None = None, seed: int = 0) -> np.ndarray:
