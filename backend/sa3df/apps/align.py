@@ -26,15 +26,15 @@ geodesic error (0.045 -> 0.014, flip rate 0.008 -> 0.000).
 Each vertex's best match lets many target vertices pull towards one source vertex (a thin wrist onto
 the thick end of a forearm). The *balanced bend* then bends again from the start with every round's
 matches read from a balanced assignment (:class:`BalancedAssignment`: entropic optimal transport, each
-vertex of either mesh given the same mass). That is right when the two meshes spread their vertices
-alike over the body (two poses of one character, fox -> wolf) and wrong when they do not (the woman's
-vertices are denser on her head than the man's): there equal masses pull vertices into the wrong part
-and the pulls reach further. So each round's gap (the mean distance of a pulled vertex to its goal) is
+vertex of either mesh given the same mass). That is right when the two meshes share out their vertices
+alike over the body (two poses of one character) and can be wrong when they do not (relative to its
+area, the woman's head has half the man's share of vertices): equal masses then pull vertices into
+the wrong part, and the pulls reach further. So each round's gap (the mean distance of a pulled vertex to its goal) is
 checked against the plain bend's same round, and the balanced bend is dropped for the plain one as soon
 as it passes :data:`BALANCED_GAP` times that. Measured (bench/bench_cross.py, trained features): fox ->
 wolf at rest 0.903 -> 0.947 region accuracy, galloping 0.889 -> 0.925, the man at rest -> his walk
-0.961 -> 0.995 (geodesic error 0.013 -> 0.003); the humanoid pairs and horse -> cow drop it (kept
-anyway, they fall 3 to 13 points).
+0.961 -> 0.995 (geodesic error 0.013 -> 0.003); the other pairs drop it (kept anyway, the humanoid
+pairs fall 8 to 13 points, the Khronos fox pairs 6 to 8, horse -> cow 3 posed and gains 1 at rest).
 """
 
 from __future__ import annotations
