@@ -153,6 +153,8 @@ def test_the_balanced_assignment_shares_out_a_source_vertex_all_want():
         np.testing.assert_array_equal(forward, np.arange(10))
         np.testing.assert_array_equal(backward, np.arange(10))
     assert (scores.argmax(dim=1) == 0).all()
+    with pytest.raises(ValueError, match="at least one iteration"):
+        align.BalancedAssignment(iterations=0)
 
 
 def test_a_balance_that_is_not_a_mode_is_refused(poses):

@@ -29,9 +29,9 @@ matches read from a balanced assignment (:class:`BalancedAssignment`: entropic o
 vertex of either mesh given the same mass). That is right when the two meshes share out their vertices
 alike over the body (two poses of one character) and can be wrong when they do not (relative to its
 area, the woman's head has half the man's share of vertices): equal masses then pull vertices into
-the wrong part, and the pulls reach further. So each round's gap (the mean distance of a pulled vertex to its goal) is
-checked against the plain bend's same round, and the balanced bend is dropped for the plain one as soon
-as it passes :data:`BALANCED_GAP` times that. Measured (bench/bench_cross.py, trained features): fox ->
+the wrong part, and the pulls reach further. So each round's gap (the mean distance of a pulled vertex
+to its goal) is checked against the plain bend's same round, and the balanced bend is dropped for the
+plain one as soon as it passes :data:`BALANCED_GAP` times that. Measured (bench/bench_cross.py, trained features): fox ->
 wolf at rest 0.903 -> 0.947 region accuracy, galloping 0.889 -> 0.925, the man at rest -> his walk
 0.961 -> 0.995 (geodesic error 0.013 -> 0.003); the other pairs drop it (kept anyway, the humanoid
 pairs fall 8 to 13 points, the Khronos fox pairs 6 to 8, horse -> cow 3 posed and gains 1 at rest).
@@ -186,6 +186,9 @@ class BalancedAssignment:
     runs only ``iterations`` Sinkhorn iterations."""
 
     def __init__(self, epsilon: float = BALANCED_EPSILON, iterations: int = BALANCED_ITERATIONS):
+        if epsilon <= 0 or iterations < 1:
+            raise ValueError(f"the balanced assignment needs epsilon > 0 and at least one iteration, "
+                             f"got {epsilon} and {iterations}")
         self.epsilon, self.iterations = epsilon, iterations
         self.source_prices = None
 
