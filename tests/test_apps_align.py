@@ -165,15 +165,36 @@ def test_a_balance_that_is_not_a_mode_is_refused(poses):
                              landmarks.surface_graph(rest), balanced="yes")
 
 
-def test_one_pass_finds_the_best_match_both_ways():
+def test_one_score_read_both_ways_is_the_matchers_best_match():
     rng = np.random.default_rng(0)
     target, source = rng.normal(size=(37, 8)).astype(np.float32), rng.normal(size=(53, 8)).astype(np.float32)
     prior = match.ProximitySum([match.RestProximity(rng.normal(size=(37, 3)), rng.normal(size=(53, 3)), weight=0.7)])
-    for chunk in (None, 5):  # one block, and rows in chunks (the columns' best kept across them)
-        forward, backward = align.best_both_ways(align.unit_features(target), align.unit_features(source), prior,
-                                                 device="cpu", chunk_size=chunk)
-        np.testing.assert_array_equal(forward, match.nearest_neighbors(target, source, proximity=prior)[0])
-        np.testing.assert_array_equal(backward, match.nearest_neighbors(source, target, proximity=prior.swapped())[0])
+    forward, backward = align.best_both_ways(align.scores(align.unit_features(target), align.unit_features(source),
+                                                          prior, device="cpu"))
+    np.testing.assert_array_equal(forward, match.nearest_neighbors(target, source, proximity=prior)[0])
+    np.testing.assert_array_equal(backward, match.nearest_neighbors(source, target, proximity=prior.swapped())[0])
+
+
+def test_the_scaled_sinkhorn_gives_the_log_domain_prices():
+    """The plan-scaling iterations and the log-domain ones agree (prices and matches), from cold and
+    from warm-started prices; a plan column that fades out (a source vertex nobody is near) is done in
+    the log domain."""
+    rng = np.random.default_rng(1)
+    scores = torch.as_tensor(rng.normal(size=(300, 200)).astype(np.float32)) + 3.0 * torch.eye(300, 200)
+    scaled, exact = align.BalancedAssignment(), align.BalancedAssignment()
+    for _ in range(3):
+        fast = scaled(scores)
+        g = exact.source_prices if exact.source_prices is not None else scores.new_zeros(200)
+        f, exact.source_prices = exact._log_prices(scores, g)
+        np.testing.assert_allclose(scaled.source_prices.numpy(), exact.source_prices.numpy(), atol=2e-4)
+        np.testing.assert_array_equal(fast[0], (scores + exact.source_prices).argmax(dim=1).numpy())
+        np.testing.assert_array_equal(fast[1], (scores + f[:, None]).argmax(dim=0).numpy())
+    faded = scores.clone()
+    faded[:, 7] = -50.0  # exp((-50 - best) / 0.1) is far below the exponent floor for every row
+    assert align.BalancedAssignment()._scaled_prices(faded, faded.new_zeros(200)) is None
+    _, g = align.BalancedAssignment()._log_prices(faded, faded.new_zeros(200))
+    forward, _ = align.BalancedAssignment()(faded)
+    np.testing.assert_array_equal(forward, (faded + g).argmax(dim=1).numpy())
 
 
 def test_features_that_do_not_fit_the_meshes_are_refused(poses):

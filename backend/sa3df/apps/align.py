@@ -146,10 +146,13 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
     target_features, source_features = target_features[rows], source_features[cols]
     schedule = [length for length in lengths for _ in range(rounds)]
 
-    def prior(points):
-        terms[places] = copy.copy(terms[places])
-        terms[places].query_points = points[rows].astype(np.float32)
-        return ProximitySum(terms)
+    # cosine plus the bonuses that do not move (all but the place term), once for every round
+    fixed = scores(target_features, source_features, ProximitySum(terms[:places] + terms[places + 1:]), device)
+
+    def round_scores(points):
+        place = copy.copy(terms[places])
+        place.query_points = points[rows].astype(np.float32)
+        return place.add_bonus(fixed.clone(), slice(0, len(rows)))
 
     def bend(assign, limits=None):
         """The bent points and each round's gap (mean distance of a pulled vertex to its goal), or
@@ -169,21 +172,30 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
             moved = deformation.fit(goals, counts, length, moved)
         return moved, gaps
 
-    plain, gaps = bend(lambda points: best_both_ways(target_features, source_features, prior(points), device))
+    plain, gaps = bend(lambda points: best_both_ways(round_scores(points)))
     if balanced == "never":
         return plain.astype(np.float32)
     assignment = BalancedAssignment()
-    kept, _ = bend(lambda points: assignment(scores(target_features, source_features, prior(points), device)),
+    kept, _ = bend(lambda points: assignment(round_scores(points)),
                    limits=None if balanced == "always" else [BALANCED_GAP * gap for gap in gaps])
     return (plain if kept is None else kept).astype(np.float32)
 
 
+FADED_COLUMN = 1e-25  # a plan column summing below this (MAX_PULLED · e^-80 ≈ 5e-32: the exponent floor) is redone exactly
+
+
 class BalancedAssignment:
     """Every target vertex's and every source vertex's match under a balanced assignment: entropic
-    optimal transport between uniform masses on the two meshes (log-domain Sinkhorn, entropy
-    ``epsilon`` in score units), read as each row's and each column's best score plus the other side's
-    price. The prices carry over from call to call (the rounds' scores change little), so each call
-    runs only ``iterations`` Sinkhorn iterations."""
+    optimal transport between uniform masses on the two meshes (Sinkhorn, entropy ``epsilon`` in score
+    units), read as each row's and each column's best score plus the other side's price. The prices
+    carry over from call to call (the rounds' scores change little), so each call runs only
+    ``iterations`` Sinkhorn iterations.
+
+    Each call takes one exact log-domain row step, which makes every row of the plan sum to its mass
+    (so the plan's entries lie in [0, 1]: no overflow, and no row vanishes), forms that plan once and
+    runs the iterations as matrix-vector products on it: one pass of exponentials over the (Nt, Ns)
+    scores instead of two log-sum-exps an iteration. Where a column of the plan fades to the exponent
+    floor (a source vertex no target vertex comes near), the iterations run in the log domain instead."""
 
     def __init__(self, epsilon: float = BALANCED_EPSILON, iterations: int = BALANCED_ITERATIONS):
         if epsilon <= 0 or iterations < 1:
@@ -195,21 +207,51 @@ class BalancedAssignment:
     def __call__(self, scores) -> tuple[np.ndarray, np.ndarray]:
         """(Nt,) the best source vertex of every target vertex and (Ns,) the best target vertex of every
         source vertex, for ``scores`` (Nt, Ns) float32 torch tensor."""
-        import math
-
-        import torch
-
         n, m = scores.shape
         if self.source_prices is None or len(self.source_prices) != m:
             self.source_prices = scores.new_zeros(m)
-        eps, g = self.epsilon, self.source_prices.to(scores.device)
-        for _ in range(self.iterations):
-            f = -eps * (math.log(n) + torch.logsumexp((scores + g) / eps, dim=1))
-            g = -eps * (math.log(m) + torch.logsumexp((scores + f[:, None]) / eps, dim=0))
+        g = self.source_prices.to(scores.device)
+        f, g = self._scaled_prices(scores, g) or self._log_prices(scores, g)
         self.source_prices = g
         forward = (scores + g).argmax(dim=1)
         backward = (scores + f[:, None]).argmax(dim=0)
         return forward.cpu().numpy(), backward.cpu().numpy()
+
+    def _log_prices(self, scores, g):
+        """The prices after :attr:`iterations` log-domain Sinkhorn iterations from source prices ``g``."""
+        import math
+
+        import torch
+
+        eps, (n, m) = self.epsilon, scores.shape
+        for _ in range(self.iterations):
+            f = -eps * (math.log(n) + torch.logsumexp((scores + g) / eps, dim=1))
+            g = -eps * (math.log(m) + torch.logsumexp((scores + f[:, None]) / eps, dim=0))
+        return f, g
+
+    def _scaled_prices(self, scores, g):
+        """The same prices by scaling one plan; None where a column of it underflows."""
+        import math
+
+        import torch
+
+        from sa3df.apps.match import EXP_FLOOR
+
+        eps, (n, m) = self.epsilon, scores.shape
+        plan = scores.add(g).div_(eps)
+        # the first iteration's row step, exact (in units of eps): every row of the plan then sums to 1/n
+        f = -(math.log(n) + torch.logsumexp(plan, dim=1))
+        plan.add_(f[:, None]).clamp_(min=EXP_FLOOR).exp_()
+        f = eps * f
+        u = plan.new_ones(n)
+        for step in range(self.iterations):
+            if step:
+                u = (1.0 / n) / (plan @ v)
+            columns = plan.T @ u
+            if not bool((columns > FADED_COLUMN).all()):  # the floor would no longer be negligible
+                return None
+            v = (1.0 / m) / columns
+        return f + eps * u.log(), g + eps * v.log()
 
 
 def scores(target_features, source_features, prior, device: str | None = None):
@@ -251,29 +293,7 @@ def unit_features(features):
     return _unit_rows(_as_features(features, "features"))
 
 
-def best_both_ways(target_features, source_features, prior, device: str | None = None,
-                   chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def best_both_ways(scores) -> tuple[np.ndarray, np.ndarray]:
     """The best source vertex of every target vertex (Nt,) and the best target vertex of every source
-    vertex (Ns,) by cosine + ``prior`` (one score, read along rows and along columns), in one pass of
-    ``chunk_size`` target rows at a time (default: the memory budget of
-    :func:`sa3df.apps.match.auto_chunk_size`). The features are :func:`unit_features` tensors."""
-    import torch
-
-    from sa3df.apps.match import auto_chunk_size
-    from sa3df.core.device import choose_device
-
-    dev = choose_device(device or "auto")
-    references = source_features.to(dev)
-    forward = torch.empty(len(target_features), dtype=torch.int64)
-    best = torch.full((len(references),), -torch.inf, device=dev)
-    backward = torch.zeros(len(references), dtype=torch.int64, device=dev)
-    chunk = chunk_size or max(1, auto_chunk_size(len(references)) // 2)  # the bonus needs a second block
-    for start in range(0, len(target_features), chunk):
-        rows = slice(start, start + chunk)
-        block = prior.add_bonus(target_features[rows].to(dev) @ references.T, rows)
-        forward[rows] = block.argmax(dim=1).cpu()
-        values, winners = block.max(dim=0)
-        better = values > best
-        best = torch.where(better, values, best)
-        backward = torch.where(better, winners + start, backward)
-    return forward.numpy(), backward.cpu().numpy()
+    vertex (Ns,) under ``scores`` (Nt, Ns) torch tensor (one score, read along rows and along columns)."""
+    return scores.argmax(dim=1).cpu().numpy(), scores.argmax(dim=0).cpu().numpy()

@@ -27,6 +27,9 @@ from sa3df.core.orient import box_normalized
 from sa3df.core.progress import ProgressFn, report
 
 DEFAULT_BUDGET_BYTES = 64 * 2**20  # similarity chunk: 64 MB (≈ 1,600 rows against 10k references)
+# Exponents are floored here before exp: e^-80 ≈ 2e-35 is still a normal float32, and a CPU computes
+# the subnormal results of lower exponents about ten times slower (3000² far-apart pairs: 0.26 s vs 0.02 s).
+EXP_FLOOR = -80.0
 
 
 def _as_features(array, name: str) -> torch.Tensor:
@@ -110,7 +113,7 @@ class RestProximity:
         ones_q, ones_r = q.new_ones(len(q), 1), r.new_ones(len(r), 1)
         queries = torch.cat([q, q.square().sum(1, keepdim=True), ones_q], dim=1) * (0.5 / self.sigma**2)
         references = torch.cat([2.0 * r, -ones_r, -r.square().sum(1, keepdim=True)], dim=1)
-        exponent = (queries @ references.T).clamp_(max=0.0).exp_()
+        exponent = (queries @ references.T).clamp_(EXP_FLOOR, 0.0).exp_()
         return block.add_(exponent, alpha=self.weight)
 
 
