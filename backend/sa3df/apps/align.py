@@ -230,7 +230,7 @@ class BalancedAssignment:
         return f, g
 
     def _scaled_prices(self, scores, g):
-        """The same prices by scaling one plan; None where a column of it underflows."""
+        """The same prices by scaling one plan; None where a column of it fades (:data:`FADED_COLUMN`)."""
         import math
 
         import torch
