@@ -248,21 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("features", help="mesh(es) -> .npz of base + surface-aware features")
     p.add_argument("meshes", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder (created if missing): one .npz per mesh")
     _add_feature_options(p)
     p.set_defaults(run=cmd_features)
 
     p = sub.add_parser("train", help="train a surface-aware network on meshes; writes a checkpoint folder")
     p.add_argument("meshes", nargs="+", type=Path,
                    help="mesh files, or feature archives (.npz) and folders of them (`sa3df batch` outputs)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder (created if missing)")
     _add_feature_options(p, train_default=3000)
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("match", help="dense correspondence target -> source; writes the map and coloured PLYs")
     p.add_argument("source", type=Path, help="mesh file or .npz from `sa3df features`")
     p.add_argument("target", type=Path)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder (created if missing): target_to_source.txt and both meshes as coloured PLYs")
     p.add_argument("--base", action="store_true", help="match with the base features (the baseline)")
     p.add_argument("--rest-prior", type=float, default=0.0, metavar="W",
                    help="bonus (up to W) for candidates at the same place in the box-normalised shapes, for "
@@ -286,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts-from", choices=("first", "all"), default="first",
                    help="with --up: make the parts on the first mesh and carry them (default), or one k-means "
                         "over all meshes")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder (created if missing): per mesh, its labels (.txt) and a coloured PLY")
     _add_feature_options(p)
     p.set_defaults(run=cmd_segment)
 
