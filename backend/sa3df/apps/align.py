@@ -53,6 +53,9 @@ SCALE_RANGE = (0.5, 2.0)  # how much a neighbourhood may grow or shrink: no limb
 BALANCED_EPSILON = 0.1
 BALANCED_ITERATIONS = 5
 BALANCED_GAP = 1.75
+# A plan column summing below this is redone in the log domain: next to MAX_PULLED · e^-80 ≈ 5e-32 (the
+# exponent floor of sa3df.apps.match.EXP_FLOOR summed over a column) it is no longer negligible.
+FADED_COLUMN = 1e-25
 
 
 def edge_weights(graph, points: np.ndarray):
@@ -179,9 +182,6 @@ def aligned_places(source_features, target_features, terms: list, places: int, t
     kept, _ = bend(lambda points: assignment(round_scores(points)),
                    limits=None if balanced == "always" else [BALANCED_GAP * gap for gap in gaps])
     return (plain if kept is None else kept).astype(np.float32)
-
-
-FADED_COLUMN = 1e-25  # a plan column summing below this (MAX_PULLED · e^-80 ≈ 5e-32: the exponent floor) is redone exactly
 
 
 class BalancedAssignment:
