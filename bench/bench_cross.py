@@ -16,7 +16,8 @@ method's time. Frame-to-frame rows
 A new method is one line: ``METHODS["new default"] = fn`` with ``fn(case) -> target_to_source (Nt,)``
 (or ``(target_to_source, (source_features, target_features))`` to get the parts columns).
 
-Run: python bench/bench_cross.py [--fast] [--pairs A->B ...] [--methods NAME ...]. Needs the shared data;
+Run: python bench/bench_cross.py [--fast | --reversed] [--pairs A->B ...] [--methods NAME ...] (--reversed: the
+pairs the other way round, e.g. the man walking as the target). Needs the shared data;
 bpy only for the first run (the exported characters are cached, see tests/cross_cases.py).
 """
 
@@ -140,10 +141,12 @@ def format_row(row: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help=f"only {', '.join(cross_cases.FAST_PAIRS)}")
-    parser.add_argument("--pairs", nargs="+", choices=cross_cases.PAIRS)
+    parser.add_argument("--pairs", nargs="+", choices=cross_cases.PAIRS + cross_cases.REVERSED_PAIRS)
+    parser.add_argument("--reversed", action="store_true", help="the cross pairs the other way round instead")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS))
     args = parser.parse_args(argv)
-    pairs = args.pairs or (cross_cases.FAST_PAIRS if args.fast else cross_cases.PAIRS)
+    pairs = args.pairs or (cross_cases.FAST_PAIRS if args.fast else
+                           cross_cases.REVERSED_PAIRS if args.reversed else cross_cases.PAIRS)
     methods = args.methods or list(METHODS)
     start = time.perf_counter()
     print(HEADER)

@@ -63,6 +63,26 @@ def test_pairing_finds_the_turn_between_the_meshes(poses):
     np.testing.assert_allclose(pairing.rotation @ [1.0, 0, 0], [0, -1, 0], atol=1e-6)  # undoes the 90° turn
 
 
+@pytest.mark.parametrize("pose", ["rest", "walk"])
+def test_crossed_feet_or_hands_are_put_back_on_their_sides(poses, pose):
+    """A pairing that crosses the feet (or the hands) of the same character is uncrossed by their roots,
+    unless the pairing can tell the two apart."""
+    up = np.array([0, 0, 1.0])
+    marks = landmarks.mesh_landmarks(poses["rest"]), landmarks.mesh_landmarks(poses[pose])
+    right = landmarks.pair_landmarks(*marks, up)
+    rest = poses["rest"].vertices  # the poses share their vertices: each extremity's mate is the one nearest it
+    truth = np.linalg.norm(rest[marks[0].ids][:, None] - rest[marks[1].ids][None], axis=2).argmin(axis=1)
+    np.testing.assert_array_equal(right.pairs[:, 1], truth)
+    heights = rest[marks[0].ids, 2]
+    for twins in (np.argsort(heights)[:2], np.argsort(heights)[2:4]):  # feet, hands
+        crossed = truth.copy()
+        crossed[twins] = crossed[twins[::-1]]
+        unsure = landmarks.side_checked(*marks, crossed, right.rotation, up, lambda chosen, x, y: {x, y} == set(twins))
+        np.testing.assert_array_equal(unsure, truth)
+        sure = landmarks.side_checked(*marks, crossed, right.rotation, up, lambda chosen, x, y: False)
+        np.testing.assert_array_equal(sure, crossed)
+
+
 def test_a_proximity_sum_adds_its_terms_everywhere_a_prior_is_used():
     rng = np.random.default_rng(0)
     a = match.RestProximity(rng.normal(size=(6, 3)), rng.normal(size=(9, 3)), weight=0.5)

@@ -11,7 +11,9 @@ average geodesic distance (AGD) on any body, in any pose. :func:`landmark_prior`
    the feet point (the turn is fitted per candidate pairing to both, so mirror images score apart, and
    the feet tell front from back when the extremities alone are front/back symmetric, as a T-pose is),
    and, given an up axis, by how well the order of their heights agrees (head above hands, arms out or
-   hanging);
+   hanging); where exchanging two extremities' mates makes little difference to all that (left and right
+   feet in a stride), their order is read from their roots (hips, shoulders), which a stride does not
+   swing the way it swings the tips;
 3. describes every vertex by its distances to the paired extremities, each divided by that
    extremity's mean distance to the others (so a longer arm is followed), and
 4. returns a bounded matching bonus (:class:`sa3df.apps.match.ProximitySum`): candidates with alike
@@ -170,13 +172,18 @@ def extremities(graph, agd: np.ndarray, max_count: int = MAX_EXTREMITIES, radius
     return maxima[np.argsort(-key[maxima])][:max_count].astype(np.int64)
 
 
-def path_vertex(predecessors: np.ndarray, start: int, end: int, lengths: np.ndarray, fraction: float) -> int:
-    """The vertex on the shortest path ``start`` -> ``end`` (``predecessors`` and ``lengths`` of a search
-    from ``start``) whose distance from ``start`` is nearest ``fraction`` of the path's length."""
+def _path(predecessors: np.ndarray, start: int, end: int) -> list[int]:
+    """The shortest path ``start`` ... ``end`` from a search started at ``start`` ([end] if unreached)."""
     path = [end]
     while path[-1] != start and predecessors[path[-1]] >= 0:
         path.append(int(predecessors[path[-1]]))
-    path = np.asarray(path)
+    return path[::-1]
+
+
+def path_vertex(predecessors: np.ndarray, start: int, end: int, lengths: np.ndarray, fraction: float) -> int:
+    """The vertex on the shortest path ``start`` -> ``end`` (``predecessors`` and ``lengths`` of a search
+    from ``start``) whose distance from ``start`` is nearest ``fraction`` of the path's length."""
+    path = np.asarray(_path(predecessors, start, end))
     return int(path[np.argmin(np.abs(lengths[path] - fraction * lengths[end]))])
 
 
@@ -319,6 +326,56 @@ def height_discord(small: MeshLandmarks, large: MeshLandmarks, maps: np.ndarray,
     return (reversed_ * np.minimum(np.abs(gap_small), np.abs(gap_large))).mean(axis=1)
 
 
+# The pairing cannot tell two of its extremities apart when exchanging their mates costs less than this
+# (cost units of pair_landmarks; bench_cross's characters: the right pairing scores 0.001-0.09 below the
+# best wrong one, and for the man walking as the target the wrong one scored 0.002-0.005 below the right
+# one); their roots then decide.
+SIDE_DOUBT = 0.05
+# Where an extremity's side is read: this fraction of the way from its tip to where its path to the body
+# centre meets the other's (the hip or the shoulder: a stride or crossed arms move the tips, not the roots).
+ROOT_FRACTION = 0.9
+ROOT_SPREAD = 0.03  # roots closer than this (mean-AGD units) leave the order as the pairing chose it
+
+
+def limb_roots(marks: MeshLandmarks, i: int, j: int, fraction: float = ROOT_FRACTION) -> np.ndarray | None:
+    """(2, 3) the roots (in ``marks.points``) of extremities ``i`` and ``j`` (indices into ``marks.ids``):
+    on each one's shortest path to the body centre, ``fraction`` of the way from its tip to the first
+    vertex the other's path shares. None when the two paths never meet."""
+    lengths, predecessors = graph_distances(marks.graph, marks.ids[[i, j]], predecessors=True)
+    paths = [_path(predecessors[k], int(marks.ids[e]), marks.centre) for k, e in enumerate((i, j))]
+    shared = set(paths[0]) & set(paths[1])
+    if not shared:
+        return None
+    roots = []
+    for k, path in enumerate(paths):
+        limb = path[:next(n for n, v in enumerate(path) if v in shared) + 1]  # tip ... junction
+        along = lengths[k][limb]
+        roots.append(marks.points[limb[int(np.argmin(np.abs(along - fraction * along[-1])))]])
+    return np.stack(roots)
+
+
+def side_checked(small: MeshLandmarks, large: MeshLandmarks, chosen: np.ndarray, rotation: np.ndarray,
+                 up: np.ndarray | None, doubtful) -> np.ndarray:
+    """``chosen`` (m,), the extremities of ``large`` paired with ``small``'s, with the mates of every two
+    extremities x, y of ``small`` that ``doubtful(chosen, x, y)`` says the pairing cannot tell apart
+    exchanged where their order disagrees: the mates' roots (:func:`limb_roots`), ``large`` turned by
+    ``rotation``, must lie along the axis of x's and y's roots (horizontal, given ``up``; at least
+    :data:`ROOT_SPREAD` long, or nothing is decided) in the same order. Why: the man walking, feet nearly
+    in line, against the woman at rest: the pairing that crossed his feet (so his legs) scored 0.002
+    better than the right one; his hips still tell his sides."""
+    chosen = chosen.copy()
+    flat = (lambda v: v - (v @ up) * up) if up is not None else (lambda v: v)
+    for x, y in itertools.combinations(range(len(chosen)), 2):
+        if not doubtful(chosen, x, y):
+            continue
+        ours, theirs = limb_roots(small, x, y), limb_roots(large, chosen[x], chosen[y])
+        if ours is None or theirs is None or np.linalg.norm(axis := flat(ours[0] - ours[1])) < ROOT_SPREAD:
+            continue
+        if flat(rotation @ (theirs[0] - theirs[1])) @ axis < 0:
+            chosen[[x, y]] = chosen[[y, x]]
+    return chosen
+
+
 def pair_landmarks(source: MeshLandmarks, target: MeshLandmarks, up: np.ndarray | None = None,
                    position_weight: float = 1.0, facing_weight: float = 1.0,
                    order_weight: float = 1.0) -> LandmarkPairing:
@@ -326,7 +383,9 @@ def pair_landmarks(source: MeshLandmarks, target: MeshLandmarks, up: np.ndarray 
     mean differences of the distances between extremities and of their AGD, plus ``position_weight``
     × the distance left after the turn, minus ``facing_weight`` × the agreement of the feet's directions
     after that turn (the turn best for the two together: :func:`_turns_with_feet`), plus, with ``up``,
-    ``order_weight`` × :func:`height_discord`. Every assignment is tried (at most 7!/0! = 5,040)."""
+    ``order_weight`` × :func:`height_discord`. Every assignment is tried (at most 7!/0! = 5,040); the
+    best one's extremities that it cannot tell apart are then put in the order of their roots
+    (:func:`side_checked`), and the turn is that assignment's."""
     flipped = len(source.ids) > len(target.ids)
     small, large = (target, source) if flipped else (source, target)
     m = len(small.ids)
@@ -339,6 +398,14 @@ def pair_landmarks(source: MeshLandmarks, target: MeshLandmarks, up: np.ndarray 
     if up is not None:
         cost = cost + order_weight * height_discord(small, large, maps, up)
     best = int(np.argmin(cost))
+    index = {tuple(row): k for k, row in enumerate(maps.tolist())}  # every assignment is among the maps
+
+    def doubtful(chosen, x, y):
+        exchanged = chosen.copy()
+        exchanged[[x, y]] = chosen[[y, x]]
+        return cost[index[tuple(exchanged.tolist())]] - cost[index[tuple(chosen.tolist())]] < SIDE_DOUBT
+
+    best = index[tuple(side_checked(small, large, maps[best], rotations[best], up, doubtful).tolist())]
     pairs = np.stack([np.arange(m), maps[best]], axis=1)
     rotation = rotations[best].T if flipped else rotations[best]
     return LandmarkPairing(pairs[:, ::-1] if flipped else pairs, rotation, float(residual[best]), float(cost[best]))
