@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sa3df.apps import evaluate, landmarks, match
+from sa3df.apps import evaluate, landmark_pairing, landmarks, match
 from sa3df.core.mesh import Mesh
 from sa3df.examples import humanoid
 
@@ -57,7 +57,7 @@ def test_pairing_finds_the_turn_between_the_meshes(poses):
     rest = poses["rest"]
     order = np.random.default_rng(1).permutation(rest.n_vertices)
     source, target = landmarks.mesh_landmarks(rest), landmarks.mesh_landmarks(_turned(rest, 90, order))
-    pairing = landmarks.pair_landmarks(source, target, np.array([0, 0, 1.0]))
+    pairing = landmark_pairing.pair_landmarks(source, target, np.array([0, 0, 1.0]))
     paired = order[target.ids[pairing.pairs[:, 1]]]
     assert np.linalg.norm(rest.vertices[paired] - rest.vertices[source.ids[pairing.pairs[:, 0]]], axis=1).max() < 0.05
     np.testing.assert_allclose(pairing.rotation @ [1.0, 0, 0], [0, -1, 0], atol=1e-6)  # undoes the 90° turn
@@ -69,7 +69,7 @@ def test_crossed_feet_or_hands_are_put_back_on_their_sides(poses, pose):
     unless the pairing can tell the two apart."""
     up = np.array([0, 0, 1.0])
     marks = landmarks.mesh_landmarks(poses["rest"]), landmarks.mesh_landmarks(poses[pose])
-    right = landmarks.pair_landmarks(*marks, up)
+    right = landmark_pairing.pair_landmarks(*marks, up)
     rest = poses["rest"].vertices  # the poses share their vertices: each extremity's mate is the one nearest it
     truth = np.linalg.norm(rest[marks[0].ids][:, None] - rest[marks[1].ids][None], axis=2).argmin(axis=1)
     np.testing.assert_array_equal(right.pairs[:, 1], truth)
@@ -77,9 +77,9 @@ def test_crossed_feet_or_hands_are_put_back_on_their_sides(poses, pose):
     for twins in (np.argsort(heights)[:2], np.argsort(heights)[2:4]):  # feet, hands
         crossed = truth.copy()
         crossed[twins] = crossed[twins[::-1]]
-        unsure = landmarks.side_checked(*marks, crossed, right.rotation, up, lambda chosen, x, y: {x, y} == set(twins))
+        unsure = landmark_pairing.side_checked(*marks, crossed, right.rotation, up, lambda chosen, x, y: {x, y} == set(twins))
         np.testing.assert_array_equal(unsure, truth)
-        sure = landmarks.side_checked(*marks, crossed, right.rotation, up, lambda chosen, x, y: False)
+        sure = landmark_pairing.side_checked(*marks, crossed, right.rotation, up, lambda chosen, x, y: False)
         np.testing.assert_array_equal(sure, crossed)
 
 

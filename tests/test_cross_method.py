@@ -84,7 +84,7 @@ def test_a_walking_target_with_its_feet_in_line_keeps_its_sides(exported, pair):
     """The man walking as the target: his feet nearly in line, the pairing that crossed them scored
     0.002 better than the right one and swapped 30 % of his sided vertices (trained default: woman ->
     man 0.751 with 0.325 swapped, animated human -> man 0.700 with 0.291); his hips tell his sides
-    (landmarks.side_checked; measured on base features: 0.907 and 0.841, 0.000 swapped)."""
+    (landmark_pairing.side_checked; measured on base features: 0.907 and 0.841, 0.000 swapped)."""
     case = cross_cases.load_case(pair, True)
     aligned = _scores(case, cross_methods.aligned_on_base)
     assert aligned["swap_rate"] <= 0.01, aligned
