@@ -3,15 +3,16 @@
 For every pair of tests/cross_cases.py, the target at rest and posed (a frame of its own animation), every
 method of ``METHODS`` maps the target's vertices to the source's. Printed per row: region accuracy (share
 of target vertices matched into their own body region), left/right swap rate (sided regions matched into
-the mirror region), the share of the wrong ones within one edge ring of another region (on edge: the
-rigs disagreeing where a joint is), the share of all target vertices matched more than two edge rings (on the
-source) from their region (far off: the gross errors), for methods with features the parts of Segment Parts
-(k = 8 on the source, left and right apart, carried to the target by the row's map:
-:func:`sa3df.apps.limb_parts.carried_parts`) scored by their agreement (share of target vertices in the part
-their region got on the source) and the share of left/right region pairs kept in different parts, and the
-method's time. Frame-to-frame rows
-(one character, rest -> a frame; ground truth by vertex index) also print the mean geodesic error
-(/ √area) and the left/right flip rate of sa3df.apps.evaluate.
+the mirror region), the share of the wrong ones within one edge ring of another region (on edge: the rigs
+disagreeing where a joint is), the share of the wrong ones on skin whose weights blend the two regions (on
+blend: :func:`sa3df.apps.evaluate.blend_scores`, at least 30 % of the target vertex's weight in the region
+it was matched to or of its match's in its own), the share of all target vertices matched more than two
+edge rings (on the source) from their region (far off: the gross errors), for methods with features the
+parts of Segment Parts (k = 8 on the source, left and right apart, carried to the target by the row's map:
+:func:`sa3df.apps.limb_parts.carried_parts`) scored by their agreement (share of target vertices in the
+part their region got on the source) and the share of left/right region pairs kept in different parts, and
+the method's time. Frame-to-frame rows (one character, rest -> a frame; ground truth by vertex index) also
+print the mean geodesic error (/ √area) and the left/right flip rate of sa3df.apps.evaluate.
 
 A new method is one line: ``METHODS["new default"] = fn`` with ``fn(case) -> target_to_source (Nt,)``
 (or ``(target_to_source, (source_features, target_features))`` to get the parts columns).
@@ -98,6 +99,8 @@ def score(case, name: str, fn) -> dict:
     row = {"case": case.label, "method": name, "seconds": time.perf_counter() - start}
     row.update(evaluate.region_scores(t2s, case.source_regions, case.target_regions, case.mirror))
     row["near_boundary"] = near_a_boundary(case, t2s)
+    row["blended"] = evaluate.blend_scores(t2s, case.source_regions, case.target_regions, case.mirror,
+                                           case.source_weights, case.target_weights)["blended"]
     row["far_off"] = far_off(case, t2s)
     if features is not None:
         parts = parts_columns(case, features, t2s)
@@ -124,8 +127,8 @@ def run(pairs, methods) -> list[dict]:
     return rows
 
 
-HEADER = (f"{'case':32s} {'method':16s} {'region acc':>10s} {'L/R swap':>8s} {'on edge':>7s} {'far off':>7s} {'parts agr':>9s} "
-          f"{'L/R apart':>9s} {'geo err':>7s} {'flip':>6s} {'time s':>7s}")
+HEADER = (f"{'case':32s} {'method':16s} {'region acc':>10s} {'L/R swap':>8s} {'on edge':>7s} {'on blend':>8s} "
+          f"{'far off':>7s} {'parts agr':>9s} {'L/R apart':>9s} {'geo err':>7s} {'flip':>6s} {'time s':>7s}")
 
 
 def format_row(row: dict) -> str:
@@ -134,8 +137,8 @@ def format_row(row: dict) -> str:
         return f"{'-':>{width}s}" if value is None or value != value else f"{value:>{width}{fmt}}"
 
     return (f"{row['case']:32s} {row['method']:16s} {cell('accuracy', 10)} {cell('swap_rate', 8)} {cell('near_boundary', 7)} "
-            f"{cell('far_off', 7)} {cell('agreement', 9)} {cell('sides_apart', 9)} {cell('geodesic', 7)} {cell('flip', 6)} "
-            f"{cell('seconds', 7, '.1f')}")
+            f"{cell('blended', 8)} {cell('far_off', 7)} {cell('agreement', 9)} {cell('sides_apart', 9)} {cell('geodesic', 7)} "
+            f"{cell('flip', 6)} {cell('seconds', 7, '.1f')}")
 
 
 def main(argv=None) -> None:
@@ -154,7 +157,8 @@ def main(argv=None) -> None:
     print(f"{len(rows)} rows, {len(pairs)} pairs x {len(methods)} methods in {time.perf_counter() - start:.0f} s "
           f"(region acc: share of target vertices matched into their own body region; L/R swap: share of "
           f"sided-region vertices matched into the mirror region; on edge: share of the wrong ones within one "
-          f"edge ring of another region; far off: share of all matched more than two source edge rings from their "
+          f"edge ring of another region; on blend: share of the wrong ones where the vertex or its match has "
+          f">= 30 % of its skin weight in the other's region; far off: share of all matched more than two source edge rings from their "
           f"region; parts: k-means on the source carried by the row's map)")
 
 

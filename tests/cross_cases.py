@@ -26,7 +26,7 @@ import numpy as np
 from sa3df.core.mesh import Mesh, from_arrays
 from sa3df.core.orient import rotation_about
 
-EXPORT_VERSION = 1  # bump when the exported arrays change meaning
+EXPORT_VERSION = 2  # bump when the exported arrays change meaning
 SIDES = ("L", "R")
 HUMANOID_REGIONS = ["head", "neck", "chest", "pelvis"] + [
     f"{part}.{side}" for part in ("upper_arm", "forearm", "hand", "thigh", "shin", "foot") for side in SIDES]
@@ -118,8 +118,10 @@ class CrossCase:
     add-on weld). ``source_regions`` (Ns,) / ``target_regions`` (Nt,) index ``region_names`` (-1: no
     deform weight); ``mirror`` (R,) is :func:`mirror_table`. Frame-to-frame cases also give ``truth``
     (Nt,) the true source vertex of each target vertex and ``truth_mirror`` (Nt,) its left/right mirror.
-    ``target_facing`` (3, 3) turns the target about Z to face like the source, chosen with the ground
-    truth (:func:`facing_from_regions`), for the baselines: :func:`sa3df.core.orient.yaw_to_match` is fooled by
+    ``source_weights`` (Ns, R) / ``target_weights`` (Nt, R) are the skin weights per region
+    (:func:`character_region_weights`; for :func:`sa3df.apps.evaluate.blend_scores`). ``target_facing``
+    (3, 3) turns the target about Z to face like the source, chosen with the ground truth
+    (:func:`facing_from_regions`), for the baselines: :func:`sa3df.core.orient.yaw_to_match` is fooled by
     posed targets (the running woman comes out turned 157.5°, the walking animated human, whose Walk turns
     it from +X to -Y, 0° instead of 90°), and a baseline should not lose for that. A method finds its own."""
 
@@ -131,6 +133,8 @@ class CrossCase:
     target_regions: np.ndarray
     region_names: list
     mirror: np.ndarray
+    source_weights: np.ndarray = None
+    target_weights: np.ndarray = None
     target_facing: np.ndarray = None
     truth: np.ndarray | None = None
     truth_mirror: np.ndarray | None = None
@@ -161,7 +165,7 @@ def _cache_path(name: str, spec: CharacterSpec, source: Path) -> Path:
 
 def _export(spec: CharacterSpec, source: Path) -> dict:
     """Through bpy: the largest skinned mesh's rest vertices (world), triangles, dominant deform bone per
-    vertex, and its world vertices at the chosen frame of ``spec.action``."""
+    vertex, its skin weights (vertices × bones), and its world vertices at the chosen frame of ``spec.action``."""
     import bpy
 
     from blender_scene import import_character
@@ -182,7 +186,7 @@ def _export(spec: CharacterSpec, source: Path) -> dict:
     bone = rig.weights.argmax(axis=1)
     bone[rig.weights.max(axis=1) <= 0] = -1
     return dict(rest=rig.rest_vertices @ world[:3, :3].T + world[:3, 3], faces=rig.faces, bone=bone,
-                bone_names=np.array(rig.bone_names), posed=rig_io.source_clip(armature, [body], [frame])[0],
+                weights=rig.weights.astype(np.float32), bone_names=np.array(rig.bone_names), posed=rig_io.source_clip(armature, [body], [frame])[0],
                 frame=frame)
 
 
@@ -210,6 +214,18 @@ def character_regions(name: str) -> np.ndarray:
     per_bone = np.array([spec.regions.index(bone_region(str(b), spec)) if (arrays["bone"] == i).any() else -1
                          for i, b in enumerate(arrays["bone_names"])] + [-1])
     return per_bone[arrays["bone"]]  # bone -1 picks the trailing -1
+
+
+@functools.lru_cache(maxsize=None)
+def character_region_weights(name: str) -> np.ndarray:
+    """(N_input, R) float32: every exported vertex's skin weight per region (its bones' weights summed by
+    :func:`bone_region`), rows summing to 1 (all zero where unweighted)."""
+    spec, arrays = CHARACTERS[name], character_arrays(name)
+    weights = np.zeros((len(arrays["weights"]), len(spec.regions)), np.float32)
+    for b, bone in enumerate(arrays["bone_names"]):
+        if arrays["weights"][:, b].any():
+            weights[:, spec.regions.index(bone_region(str(bone), spec))] += arrays["weights"][:, b]
+    return weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
 
 
 def character_mesh(name: str, posed: bool) -> Mesh:
@@ -254,7 +270,8 @@ def load_case(pair: str, posed: bool) -> CrossCase:
     source, target = character_mesh(source_name, False), character_mesh(target_name, posed)
     case = CrossCase(pair, posed, source, target, character_regions(source_name)[source.input_index],
                      character_regions(target_name)[target.input_index], list(regions), mirror_table(regions),
-                     np.eye(3))
+                     character_region_weights(source_name)[source.input_index],
+                     character_region_weights(target_name)[target.input_index], np.eye(3))
     case.target_facing = facing_from_regions(case)
     if source_name == target_name:
         from sa3df.apps.evaluate import mirrored_ground_truth

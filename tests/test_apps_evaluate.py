@@ -182,6 +182,21 @@ def test_region_scores_skip_regions_the_source_lacks_and_reject_bad_maps():
         evaluate.region_scores(np.array([0, 1, 1]), source, np.array([0, 3, 1]), MIRROR)
 
 
+def test_blend_scores_count_wrong_matches_on_skin_that_blends_the_two_regions():
+    source, target = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 2, 2, 0])
+    t2s = np.array([1, 0, 2, 4, 5, 3])  # targets 1 (arm.L -> body) and 5 (body -> arm.L) are wrong
+    source_weights, target_weights = np.eye(3)[source], np.eye(3)[target]
+    target_weights[1] = [0.35, 0.65, 0.0]  # target 1 is 35 % body: its miss is on a blend
+    source_weights[3] = [0.25, 0.75, 0.0]  # target 5's match is 25 % body: under the share, a plain miss
+    scores = evaluate.blend_scores(t2s, source, target, MIRROR, source_weights, target_weights)
+    assert scores["blended"] == pytest.approx(1 / 2)
+    assert scores["blend_accuracy"] == pytest.approx(5 / 6)
+    assert evaluate.region_scores(t2s, source, target, MIRROR)["accuracy"] == pytest.approx(4 / 6)
+    assert evaluate.blend_scores(t2s, source, target, MIRROR, source_weights, target_weights, share=0.2)["blended"] == 1.0
+    with pytest.raises(ValueError, match="weights must be"):
+        evaluate.blend_scores(t2s, source, target, MIRROR, source_weights[:5], target_weights)
+
+
 def test_part_agreement_sees_merged_sides_and_inconsistent_parts():
     regions = np.array([0, 0, 1, 1, 2, 2])
     split = np.array([5, 5, 6, 6, 7, 7])

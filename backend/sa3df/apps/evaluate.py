@@ -23,7 +23,10 @@ Conventions (shared by the CLI's ``eval`` command and the tests):
   a body-region label (e.g. from its dominant skin bone; -1 = none). **Region accuracy** is the share of
   target vertices whose match lies in the same region; only target vertices whose region the source has
   count. **Swap rate** is, among those on a sided region (``mirror[r] != r``), the share whose match lies
-  in the mirror region (left hand matched to the right hand).
+  in the mirror region (left hand matched to the right hand). A wrong match is **on a blend** where the
+  skin weights blend the two regions: the target vertex carries at least :data:`BLEND_SHARE` of its weight
+  in the region it was matched to, or its match at least that much in the target vertex's region (a
+  joint's skin, where a hard label cannot be right for both rigs).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from sa3df.core.mesh import Mesh
 from sa3df.core.progress import ProgressFn, steps
 
 DEFAULT_THRESHOLDS = np.linspace(0.0, 0.25, 101)
+BLEND_SHARE = 0.3  # a region with this much of a vertex's skin weight is one of its regions (blend_scores)
 
 
 def _reflect(vertices: np.ndarray, axis: int) -> np.ndarray:
@@ -314,6 +318,32 @@ def region_scores(target_to_source, source_regions, target_regions, mirror) -> d
     return {"accuracy": float((matched == truth).mean()),
             "swap_rate": float(swapped.mean()) if sided.any() else float("nan"),
             "count": int(counted.sum()), "sided_count": int(sided.sum())}
+
+
+def blend_scores(target_to_source, source_regions, target_regions, mirror, source_weights, target_weights,
+                 share: float = BLEND_SHARE) -> dict:
+    """How much of a map's region error lies on blended skin (see the module notes).
+
+    Arguments as :func:`region_scores`, plus ``source_weights`` (Ns, R) and ``target_weights`` (Nt, R):
+    each vertex's skin weight per region (rows summing to 1; all zero where unweighted). Returns plain
+    floats: ``blended`` the share of the wrong (counted) matches that are on a blend (nan when none is
+    wrong) and ``blend_accuracy`` the region accuracy with those counted as right."""
+    t2s = np.asarray(target_to_source)
+    source, target, mirror = _region_arrays(source_regions, target_regions, mirror)
+    region_scores(t2s, source, target, mirror)  # the same checks of the map
+    source_weights, target_weights = np.asarray(source_weights), np.asarray(target_weights)
+    if source_weights.shape != (len(source), len(mirror)) or target_weights.shape != (len(target), len(mirror)):
+        raise ValueError(f"weights must be (vertices, {len(mirror)} regions): got {source_weights.shape} for "
+                         f"{len(source)} source and {target_weights.shape} for {len(target)} target vertices")
+    present = np.zeros(len(mirror), dtype=bool)
+    present[source[source >= 0]] = True
+    counted = np.flatnonzero((target >= 0) & present[np.maximum(target, 0)])
+    matched, truth = source[t2s[counted]], target[counted]
+    wrong = matched != truth
+    on_blend = wrong & (matched >= 0) & (
+        (target_weights[counted, np.maximum(matched, 0)] >= share) | (source_weights[t2s[counted], truth] >= share))
+    return {"blended": float(on_blend.sum() / wrong.sum()) if wrong.any() else float("nan"),
+            "blend_accuracy": float(1.0 - (wrong & ~on_blend).mean())}
 
 
 def part_agreement(source_parts, target_parts, source_regions, target_regions, mirror) -> dict:
