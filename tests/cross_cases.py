@@ -165,7 +165,7 @@ def _cache_path(name: str, spec: CharacterSpec, source: Path) -> Path:
 
 def _export(spec: CharacterSpec, source: Path) -> dict:
     """Through bpy: the largest skinned mesh's rest vertices (world), triangles, dominant deform bone per
-    vertex, its skin weights (vertices × bones), and its world vertices at the chosen frame of ``spec.action``."""
+    vertex, skin weights (vertices × bones), and its world vertices at the chosen frame of ``spec.action``."""
     import bpy
 
     from blender_scene import import_character
@@ -186,8 +186,8 @@ def _export(spec: CharacterSpec, source: Path) -> dict:
     bone = rig.weights.argmax(axis=1)
     bone[rig.weights.max(axis=1) <= 0] = -1
     return dict(rest=rig.rest_vertices @ world[:3, :3].T + world[:3, 3], faces=rig.faces, bone=bone,
-                weights=rig.weights.astype(np.float32), bone_names=np.array(rig.bone_names), posed=rig_io.source_clip(armature, [body], [frame])[0],
-                frame=frame)
+                weights=rig.weights.astype(np.float32), bone_names=np.array(rig.bone_names),
+                posed=rig_io.source_clip(armature, [body], [frame])[0], frame=frame)
 
 
 @functools.lru_cache(maxsize=None)

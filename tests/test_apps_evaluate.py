@@ -192,7 +192,8 @@ def test_blend_scores_count_wrong_matches_on_skin_that_blends_the_two_regions():
     assert scores["blended"] == pytest.approx(1 / 2)
     assert scores["blend_accuracy"] == pytest.approx(5 / 6)
     assert evaluate.region_scores(t2s, source, target, MIRROR)["accuracy"] == pytest.approx(4 / 6)
-    assert evaluate.blend_scores(t2s, source, target, MIRROR, source_weights, target_weights, share=0.2)["blended"] == 1.0
+    lenient = evaluate.blend_scores(t2s, source, target, MIRROR, source_weights, target_weights, share=0.2)
+    assert lenient["blended"] == 1.0
     with pytest.raises(ValueError, match="weights must be"):
         evaluate.blend_scores(t2s, source, target, MIRROR, source_weights[:5], target_weights)
 
