@@ -293,6 +293,13 @@ def _region_arrays(source_regions, target_regions, mirror, n_source: int | None 
     return source, target, mirror
 
 
+def _counted_targets(source: np.ndarray, target: np.ndarray, mirror: np.ndarray) -> np.ndarray:
+    """(Nt,) bool: the target vertices the region scores count, those in a region the source has."""
+    present = np.zeros(len(mirror), dtype=bool)
+    present[source[source >= 0]] = True
+    return (target >= 0) & present[np.maximum(target, 0)]
+
+
 def region_scores(target_to_source, source_regions, target_regions, mirror) -> dict:
     """Region accuracy and left/right swap rate of a map between two characters (see the module notes).
 
@@ -307,9 +314,7 @@ def region_scores(target_to_source, source_regions, target_regions, mirror) -> d
         raise ValueError(f"target_to_source {t2s.shape} and target_regions {target.shape} differ in shape")
     if not np.issubdtype(t2s.dtype, np.integer) or (len(t2s) and (t2s.min() < 0 or t2s.max() >= len(source))):
         raise ValueError(f"target_to_source must hold source vertex ids in [0, {len(source) - 1}]")
-    present = np.zeros(len(mirror), dtype=bool)
-    present[source[source >= 0]] = True
-    counted = (target >= 0) & present[np.maximum(target, 0)]
+    counted = _counted_targets(source, target, mirror)
     if not counted.any():
         raise ValueError("no target vertex lies in a region the source has: nothing to score")
     matched, truth = source[t2s[counted]], target[counted]
@@ -335,9 +340,7 @@ def blend_scores(target_to_source, source_regions, target_regions, mirror, sourc
     if source_weights.shape != (len(source), len(mirror)) or target_weights.shape != (len(target), len(mirror)):
         raise ValueError(f"weights must be (vertices, {len(mirror)} regions): got {source_weights.shape} for "
                          f"{len(source)} source and {target_weights.shape} for {len(target)} target vertices")
-    present = np.zeros(len(mirror), dtype=bool)
-    present[source[source >= 0]] = True
-    counted = np.flatnonzero((target >= 0) & present[np.maximum(target, 0)])
+    counted = np.flatnonzero(_counted_targets(source, target, mirror))
     matched, truth = source[t2s[counted]], target[counted]
     wrong = matched != truth
     on_blend = wrong & (matched >= 0) & (
