@@ -137,7 +137,7 @@ def test_segment_job_carries_the_first_meshs_parts_unless_asked_for_one_kmeans_o
 
 
 @pytest.mark.parametrize("pair, blended_range", [
-    ("man->animated_human", (0.38, 0.48)),  # measured 45 of 105 wrong vertices (0.429)
+    ("man->animated_human", (0.38, 0.48)),  # measured 44 of 104 wrong vertices (0.423)
     ("horse->cow", (0.18, 0.27)),  # 22 of 98 (0.224)
 ])
 def test_position_onlys_errors_at_rest_on_blended_skin(exported, pair, blended_range):
