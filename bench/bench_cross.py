@@ -151,6 +151,8 @@ def main(argv=None) -> None:
     pairs = args.pairs or (cross_cases.FAST_PAIRS if args.fast else
                            cross_cases.REVERSED_PAIRS if args.reversed else cross_cases.PAIRS)
     methods = args.methods or list(METHODS)
+    from sa3df.apps.evaluate import BLEND_SHARE
+
     start = time.perf_counter()
     print(HEADER)
     rows = run(pairs, methods)
@@ -158,8 +160,9 @@ def main(argv=None) -> None:
           f"(region acc: share of target vertices matched into their own body region; L/R swap: share of "
           f"sided-region vertices matched into the mirror region; on edge: share of the wrong ones within one "
           f"edge ring of another region; on blend: share of the wrong ones where the vertex or its match has "
-          f">= 30 % of its skin weight in the other's region; far off: share of all matched more than two "
-          f"source edge rings from their region; parts: k-means on the source carried by the row's map)")
+          f">= {BLEND_SHARE * 100:.0f} % of its skin weight in the other's region; far off: share of all "
+          f"matched more than two source edge rings from their region; parts: k-means on the source carried by "
+          f"the row's map)")
 
 
 if __name__ == "__main__":
